@@ -1,0 +1,58 @@
+"""Boundary checks shared by every public entry point: each raises a ValueError that says what to change."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Refuse NaN or infinite entries."""
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite entries; clean the input first.")
+
+
+def check_positive(name: str, value: float) -> float:
+    """Refuse non-positive or non-finite scalars (T, λ0, λ1, N ...)."""
+    if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
+    return float(value)
+
+
+def check_images(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Images must be (P, c, H, W) and finite."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have shape (P, c, H, W), got {tuple(x.shape)}; "
+            "add a channel axis with x[:, None] for grayscale images."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty.")
+    check_finite(name, x)
+    return x
+
+
+def check_vectors(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Vector inputs must be (P, D) (images are flattened by the caller) and finite."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (P, D), got {tuple(x.shape)}.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty.")
+    check_finite(name, x)
+    return x
+
+
+def as_pair(name: str, value: int | tuple[int, int], minimum: int = 1) -> tuple[int, int]:
+    """Normalise an int-or-pair hyper-parameter (mask, stride, padding) to a pair of ints."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+    return pair  # type: ignore[return-value]

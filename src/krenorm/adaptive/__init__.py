@@ -1,0 +1,1 @@
+"""Kernel rescaling versus adaptation across scaling regimes χ ∈ [1, N] (ADAPTIVE.md)."""

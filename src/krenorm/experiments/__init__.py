@@ -1,0 +1,1 @@
+"""Experiment configs, the compare runner, sweeps (process pool or Dask), SQLite results store, figures and reports."""

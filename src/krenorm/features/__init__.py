@@ -1,0 +1,1 @@
+"""Patch-AGOP, CNFA, RFM, ConvRFM and Deep ConvRFM (FEATURES.md)."""

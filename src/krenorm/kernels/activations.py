@@ -1,0 +1,185 @@
+"""Activation functions and their Gaussian dual kernels (THEORY.md §2).
+
+κ(a, b, c) = E[σ(u)σ(v)],  (u, v) ~ N(0, [[a, b], [b, c]]),   μ(a) = E[σ(u)],  u ~ N(0, a).
+
+Closed forms for erf, relu, identity and square; any other elementwise torch function through
+vectorised Gauss–Hermite quadrature (probabilists' nodes, exact for polynomials of degree < 2n).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ElementwiseFn = Callable[[torch.Tensor], torch.Tensor]
+
+#: Entries of the (E, n, n) quadrature temporaries evaluated at once; bounds memory to ~128 MB.
+_QUADRATURE_CHUNK_ELEMENTS = 2**24
+
+
+def _erf_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    argument = 2 * b / torch.sqrt((1 + 2 * a) * (1 + 2 * c))
+    return (2 / math.pi) * torch.asin(argument.clamp(-1.0, 1.0))
+
+
+def _relu_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    norm = torch.sqrt(a * c)
+    # ρ is clipped to [−1, 1]: rounding can push |b| slightly above √(ac) on the diagonal.
+    rho = torch.where(norm > 0, b / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
+    rho = rho.clamp(-1.0, 1.0)
+    return norm / (2 * math.pi) * (torch.sqrt(1 - rho**2) + rho * (math.pi - torch.acos(rho)))
+
+
+def _identity_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return b.clone()
+
+
+def _square_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return a * c + 2 * b**2
+
+
+def _relu_mean(a: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(a / (2 * math.pi))
+
+
+def _square_mean(a: torch.Tensor) -> torch.Tensor:
+    return a.clone()
+
+
+def _square(x: torch.Tensor) -> torch.Tensor:
+    return x * x
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise nonlinearity σ with its dual kernel κ and mean μ.
+
+    `kernel`/`mean` are closed forms when known, else None (quadrature is used).
+    `odd` means σ(−x) = −σ(x), so μ ≡ 0 and the mean term of THEORY.md §3 vanishes.
+    """
+
+    name: str
+    function: ElementwiseFn
+    odd: bool
+    closed_kernel: Callable[..., torch.Tensor] | None = None
+    closed_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
+    quadrature_nodes: int = 64
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+    def kernel(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """κ(a, b, c) elementwise over broadcastable tensors of variances a, c and covariance b."""
+        a, b, c = torch.broadcast_tensors(a, b, c)
+        if self.closed_kernel is not None:
+            return self.closed_kernel(a, b, c)
+        return gauss_hermite_kernel(self.function, a, b, c, self.quadrature_nodes)
+
+    def mean(self, a: torch.Tensor) -> torch.Tensor:
+        """μ(a) = E[σ(u)], u ~ N(0, a); identically zero for odd σ."""
+        if self.odd:
+            return torch.zeros_like(a)
+        if self.closed_mean is not None:
+            return self.closed_mean(a)
+        return gauss_hermite_mean(self.function, a, self.quadrature_nodes)
+
+
+def _hermite_rule(n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilists' Gauss–Hermite nodes and weights normalised to a standard normal measure."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n)
+    weights = weights / math.sqrt(2 * math.pi)
+    return (
+        torch.as_tensor(nodes, dtype=like.dtype, device=like.device),
+        torch.as_tensor(weights, dtype=like.dtype, device=like.device),
+    )
+
+
+def gauss_hermite_kernel(
+    function: ElementwiseFn,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    nodes: int = 64,
+) -> torch.Tensor:
+    """κ(a, b, c) by 2-D Gauss–Hermite quadrature.
+
+    Writes u = √a z1, v = √c (ρ z1 + √(1−ρ²) z2) with ρ = b/√(ac), z1, z2 iid N(0, 1), and sums
+    over the tensor-product rule. Chunked so temporaries stay near 2**24 entries.
+    """
+    z, w = _hermite_rule(nodes, a)
+    shape = a.shape
+    a_flat, b_flat, c_flat = (t.reshape(-1) for t in (a, b, c))
+    out = torch.empty_like(a_flat)
+    chunk = max(1, _QUADRATURE_CHUNK_ELEMENTS // (nodes * nodes))
+    for start in range(0, a_flat.numel(), chunk):
+        sl = slice(start, start + chunk)
+        sa, sb, sc = a_flat[sl].clamp_min(0), b_flat[sl], c_flat[sl].clamp_min(0)
+        norm = torch.sqrt(sa * sc)
+        rho = torch.where(norm > 0, sb / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)
+        rho = rho.clamp(-1.0, 1.0)
+        u = torch.sqrt(sa)[:, None] * z[None, :]  # (E, n)
+        v = torch.sqrt(sc)[:, None, None] * (
+            rho[:, None, None] * z[None, :, None]
+            + torch.sqrt(1 - rho**2)[:, None, None] * z[None, None, :]
+        )  # (E, n, n)
+        inner = (function(v) * w[None, None, :]).sum(-1)  # (E, n): E_z2[σ(v) | z1]
+        out[sl] = (function(u) * inner * w[None, :]).sum(-1)
+    return out.reshape(shape)
+
+
+def gauss_hermite_mean(function: ElementwiseFn, a: torch.Tensor, nodes: int = 64) -> torch.Tensor:
+    """μ(a) = E[σ(√a z)] by 1-D Gauss–Hermite quadrature."""
+    z, w = _hermite_rule(nodes, a)
+    return (function(torch.sqrt(a.clamp_min(0))[..., None] * z) * w).sum(-1)
+
+
+def _is_numerically_odd(function: ElementwiseFn) -> bool:
+    grid = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    return bool(torch.allclose(function(-grid), -function(grid), atol=1e-12, rtol=1e-10))
+
+
+_NAMED: dict[str, Activation] = {
+    "erf": Activation("erf", torch.erf, odd=True, closed_kernel=_erf_kernel),
+    "relu": Activation(
+        "relu", torch.relu, odd=False, closed_kernel=_relu_kernel, closed_mean=_relu_mean
+    ),
+    "identity": Activation("identity", _identity, odd=True, closed_kernel=_identity_kernel),
+    "square": Activation(
+        "square", _square, odd=False, closed_kernel=_square_kernel, closed_mean=_square_mean
+    ),
+    "tanh": Activation("tanh", torch.tanh, odd=True),
+    "sigmoid": Activation("sigmoid", torch.sigmoid, odd=False),
+    "softplus": Activation("softplus", torch.nn.functional.softplus, odd=False),
+    "gelu": Activation("gelu", torch.nn.functional.gelu, odd=False),
+    "sin": Activation("sin", torch.sin, odd=True),
+}
+_ALIASES = {"linear": "identity", "lin": "identity"}
+
+ACTIVATION_NAMES: tuple[str, ...] = tuple(_NAMED)
+
+
+def get_activation(activation: str | Activation | ElementwiseFn) -> Activation:
+    """Resolve a name ('erf', 'relu', 'identity'/'linear', 'square', 'tanh', ...), an
+    Activation, or any elementwise torch callable (dual kernel then by quadrature)."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = _ALIASES.get(activation.lower(), activation.lower())
+        if key not in _NAMED:
+            raise ValueError(
+                f"unknown activation {activation!r}; choose one of {sorted(_NAMED)} "
+                "or pass an elementwise torch callable."
+            )
+        return _NAMED[key]
+    if callable(activation):
+        name = getattr(activation, "__name__", type(activation).__name__)
+        return Activation(name, activation, odd=_is_numerically_odd(activation))
+    raise ValueError(f"activation must be a name or a callable, got {type(activation).__name__}.")

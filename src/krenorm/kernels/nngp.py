@@ -1,0 +1,62 @@
+"""Infinite-width (NNGP) kernels of the one-hidden-layer architectures (THEORY.md §2).
+
+FC: K/λ1;  CNN and LCN without pooling: (1/(λ1 Np)) Σ_i K_ii (identical);
+CNN with global average pooling: (1/(λ1 Np²)) Σ_ij K_ij.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from krenorm._validation import check_positive
+from krenorm.architectures import ArchitectureSpec
+from krenorm.kernels.grams import (
+    compute_local_blocks,
+    fc_kernel,
+    fc_kernel_diagonal,
+    local_cross_blocks,
+    local_diagonal_blocks,
+    local_test_diagonals,
+)
+
+
+def nngp_kernel(
+    spec: ArchitectureSpec,
+    x: torch.Tensor,
+    z: torch.Tensor | None = None,
+    lambda0: float = 1.0,
+    lambda1: float = 1.0,
+) -> torch.Tensor:
+    """NNGP kernel between x and z (z=None: the P×P training kernel; else the cross kernel)."""
+    check_positive("lambda1", lambda1)
+    geometry = (spec.mask, spec.stride, spec.padding, spec.activation, lambda0)
+    if spec.kind == "fc":
+        return fc_kernel(x, z, spec.activation, lambda0) / lambda1
+    if z is None:
+        if spec.kind == "cnn-gap":
+            blocks = compute_local_blocks(x, *geometry)
+            ones = torch.ones(blocks.n_patches, blocks.n_patches, dtype=blocks.pairs.dtype)
+            return blocks.contract(ones) / (lambda1 * blocks.n_patches**2)
+        diagonal = local_diagonal_blocks(x, *geometry)
+        return diagonal.sum(0) / (lambda1 * diagonal.shape[0])
+    cross = local_cross_blocks(x, z, *geometry)
+    n_patches = cross.shape[0]
+    if spec.kind == "cnn-gap":
+        return cross.sum((0, 1)) / (lambda1 * n_patches**2)
+    return torch.diagonal(cross, dim1=0, dim2=1).sum(-1) / (lambda1 * n_patches)
+
+
+def nngp_diagonal(
+    spec: ArchitectureSpec, x: torch.Tensor, lambda0: float = 1.0, lambda1: float = 1.0
+) -> torch.Tensor:
+    """K(x0, x0) for each test input — never a test×test matrix."""
+    check_positive("lambda1", lambda1)
+    if spec.kind == "fc":
+        return fc_kernel_diagonal(x, spec.activation, lambda0) / lambda1
+    diagonals = local_test_diagonals(
+        x, spec.mask, spec.stride, spec.padding, spec.activation, lambda0
+    )
+    n_patches = diagonals.shape[0]
+    if spec.kind == "cnn-gap":
+        return diagonals.sum((0, 1)) / (lambda1 * n_patches**2)
+    return torch.diagonal(diagonals, dim1=0, dim2=1).sum(-1) / (lambda1 * n_patches)

@@ -1,0 +1,1 @@
+"""Exact hypercube and sphere-product spectra of FC/CNN/LCN kernels, learning index and eigenlearning curves (SPECTRA.md)."""
