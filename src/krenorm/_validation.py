@@ -1,4 +1,6 @@
-"""Boundary checks shared by every public entry point: each raises a ValueError that says what to change."""
+"""Boundary checks shared by the public entry points; each raises a ValueError saying what to
+change.
+"""
 
 from __future__ import annotations
 

@@ -1,1 +1,3 @@
-"""Datasets (MNIST, Fashion-MNIST, CIFAR-10, synthetic tasks) loaded without run-time downloads, preprocessing and label maps."""
+"""Datasets (MNIST, Fashion-MNIST, CIFAR-10, synthetic tasks) loaded without run-time downloads,
+preprocessing and label maps.
+"""

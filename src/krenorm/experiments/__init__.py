@@ -1,1 +1,3 @@
-"""Experiment configs, the compare runner, sweeps (process pool or Dask), SQLite results store, figures and reports."""
+"""Experiment configs, the compare runner, sweeps (process pool or Dask), SQLite results store,
+figures and reports.
+"""

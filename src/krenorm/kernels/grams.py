@@ -266,7 +266,7 @@ def local_diagonal_blocks(
     device: torch.device | str | None = None,
     memory_limit: int | None = None,
 ) -> torch.Tensor:
-    """(Np, P, P) stack of K_ii only: all an LCN or a CNN without pooling at infinite width needs."""
+    """(Np, P, P) stack of K_ii only: all an LCN or a pool-free CNN needs at infinite width."""
     act = get_activation(activation)
     patches = scaled_patches(x, mask, stride, padding, lambda0, dtype, device).transpose(0, 1)
     n_patches, n_samples, _ = patches.shape

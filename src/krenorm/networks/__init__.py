@@ -1,1 +1,3 @@
-"""Torch modules in the theory parameterisation (THEORY.md §1), posterior samplers and posterior observables."""
+"""Torch modules in the theory parameterisation (THEORY.md §1), posterior samplers and posterior
+observables.
+"""

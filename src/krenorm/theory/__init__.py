@@ -1,1 +1,3 @@
-"""Effective actions of one-hidden-layer networks in the proportional limit, saddle-point solvers, posterior predictions and the scikit-learn estimator (THEORY.md §3–6)."""
+"""Effective actions of one-hidden-layer networks in the proportional limit, saddle-point solvers,
+posterior predictions and the scikit-learn estimator (THEORY.md §3–6).
+"""
