@@ -1,0 +1,101 @@
+"""SHA-256 of files and arrays, with a small cache of already-hashed files.
+
+Hashing is lazy: a file is hashed the first time a loader needs it, and the result is kept in
+<cache>/verified_sha256.json keyed by absolute path, size and modification time, so later loads
+skip re-reading large archives. Changing the file (size or mtime) invalidates the entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from krenorm.data.errors import ChecksumMismatchError
+from krenorm.data.locations import cache_dir
+
+_HASH_CACHE_NAME = "verified_sha256.json"
+_READ_BLOCK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_array(array: np.ndarray) -> str:
+    """Hex SHA-256 of an array's C-ordered raw bytes (dtype and shape are not included)."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _hash_file(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_hash_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so concurrent readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def file_digest(path: Path, algorithm: str = "sha256", use_cache: bool = True) -> str:
+    """Hex digest of a file; remembered per (path, size, mtime) when use_cache is True.
+
+    algorithm is 'sha256' (our pins) or 'md5' (the only digests CIFAR-10 publishes).
+    """
+    if algorithm not in ("sha256", "md5"):
+        raise ValueError(f"algorithm must be 'sha256' or 'md5', got {algorithm!r}.")
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{algorithm}:{path}"
+    fingerprint = [stat.st_size, stat.st_mtime_ns]
+    cache_file = cache_dir() / _HASH_CACHE_NAME
+    if use_cache:
+        entry = _read_hash_cache(cache_file).get(key)
+        if entry and entry.get("fingerprint") == fingerprint:
+            return entry["digest"]
+    value = _hash_file(path, algorithm)
+    if use_cache:
+        table = _read_hash_cache(cache_file)
+        table[key] = {"fingerprint": fingerprint, "digest": value}
+        # An unwritable cache only costs re-hashing next time.
+        with contextlib.suppress(OSError):
+            write_atomically(cache_file, json.dumps(table, indent=1, sort_keys=True).encode())
+    return value
+
+
+def sha256_file(path: Path, use_cache: bool = True) -> str:
+    """Hex SHA-256 of a file (see file_digest)."""
+    return file_digest(path, "sha256", use_cache)
+
+
+def require_sha256(actual: str, expected: str, what: str, remedy: str) -> None:
+    """Refuse data whose SHA-256 is not the pinned one."""
+    if actual != expected:
+        raise ChecksumMismatchError(
+            f"SHA-256 of {what} is {actual}, expected {expected}: the file was altered, "
+            f"truncated or replaced. {remedy}"
+        )
