@@ -14,7 +14,8 @@ exactly a one-hidden-layer CNN of THEORY.md §1 with N channels and a dense read
 Label noise: Gaussian with standard deviation `noise` (variance T = noise²) on the training
 targets only; test targets are the noiseless teacher, so the test loss measures the teacher.
 Random streams are independent per role (teacher, train inputs, test inputs, noise): changing
-n_train leaves the teacher and the test set unchanged.
+n_train leaves the teacher and the test set unchanged, and a larger n_train extends a smaller
+one (the first rows agree).
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ HypercubeTarget = Callable[[torch.Tensor], torch.Tensor] | Mapping[tuple[int, ..
 _STREAMS = {"teacher": 0, "train": 1, "test": 2, "noise": 3}
 
 
-def _generator(seed: int, role: str) -> torch.Generator:
-    """A torch generator for one role, derived from (seed, role) through numpy's SeedSequence."""
-    state = np.random.SeedSequence([check_seed(seed), _STREAMS[role]]).generate_state(1, np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
+def _generator(seed: int, role: str) -> np.random.Generator:
+    """The random stream of one role (teacher, train, test, noise) for this seed."""
+    return np.random.default_rng(np.random.SeedSequence([check_seed(seed), _STREAMS[role]]))
 
 
-def _normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float64)
+def _normal(shape: tuple[int, ...], generator: np.random.Generator) -> torch.Tensor:
+    # numpy fills arrays sequentially, so the first rows of a longer draw equal a shorter draw:
+    # training sets of growing P from one seed are nested (learning curves reuse examples).
+    return torch.from_numpy(generator.standard_normal(shape))
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -295,8 +297,8 @@ def hypercube_task(
         raise ValueError("target must be a callable or a mapping {subset: coefficient}.")
 
     def draw(count: int, role: str) -> torch.Tensor:
-        bits = torch.randint(0, 2, (count, dimension), generator=_generator(seed, role))
-        return (2 * bits - 1).to(torch.float64)
+        bits = _generator(seed, role).integers(0, 2, size=(count, dimension))
+        return torch.from_numpy(2.0 * bits - 1.0)
 
     x_train, x_test = draw(n_train, "train"), draw(n_test, "test")
     targets = []
