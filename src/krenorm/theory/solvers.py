@@ -1,0 +1,359 @@
+"""Saddle-point solvers for the effective action (THEORY.md §3).
+
+The saddle point is the minimum of S over symmetric positive definite Q̄, where
+∂S/∂Q̄ = 1 − Q̄⁻¹ + G = 0  ⇔  Q̄ = (1 + G)⁻¹. Methods (all with the analytic gradient):
+
+- "newton":   Newton's method in Q̄ coordinates with the exact Hessian (assembled from
+              Hessian-vector products; few parameters: FC, CNN-GAP, LCN, small CNNs), eigenvalue-
+              modified when indefinite, with a backtracking line search that keeps Q̄ SPD.
+- "anderson": Anderson-accelerated fixed point Q̄ ← (1 + G(Q̄))⁻¹ (one gradient per iteration,
+              no Hessian; the default for large CNN Q̄), safeguarded by plain damped steps.
+- "fixed-point": the damped iteration Q̄ ← Q̄ + η[(1 + G)⁻¹ − Q̄], η halved when S increases.
+- "lbfgs":    scipy's L-BFGS-B on the Cholesky parameterisation of `order_parameters`.
+
+Every solve reports ‖∂S/∂Q̄‖_F, iterations, a converged flag and the smallest eigenvalue of the
+Hessian in Q̄ coordinates (Frobenius metric); several starts are compared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse.linalg
+import torch
+
+from krenorm.theory.action import ActionEvaluation, EffectiveAction, SpectralAction
+from krenorm.theory.order_parameters import OrderParameterStructure
+
+SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs"]
+SOLVER_METHODS = ("auto", "newton", "anderson", "fixed-point", "lbfgs")
+
+#: Above this many free entries of Q̄ the smallest Hessian eigenvalue comes from Lanczos.
+DENSE_HESSIAN_LIMIT = 80
+#: "auto" uses Newton (a dense Hessian per iteration) up to this many free entries of Q̄ for
+#: Gram-linear actions, whose Hessian-vector products cost two P×P×P products each.
+NEWTON_LIMIT = 16
+
+
+class SaddlePointConvergenceWarning(RuntimeWarning):
+    """The saddle-point solver stopped before the gradient tolerance was met."""
+
+
+@dataclass(frozen=True)
+class SolverDiagnostics:
+    """What a user needs to trust a saddle point."""
+
+    method: str
+    converged: bool
+    iterations: int
+    function_evaluations: int
+    gradient_norm: float
+    action: float
+    min_hessian_eigenvalue: float | None
+    n_starts: int
+    start_disagreement: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SaddlePoint:
+    q_bar: torch.Tensor
+    diagnostics: SolverDiagnostics
+
+    def to_dict(self) -> dict:
+        return {"q_bar": self.q_bar.tolist(), **self.diagnostics.to_dict()}
+
+
+class _Coordinates:
+    """Orthonormal (Frobenius) coordinates c of diagonal vectors or symmetric matrices."""
+
+    def __init__(self, structure: OrderParameterStructure, dtype: torch.dtype):
+        self.structure = structure
+        self.basis = torch.stack(structure.tangent_basis(dtype))
+
+    def to_coordinates(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("k...,...->k", self.basis, q)
+
+    def from_coordinates(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("k,k...->...", c, self.basis)
+
+    def hessian(self, evaluation: ActionEvaluation) -> torch.Tensor:
+        columns = torch.stack([self.to_coordinates(evaluation.hessian_vector(e))
+                               for e in self.basis])
+        return (columns + columns.T) / 2
+
+
+def gradient_norm(evaluation: ActionEvaluation) -> float:
+    """‖∂S/∂Q̄‖_F in Q̄ coordinates."""
+    return float(torch.linalg.norm(evaluation.gradient))
+
+
+def is_positive_definite(structure: OrderParameterStructure, q: torch.Tensor) -> bool:
+    if not bool(torch.isfinite(q).all()):
+        return False
+    if structure.kind == "diagonal":
+        return bool((q > 0).all())
+    return int(torch.linalg.cholesky_ex(q)[1]) == 0
+
+
+def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor) -> float:
+    """Smallest eigenvalue of ∂²S/∂Q̄² on symmetric (or diagonal) directions, Frobenius metric:
+    dense for few parameters, Lanczos (scipy eigsh) on Hessian-vector products otherwise."""
+    evaluation = action.evaluate(q_bar)
+    coordinates = _Coordinates(action.structure, q_bar.dtype)
+    size = coordinates.basis.shape[0]
+    if size <= DENSE_HESSIAN_LIMIT:
+        return float(torch.linalg.eigvalsh(coordinates.hessian(evaluation))[0])
+
+    def matvec(vector: np.ndarray) -> np.ndarray:
+        direction = coordinates.from_coordinates(torch.as_tensor(vector.ravel(), dtype=q_bar.dtype))
+        return coordinates.to_coordinates(evaluation.hessian_vector(direction)).numpy()
+
+    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec, dtype=np.float64)
+    return float(scipy.sparse.linalg.eigsh(operator, k=1, which="SA", tol=1e-4)[0][0])
+
+
+@dataclass
+class _Run:
+    evaluation: ActionEvaluation
+    iterations: int
+    evaluations: int
+    message: str
+
+
+def _newton(action: EffectiveAction, q: torch.Tensor, tolerance: float,
+            max_iterations: int) -> _Run:
+    structure = action.structure
+    coordinates = _Coordinates(structure, q.dtype)
+    evaluation = action.evaluate(q)
+    evaluations = 1
+    for iteration in range(max_iterations):
+        norm = gradient_norm(evaluation)
+        if norm <= tolerance:
+            return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
+        hessian = coordinates.hessian(evaluation)
+        eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+        # Indefinite far from the minimum: flip and floor the curvature (modified Newton).
+        floor = 1e-8 * max(1.0, float(eigenvalues.abs().max()))
+        eigenvalues = eigenvalues.abs().clamp_min(floor)
+        gradient = coordinates.to_coordinates(evaluation.gradient)
+        step = coordinates.from_coordinates(-(eigenvectors @ ((eigenvectors.T @ gradient)
+                                                              / eigenvalues)))
+        length = 1.0
+        while length > 1e-10:
+            candidate = structure.symmetrize(evaluation.q_bar + length * step)
+            if is_positive_definite(structure, candidate):
+                trial = action.evaluate(candidate)
+                evaluations += 1
+                decrease = trial.value < evaluation.value - 1e-4 * length * float(
+                    -(gradient @ coordinates.to_coordinates(step)))
+                # At round-off level S cannot resolve progress; the gradient still can.
+                flat = abs(trial.value - evaluation.value) <= 1e-13 * max(1.0, abs(trial.value))
+                if decrease or (flat and gradient_norm(trial) < norm):
+                    evaluation = trial
+                    break
+            length /= 2
+        else:
+            return _Run(evaluation, iteration, evaluations, "line search failed")
+    return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
+
+
+def _fixed_point_target(structure: OrderParameterStructure,
+                        evaluation: ActionEvaluation) -> torch.Tensor:
+    """(1 + G)⁻¹ with G the data part of the gradient."""
+    data_gradient = evaluation.gradient - structure.prior_gradient(evaluation.q_bar)
+    if structure.kind == "diagonal":
+        return 1 / (1 + data_gradient)
+    identity = torch.eye(structure.size, dtype=data_gradient.dtype)
+    return structure.symmetrize(torch.linalg.inv(identity + data_gradient))
+
+
+def _damped_step(action: EffectiveAction, evaluation: ActionEvaluation, step: float
+                 ) -> tuple[ActionEvaluation | None, float, int]:
+    """Q̄ + η[(1 + G)⁻¹ − Q̄] with η halved until Q̄ stays SPD and S does not increase."""
+    structure = action.structure
+    target = _fixed_point_target(structure, evaluation)
+    evaluations = 0
+    while step > 1e-12:
+        candidate = structure.symmetrize(evaluation.q_bar + step * (target - evaluation.q_bar))
+        if is_positive_definite(structure, candidate):
+            trial = action.evaluate(candidate)
+            evaluations += 1
+            if trial.value <= evaluation.value + 1e-13 * max(1.0, abs(evaluation.value)):
+                return trial, step, evaluations
+        step /= 2
+    return None, step, evaluations
+
+
+def _fixed_point(action: EffectiveAction, q: torch.Tensor, tolerance: float,
+                 max_iterations: int) -> _Run:
+    evaluation = action.evaluate(q)
+    evaluations, step = 1, 1.0
+    for iteration in range(max_iterations):
+        if gradient_norm(evaluation) <= tolerance:
+            return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
+        trial, step, used = _damped_step(action, evaluation, step)
+        evaluations += used
+        if trial is None:
+            return _Run(evaluation, iteration, evaluations, "step size underflow")
+        evaluation, step = trial, min(1.0, 2 * step)
+    return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
+
+
+def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_iterations: int,
+              memory: int = 8) -> _Run:
+    """Anderson mixing (type II) on the map Q̄ ↦ (1 + G(Q̄))⁻¹ in orthonormal coordinates.
+    An extrapolated point that leaves the SPD cone or increases the residual tenfold resets the
+    history and falls back to a damped plain step."""
+    structure = action.structure
+    coordinates = _Coordinates(structure, q.dtype)
+    evaluation = action.evaluate(q)
+    evaluations = 1
+    x_history: list[torch.Tensor] = []
+    f_history: list[torch.Tensor] = []
+    for iteration in range(max_iterations):
+        if gradient_norm(evaluation) <= tolerance:
+            return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
+        x = coordinates.to_coordinates(evaluation.q_bar)
+        residual = coordinates.to_coordinates(_fixed_point_target(structure, evaluation)) - x
+        x_history.append(x)
+        f_history.append(residual)
+        x_history, f_history = x_history[-memory - 1:], f_history[-memory - 1:]
+        proposal = x + residual
+        if len(x_history) > 1:
+            delta_x = torch.stack([b - a for a, b in itertools.pairwise(x_history)],
+                                  1)
+            delta_f = torch.stack([b - a for a, b in itertools.pairwise(f_history)],
+                                  1)
+            gamma = torch.linalg.lstsq(delta_f, residual[:, None], rcond=1e-10).solution[:, 0]
+            proposal = x + residual - (delta_x + delta_f) @ gamma
+        candidate = structure.symmetrize(coordinates.from_coordinates(proposal))
+        trial = None
+        if is_positive_definite(structure, candidate):
+            trial = action.evaluate(candidate)
+            evaluations += 1
+            if gradient_norm(trial) > 10 * gradient_norm(evaluation):
+                trial = None
+        if trial is None:
+            x_history, f_history = [], []
+            trial, _, used = _damped_step(action, evaluation, 1.0)
+            evaluations += used
+            if trial is None:
+                return _Run(evaluation, iteration, evaluations, "step size underflow")
+        evaluation = trial
+    return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
+
+
+def _lbfgs(action: EffectiveAction, q: torch.Tensor, tolerance: float,
+           max_iterations: int) -> _Run:
+    structure = action.structure
+    counter = {"evaluations": 0}
+
+    def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        theta_tensor = torch.as_tensor(theta, dtype=q.dtype)
+        evaluation = action.evaluate(structure.from_theta(theta_tensor))
+        counter["evaluations"] += 1
+        return evaluation.value, structure.gradient_to_theta(
+            theta_tensor, evaluation.gradient).numpy()
+
+    result = scipy.optimize.minimize(
+        value_and_gradient, structure.to_theta(q).numpy(), jac=True, method="L-BFGS-B",
+        options={"gtol": tolerance, "ftol": 0.0, "maxiter": max_iterations, "maxcor": 30},
+    )
+    q_bar = structure.symmetrize(structure.from_theta(torch.as_tensor(result.x)))
+    return _Run(action.evaluate(q_bar), int(result.nit), counter["evaluations"] + 1,
+                str(result.message))
+
+
+_METHODS = {"newton": _newton, "anderson": _anderson, "fixed-point": _fixed_point,
+            "lbfgs": _lbfgs}
+
+
+def _random_start(structure: OrderParameterStructure, generator: torch.Generator
+                  ) -> torch.Tensor:
+    """A random SPD start around the identity (log-normal diagonal or Wishart matrix)."""
+    if structure.kind == "diagonal":
+        return torch.exp(0.5 * torch.randn(structure.size, generator=generator,
+                                           dtype=torch.float64))
+    factor = torch.randn(structure.size, 2 * structure.size, generator=generator,
+                         dtype=torch.float64)
+    return factor @ factor.T / (2 * structure.size)
+
+
+def solve_saddle_point(
+    action: EffectiveAction,
+    start: torch.Tensor | None = None,
+    method: SolverMethod = "auto",
+    tolerance: float = 1e-9,
+    max_iterations: int = 500,
+    n_starts: int = 1,
+    seed: int = 0,
+    hessian_check: bool = True,
+) -> SaddlePoint:
+    """Minimise S(Q̄) over SPD Q̄ (THEORY.md §3).
+
+    `start` defaults to the infinite-width solution Q̄ = 1 (pass a neighbouring solution to warm
+    start). With n_starts > 1 further random SPD starts are solved; their largest distance to the
+    best solution is reported and a warning raised when it exceeds √tolerance. A solution whose
+    gradient norm exceeds `tolerance` comes back with converged=False and a
+    SaddlePointConvergenceWarning.
+    """
+    structure = action.structure
+    if method not in SOLVER_METHODS:
+        raise ValueError(f"unknown solver method {method!r}; choose one of {SOLVER_METHODS}.")
+    if method == "auto":
+        cheap_hessian = isinstance(action, SpectralAction)
+        few = structure.n_parameters <= NEWTON_LIMIT
+        method = "newton" if cheap_hessian or few else "anderson"
+    if start is not None and not is_positive_definite(structure, start.to(torch.float64)):
+        raise ValueError("the start Q̄ must be positive definite.")
+    generator = torch.Generator().manual_seed(seed)
+    starts = [structure.identity() if start is None else start.to(torch.float64)]
+    starts += [_random_start(structure, generator) for _ in range(n_starts - 1)]
+
+    runs = [_METHODS[method](action, initial, tolerance, max_iterations) for initial in starts]
+    best = min(runs, key=lambda run: run.evaluation.value)
+    disagreement = max(
+        float(torch.linalg.norm(run.evaluation.q_bar - best.evaluation.q_bar)) for run in runs
+    )
+    if disagreement > math.sqrt(tolerance):
+        warnings.warn(
+            f"saddle-point starts disagree by {disagreement:.3g} (‖ΔQ̄‖_F); the action may have "
+            "several minima; the one with the lowest S is returned.",
+            SaddlePointConvergenceWarning,
+            stacklevel=2,
+        )
+    norm = gradient_norm(best.evaluation)
+    converged = bool(norm <= tolerance)
+    if not converged:
+        warnings.warn(
+            f"saddle point not converged: ‖∂S/∂Q̄‖ = {norm:.3g} > {tolerance:.1g} after "
+            f"{best.iterations} iterations ({best.message}); try method='newton', more "
+            "iterations or a warm start.",
+            SaddlePointConvergenceWarning,
+            stacklevel=2,
+        )
+    q_bar = best.evaluation.q_bar
+    smallest = min_hessian_eigenvalue(action, q_bar) if hessian_check else None
+    diagnostics = SolverDiagnostics(
+        method=method,
+        converged=converged,
+        iterations=best.iterations,
+        function_evaluations=sum(run.evaluations for run in runs),
+        gradient_norm=norm,
+        action=best.evaluation.value,
+        min_hessian_eigenvalue=smallest,
+        n_starts=len(starts),
+        start_disagreement=disagreement,
+        message=best.message,
+    )
+    return SaddlePoint(q_bar=q_bar, diagnostics=diagnostics)
