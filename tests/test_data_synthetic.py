@@ -41,7 +41,8 @@ def test_teacher_and_test_set_do_not_depend_on_n_train(task):
     small, large = SMALL_TASKS[task](5, 6), SMALL_TASKS[task](5, 20)
     assert torch.equal(small.x_test, large.x_test) and torch.equal(small.y_test, large.y_test)
     assert torch.equal(small.x_train, large.x_train[:6])  # nested: same stream, longer draw
-    assert torch.equal(small.y_train, large.y_train[:6])
+    # Targets agree to rounding: batched matmuls may sum in a different order for other P.
+    torch.testing.assert_close(small.y_train, large.y_train[:6], rtol=0, atol=1e-12)
     for name, weights in small.teacher.items():
         assert torch.equal(weights, large.teacher[name])
 
