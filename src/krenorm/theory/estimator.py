@@ -1,0 +1,93 @@
+"""scikit-learn estimator over the effective theory (THEORY.md §3–6).
+
+`RenormalizedKernelRegressor` follows the estimator conventions (constructor stores
+hyper-parameters verbatim, `fit` learns attributes ending in `_`), so it clones, pickles and runs
+inside GridSearchCV, e.g. to choose T, λ0, λ1 by cross-validation or by `log_evidence_`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from krenorm.architectures import ArchitectureSpec
+from krenorm.theory.fit import FittedTheory, TestLoss, TheoryConfig
+
+
+def _as_tensor(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64) if not isinstance(x, torch.Tensor)
+                           else x, dtype=torch.float64)
+
+
+class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
+    """Posterior of a finite-width Bayesian one-hidden-layer network in the proportional limit.
+
+    Parameters mirror THEORY.md: architecture 'fc' | 'cnn' | 'lcn' | 'cnn-gap'; width N;
+    temperature T; lambda0, lambda1 (prior precisions); activation; mask, stride, padding
+    (Conv2d meaning, ignored for 'fc'); n_outputs (None: taken from y; 'fc' only for > 1);
+    infinite_width (Q̄ = 1, the NNGP). X is (P, c, H, W) images or (P, D) vectors.
+
+    Fitted attributes: q_bar_ (float for FC/CNN-GAP, vector for LCN, matrix for CNN or FC with
+    several outputs), diagnostics_ (dict), log_evidence_, theory_ (the `FittedTheory`).
+    """
+
+    def __init__(self, architecture: str = "fc", width: float = 100.0, temperature: float = 0.1,
+                 lambda0: float = 1.0, lambda1: float = 1.0, activation: str = "erf",
+                 mask: int | tuple[int, int] = 1, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] = 0, n_outputs: int | None = None,
+                 infinite_width: bool = False, solver: str = "auto", tolerance: float = 1e-9):
+        self.architecture = architecture
+        self.width = width
+        self.temperature = temperature
+        self.lambda0 = lambda0
+        self.lambda1 = lambda1
+        self.activation = activation
+        self.mask = mask
+        self.stride = stride
+        self.padding = padding
+        self.n_outputs = n_outputs
+        self.infinite_width = infinite_width
+        self.solver = solver
+        self.tolerance = tolerance
+
+    def _config(self) -> TheoryConfig:
+        spec = ArchitectureSpec(self.architecture, self.activation, self.mask, self.stride,
+                                self.padding)
+        return TheoryConfig(spec, self.width, self.temperature, self.lambda0, self.lambda1,
+                            self.infinite_width, solver=self.solver, tolerance=self.tolerance)
+
+    def fit(self, X, y) -> RenormalizedKernelRegressor:
+        y_tensor = _as_tensor(y)
+        outputs = 1 if y_tensor.ndim == 1 else y_tensor.shape[1]
+        if self.n_outputs is not None and outputs != self.n_outputs:
+            raise ValueError(f"n_outputs={self.n_outputs} but y has {outputs} output(s).")
+        self.theory_ = FittedTheory(self._config(), _as_tensor(X), y_tensor)
+        q = self.theory_.q_bar
+        self.q_bar_ = float(q) if q.numel() == 1 and q.ndim <= 1 else q.numpy()
+        diagnostics = self.theory_.diagnostics
+        self.diagnostics_ = (diagnostics.to_dict() if hasattr(diagnostics, "to_dict")
+                             else dict(diagnostics or {}))
+        self.log_evidence_ = float(self.theory_.log_evidence)
+        self.n_features_in_ = int(np.prod(self.theory_.x_train.shape[1:]))
+        return self
+
+    def predict(self, X, return_std: bool = False):
+        """Posterior mean (and standard deviation of the network output, no label noise)."""
+        check_is_fitted(self, "theory_")
+        prediction = self.theory_.predict(_as_tensor(X))
+        mean = prediction.mean.numpy()
+        if return_std:
+            return mean, np.sqrt(prediction.variance.numpy())
+        return mean
+
+    def test_loss(self, X, y) -> tuple[float, float, float]:
+        """(ε_g, bias², variance) of THEORY.md §4."""
+        check_is_fitted(self, "theory_")
+        loss: TestLoss = self.theory_.test_loss(_as_tensor(X), _as_tensor(y))
+        return loss.loss, loss.bias2, loss.variance
+
+    def summary(self) -> dict:
+        check_is_fitted(self, "theory_")
+        return self.theory_.summary().to_dict()
