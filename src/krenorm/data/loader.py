@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from krenorm.data.catalog import (
     CIFAR10_JPEG_LABEL,
     CLASS_NAMES,
@@ -27,11 +29,9 @@ from krenorm.data.preprocess import (
     resolve_classes,
     select_balanced,
     split_generator,
+    standardize_images,
     to_float_images,
     to_grayscale,
-)
-from krenorm.data.preprocess import (
-    standardize as apply_standardization,
 )
 from krenorm.data.sources import locate
 
@@ -86,7 +86,7 @@ def load_dataset(
 
     raw = locate(name, data_dir=data_dir, allow_fetch=allow_fetch)
     names = CLASS_NAMES[name]
-    selected = {}
+    selected: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, count in (("train", n_train), ("test", n_test)):
         images, split_labels = raw.split(split, class_tuple)
         generator = split_generator(seed, split)
@@ -107,7 +107,7 @@ def load_dataset(
             f"resize {before[0]}×{before[1]} → {side}×{side}: torch.nn.functional.interpolate "
             "bilinear, antialias=True, align_corners=False"
         )
-    x_train, x_test, line = apply_standardization(x_train, x_test, standardize)
+    x_train, x_test, line = standardize_images(x_train, x_test, standardize)
     if line is not None:
         steps.append(line)
     steps.append(_labels_line(labels, class_tuple, names))
@@ -139,7 +139,13 @@ def load_dataset(
     )
 
 
-def _selection_line(classes, names, selected, seed: int, take_all: bool) -> str:
+def _selection_line(
+    classes: tuple[int, ...],
+    names: tuple[str, ...],
+    selected: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    take_all: bool,
+) -> str:
     described = ", ".join(f"{label} ({names[label]})" for label in classes)
     counts = f"{len(selected['train'][1])} train / {len(selected['test'][1])} test images"
     if take_all:

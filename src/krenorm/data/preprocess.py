@@ -137,7 +137,7 @@ def resize(x: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
 
 
-def standardize(
+def standardize_images(
     x_train: torch.Tensor, x_test: torch.Tensor, mode: Standardize
 ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
     """(x − mean) / std with mean and std from x_train only, applied to both splits.

@@ -35,6 +35,10 @@ class SourceRecord:
     jpeg_copy: bool = False
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"source kind must be one of {SOURCE_KINDS}, got {self.kind!r}.")
+
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from krenorm.data.catalog import (
     CIFAR10_JPEG_ZIP_SHA256,
+    CIFAR10_TARBALL,
     DATASET_NAMES,
     DEBIAN_FASHION_MNIST_SHA256,
     HOW_TO_GET,
@@ -69,7 +70,7 @@ def _user_status(dataset: str) -> SourceStatus:
             found = (
                 batches_folder(folder) is not None
                 or any((folder / name).is_file()
-                       for name in ("cifar-10-python.tar.gz", SHARED_CIFAR10_ZIP))
+                       for name in (CIFAR10_TARBALL, SHARED_CIFAR10_ZIP))
                 or jpeg_folder(folder)
             )
         else:
