@@ -37,3 +37,79 @@ def data_command(
         typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     else:
         Console().print(status_table(rows))
+
+
+@app.command("theory")
+def theory_command(
+    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist or cifar10."),
+    classes: str = typer.Option("0,1", help="Two class indices or names, comma separated."),
+    n_train: int = typer.Option(500, help="Training images (balanced over the classes)."),
+    n_test: int = typer.Option(1000, help="Test images."),
+    side: int = typer.Option(None, help="Resize images to side × side."),
+    grayscale: bool = typer.Option(False, help="Convert colour images to one channel."),
+    arch: str = typer.Option("cnn", help="fc, cnn, lcn or cnn-gap."),
+    activation: str = typer.Option("erf", help="erf, relu (FC only), identity, tanh, ..."),
+    mask: int = typer.Option(7, help="Kernel size (square)."),
+    stride: int = typer.Option(7, help="Stride."),
+    padding: int = typer.Option(0, help="Zero padding."),
+    width: float = typer.Option(50.0, help="Width N (hidden units or channels)."),
+    temperature: float = typer.Option(0.1, help="Temperature T."),
+    lambda0: float = typer.Option(1.0, help="First-layer prior precision λ0."),
+    lambda1: float = typer.Option(1.0, help="Readout prior precision λ1."),
+    seed: int = typer.Option(0, help="Data selection seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+) -> None:
+    """Solve the saddle point on a data set; print Q̄ and the test loss at finite and infinite
+    width."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from krenorm.architectures import ArchitectureSpec
+    from krenorm.data import load_dataset
+    from krenorm.experiments.theory_case import run_theory_case
+
+    data = load_dataset(dataset, classes=tuple(classes.split(",")), n_train=n_train,
+                        n_test=n_test, side=side, grayscale=grayscale, seed=seed)
+    spec = ArchitectureSpec(arch, activation, mask, stride, padding)
+    result = run_theory_case(data.x_train, data.y_train, data.x_test, data.y_test, spec, width,
+                             temperature, lambda0, lambda1)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=float))
+        return
+    console = Console()
+    finite, diagnostics = result.finite, result.finite["diagnostics"]
+    console.print(f"[bold]{dataset}[/bold] {classes}  P={n_train}  {arch}  N={width:g}  "
+                  f"T={temperature:g}  α={finite['alpha']:.3g}")
+    q = torch_summary(finite["q_bar"])
+    console.print(f"Q̄: {q}")
+    if finite["off_diagonal_share"] is not None:
+        console.print(f"share of K_R in off-diagonal blocks: {finite['off_diagonal_share']:.4f}")
+    console.print(f"solver: {diagnostics.get('method')} converged={diagnostics.get('converged')} "
+                  f"|∇S|={diagnostics.get('gradient_norm', float('nan')):.2e} "
+                  f"iterations={diagnostics.get('iterations')} "
+                  f"min Hessian eigenvalue={diagnostics.get('min_hessian_eigenvalue')}")
+    table = Table("width", "test loss", "bias²", "variance", "train error", "log evidence")
+    for label, summary, test in (("finite", finite, result.finite_test),
+                                 ("infinite", result.infinite, result.infinite_test)):
+        table.add_row(label, f"{test['loss']:.6f}", f"{test['bias2']:.6f}",
+                      f"{test['variance']:.6f}", f"{summary['train_error']:.6f}",
+                      f"{summary['log_evidence']:.3f}")
+    console.print(table)
+
+
+def torch_summary(q_bar: list) -> str:
+    """A one-line description of Q̄ (scalar, vector or matrix) for the terminal."""
+    import numpy as np
+
+    q = np.asarray(q_bar, dtype=float)
+    if q.size == 1:
+        return f"{float(q.reshape(())):.6f}"
+    if q.ndim == 1:
+        return f"diagonal, min {q.min():.4f} mean {q.mean():.4f} max {q.max():.4f}"
+    diagonal = np.diag(q)
+    off = q[~np.eye(q.shape[0], dtype=bool)]
+    return (f"{q.shape[0]}×{q.shape[1]}, diagonal mean {diagonal.mean():.4f}, off-diagonal "
+            f"mean {off.mean():.4f} (|max| {np.abs(off).max():.4f}), eigenvalues "
+            f"{np.linalg.eigvalsh(q).min():.4f}…{np.linalg.eigvalsh(q).max():.4f}")
