@@ -41,13 +41,18 @@ def extract_patches(
 ) -> torch.Tensor:
     """Patches of images x (P, c, H, W) as a tensor (P, Np, M).
 
-    Uses torch's unfold, which shares Conv2d's layout; test_patches checks conv outputs are
-    reproduced exactly for strides, paddings and channel counts.
+    Sliding-window views (Tensor.unfold) permuted to (P, out_h, out_w, c, m_h, m_w) and copied
+    once: the same layout as F.unfold / Conv2d, and on CPU many times faster than F.unfold's
+    im2col; test_patches checks conv outputs are reproduced exactly for strides, paddings and
+    channel counts.
     """
     check_images("x", x)
     mask_hw = as_pair("mask", mask)
     stride_hw = as_pair("stride", stride)
     pad_hw = as_pair("padding", padding, minimum=0)
-    patch_grid(tuple(x.shape[2:]), mask_hw, stride_hw, pad_hw)
-    columns = F.unfold(x, kernel_size=mask_hw, stride=stride_hw, padding=pad_hw)  # (P, M, Np)
-    return columns.transpose(1, 2).contiguous()
+    out_h, out_w = patch_grid(tuple(x.shape[2:]), mask_hw, stride_hw, pad_hw)
+    if any(pad_hw):
+        x = F.pad(x, (pad_hw[1], pad_hw[1], pad_hw[0], pad_hw[0]))
+    windows = x.unfold(2, mask_hw[0], stride_hw[0]).unfold(3, mask_hw[1], stride_hw[1])
+    # windows: (P, c, out_h, out_w, m_h, m_w) → (P, out_h·out_w, c·m_h·m_w), channel-major.
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], out_h * out_w, -1).contiguous()
