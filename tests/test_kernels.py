@@ -228,3 +228,13 @@ def test_validation_errors():
 def test_memory_limit_is_checked_before_allocation():
     with pytest.raises(MemoryError, match="GiB"):
         compute_local_blocks(_images(n=50), mask=2, stride=1, memory_limit=1000)
+
+
+@pytest.mark.parametrize("name", ["erf", "relu", "identity"])
+def test_in_place_separable_kernel_equals_closed_form(name):
+    act = get_activation(name)
+    assert act.separable is not None
+    a = torch.tensor([[0.0], [0.5], [2.0]], dtype=torch.float64)
+    c = torch.tensor([[0.3, 0.0, 1.7]], dtype=torch.float64)
+    b = torch.sqrt(a * c) * torch.tensor([[0.2, -1.0, 1.0]], dtype=torch.float64)
+    assert torch.allclose(act.kernel_(a, b.clone(), c), act.kernel(a, b, c), atol=1e-14)

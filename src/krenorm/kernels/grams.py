@@ -66,7 +66,7 @@ def fc_kernel(
     cross = fc_input_gram(x, z_, lambda0)
     norm_x = (x * x).sum(1) / (lambda0 * x.shape[1])
     norm_z = norm_x if z is None else (z_ * z_).sum(1) / (lambda0 * x.shape[1])
-    return act.kernel(norm_x[:, None], cross, norm_z[None, :])
+    return act.kernel_(norm_x[:, None], cross, norm_z[None, :])
 
 
 def fc_kernel_diagonal(
@@ -193,7 +193,7 @@ def _local_kernel_from_patches(
     """K for patch stacks left (A, P, M), right (B, P', M) → (A, B, P, P') in one shot:
     κ(|r_i(x)|², r_i(x)·r_j(z), |r_j(z)|²)."""
     cross = torch.einsum("apm,bqm->abpq", left, right)
-    return act.kernel(left_norms[:, None, :, None], cross, right_norms[None, :, None, :])
+    return act.kernel_(left_norms[:, None, :, None], cross, right_norms[None, :, None, :])
 
 
 def compute_local_blocks(
@@ -274,7 +274,7 @@ def local_diagonal_blocks(
     out = patches.new_empty(n_patches, n_samples, n_samples)
     for i in range(n_patches):
         norms = (patches[i] ** 2).sum(-1)
-        out[i] = act.kernel(norms[:, None], patches[i] @ patches[i].T, norms[None, :])
+        out[i] = act.kernel_(norms[:, None], patches[i] @ patches[i].T, norms[None, :])
     return out
 
 
@@ -321,4 +321,4 @@ def local_test_diagonals(
     test = scaled_patches(x_test, mask, stride, padding, lambda0, dtype, device)  # (Pt, Np, M)
     cross = torch.einsum("tim,tjm->ijt", test, test)
     norms = (test**2).sum(-1).T  # (Np, Pt)
-    return act.kernel(norms[:, None, :], cross, norms[None, :, :])
+    return act.kernel_(norms[:, None, :], cross, norms[None, :, :])
