@@ -14,6 +14,7 @@ with Θ_leaf = K_leaf, κ(a, b, c) = E[σ(u)σ(v)] and κ̇(a, b, c) = E[σ'(u)�
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -96,6 +97,21 @@ def derivative_dual_kernel(
     )
 
 
+def _on_unique_covariances(
+    evaluate: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    variance: torch.Tensor,
+    covariance: torch.Tensor,
+    activation: str,
+) -> torch.Tensor:
+    """evaluate(a, b, a) for every covariance b; quadrature-only activations are evaluated once
+    per distinct b (on the hypercube and quadrature grids there are few), closed forms directly."""
+    act = get_activation(activation)
+    if act.closed_kernel is not None and act.name in _CLOSED_DERIVATIVE_KERNELS:
+        return evaluate(variance, covariance, variance)
+    distinct, inverse = torch.unique(covariance, return_inverse=True)
+    return evaluate(variance, distinct, variance)[inverse]
+
+
 def _node_variances(tree: ArchitectureTree) -> list[torch.Tensor]:
     """Σ̄_u(x, x) for every internal node (K_leaf(x, x) = 1): the same for every input."""
     one = torch.ones((), dtype=torch.float64)
@@ -150,10 +166,21 @@ def tree_kernel(
         else:
             covariance = node.weight_variance * mean_kernel + node.bias_variance
             variance = variances[index]
-            kernels[index] = dual_kernel(node.activation, variance, covariance, variance)
+            activation = node.activation
+            kernels[index] = _on_unique_covariances(
+                lambda a, b, c, act=activation: dual_kernel(act, a, b, c),
+                variance,
+                covariance,
+                activation,
+            )
             if kind == "ntk":
                 pre_tangent = node.weight_variance * mean_tangent + node.bias_variance
-                slope = derivative_dual_kernel(node.activation, variance, covariance, variance)
+                slope = _on_unique_covariances(
+                    lambda a, b, c, act=activation: derivative_dual_kernel(act, a, b, c),
+                    variance,
+                    covariance,
+                    activation,
+                )
                 tangents[index] = kernels[index] + slope * pre_tangent
         # Free children whose parents are all done: deep DAGs then hold only a frontier.
         for child in node.children:

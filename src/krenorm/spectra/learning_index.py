@@ -8,6 +8,10 @@ per-patch degrees k scales as λ_k = Θ(d^{−r(k)}),
 where T(k) is the minimal subtree joining the root to the patches with k_v > 0 and m_u(k) the
 number of children of u inside T(k). Kernel ridge regression with n = d^{r*} samples learns the
 eigenspaces with r < r* and none above.
+
+The formula assumes generic nonlinear activations (with biases every degree is present). A linear
+node — weightless (activation None) or identity — adds its children's kernels and so creates no
+product across them: if one joins two or more children of T(k), λ_k = 0 exactly and r(k) = ∞.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from krenorm.spectra.trees import ArchitectureTree
+
+#: Activations that create no products across children (None: weightless concatenation).
+LINEAR_ACTIVATIONS = (None, "identity", "linear", "lin")
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ def spanning_subtree(tree: ArchitectureTree, degrees: Sequence[int]) -> frozense
 def learning_index(
     tree: ArchitectureTree, degrees: Sequence[int], exponents: TreeExponents | None = None
 ) -> float:
-    """r(k) = Σ_v α0_v k_v + Σ_{u∈T(k)} α_u m_u(k) (exponents default to `tree_exponents`)."""
+    """r(k) = Σ_v α0_v k_v + Σ_{u∈T(k)} α_u m_u(k) (exponents default to `tree_exponents`);
+    math.inf when a linear node joins several children of T(k) (see the module docstring)."""
     degrees = _check_degrees(tree, degrees)
     exponents = tree_exponents(tree) if exponents is None else exponents
     if len(exponents.leaf) != len(tree.leaves) or len(exponents.fan_in) != len(tree.nodes):
@@ -90,5 +98,7 @@ def learning_index(
     index = sum(alpha * k for alpha, k in zip(exponents.leaf, degrees, strict=True))
     for node in subtree:
         inside = sum(child in subtree for child in tree.nodes[node].children)
+        if inside >= 2 and tree.nodes[node].activation in LINEAR_ACTIVATIONS:
+            return math.inf
         index += exponents.fan_in[node] * inside
     return float(index)

@@ -202,6 +202,11 @@ def cnn_tree(
         nodes.append(TreeNode((leaf,), (), activation, weight_variance, bias_variance))
     for size, stride in zip(filter_sizes[1:], strides[1:], strict=True):
         windows = _windows(len(layer), size, stride, cyclic)
+        if len({i for window in windows for i in window}) != len(layer):
+            raise ValueError(
+                f"windows of {size} at stride {stride} leave positions of a {len(layer)}-position "
+                "layer unread; choose filter sizes and strides that cover every position."
+            )
         next_layer = []
         for window in windows:
             next_layer.append(len(nodes))
