@@ -9,7 +9,7 @@ it (`advance`, `save`, `load`, `summary`). Schedule of one run of n_steps:
 
 Defaults: burn_in = n_steps // 2, thin = max(1, (n_steps − burn_in) // 500), the step size from
 `default_step_size` (η = c/(tr JJᵀ + T·max λ)) as the start of dual-averaging adaptation towards
-a mean acceptance of 0.6 (MALA, collapsed) or, for unadjusted Langevin, 0.9 for the acceptance
+a mean acceptance of 0.6 (MALA, collapsed) or, for unadjusted Langevin, 0.98 for the acceptance
 its moves would have had under a Metropolis correction. The hidden-layer kernel is recorded on
 at most `kernel_records` evenly spaced records (it costs R·P²·F per record).
 """
