@@ -21,11 +21,10 @@ from krenorm.kernels.grams import (
     compute_local_blocks,
     fc_kernel,
     fc_kernel_diagonal,
-    local_cross_blocks,
     local_diagonal_blocks,
-    local_test_diagonals,
 )
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, chunk_length
+from krenorm.kernels.local_kernel import LocalKernel
+from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.action import (
     DiagonalBlocksBasis,
     EffectiveAction,
@@ -107,20 +106,26 @@ class FullyConnectedKernels(RenormalizedKernels):
 class PooledKernels(FullyConnectedKernels):
     """CNN with global average pooling: a scalar Q̄ on (1/Np²) Σ_ij K_ij (global, like FC)."""
 
+    def __init__(self, *args, **kwargs):
+        RenormalizedKernels.__init__(self, *args, **kwargs)
+        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.ones = torch.ones(self.n_patches, self.n_patches, dtype=torch.float64)
+        self.base = self.base_kernel(self.x_train)
+
     def base_kernel(self, x, z=None):
         if z is None:
             blocks = compute_local_blocks(x, *self.geometry, memory_limit=self.memory_limit,
                                           chunk_bytes=self.chunk_bytes)
-            ones = torch.ones(blocks.n_patches, blocks.n_patches, dtype=blocks.pairs.dtype)
-            return blocks.contract(ones) / blocks.n_patches**2
-        return local_cross_blocks(x, z, *self.geometry).sum((0, 1)) / self.n_patches**2
+            return blocks.contract(self.ones) / blocks.n_patches**2
+        if z is not self.x_train:
+            raise ValueError("pooled cross kernels are taken against the training set.")
+        return self.local.contract_cross(self.ones, x) / self.n_patches**2
 
     def base_diagonal(self, x):
-        return local_test_diagonals(x, *self.geometry).sum((0, 1)) / self.n_patches**2
+        return self.local.contract_test_diagonals(self.ones, x) / self.n_patches**2
 
     def test_batch_size(self) -> int:
-        per_point = 4 * self.n_patches**2 * self.x_train.shape[0] * 8
-        return chunk_length(per_point, self.chunk_bytes)
+        return self.local.batch_size()
 
 
 class ConvolutionalKernels(RenormalizedKernels):
@@ -132,6 +137,7 @@ class ConvolutionalKernels(RenormalizedKernels):
                                            memory_limit=self.memory_limit,
                                            chunk_bytes=self.chunk_bytes)
         self.basis = LocalBlocksBasis(self.blocks, self.lambda1)
+        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
 
     def action(self, y, width, temperature):
         structure = OrderParameterStructure("matrix", self.blocks.n_patches)
@@ -142,15 +148,11 @@ class ConvolutionalKernels(RenormalizedKernels):
 
     def test_kernels(self, q_bar, x_test):
         scale = self.basis.scale
-        cross = local_cross_blocks(x_test, self.x_train, *self.geometry)
-        diagonals = local_test_diagonals(x_test, *self.geometry)
-        q = q_bar.to(cross)
-        return (torch.einsum("ij,ijbp->bp", q, cross) * scale,
-                torch.einsum("ij,ijb->b", q, diagonals) * scale)
+        return (self.local.contract_cross(q_bar, x_test) * scale,
+                self.local.contract_test_diagonals(q_bar, x_test) * scale)
 
     def test_batch_size(self) -> int:
-        per_point = 4 * self.n_patches**2 * self.x_train.shape[0] * 8
-        return chunk_length(per_point, self.chunk_bytes)
+        return self.local.batch_size()
 
     def off_diagonal_share(self, q_bar):
         full = self.train_kernel(q_bar)
@@ -166,6 +168,7 @@ class LocallyConnectedKernels(RenormalizedKernels):
         self.diagonal_blocks = local_diagonal_blocks(self.x_train, *self.geometry,
                                                      memory_limit=self.memory_limit)
         self.basis = DiagonalBlocksBasis(self.diagonal_blocks, self.lambda1)
+        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
 
     def action(self, y, width, temperature):
         structure = OrderParameterStructure("diagonal", self.diagonal_blocks.shape[0])
@@ -176,16 +179,11 @@ class LocallyConnectedKernels(RenormalizedKernels):
 
     def test_kernels(self, q_bar, x_test):
         scale = self.basis.scale
-        cross = local_cross_blocks(x_test, self.x_train, *self.geometry)
-        diagonals = local_test_diagonals(x_test, *self.geometry)
-        cross = torch.diagonal(cross, dim1=0, dim2=1)  # (B, P, Np)
-        diagonals = torch.diagonal(diagonals, dim1=0, dim2=1)  # (B, Np)
-        q = q_bar.to(cross)
-        return cross @ q * scale, diagonals @ q * scale
+        return (self.local.contract_cross_diagonal(q_bar, x_test) * scale,
+                self.local.contract_test_diagonals(q_bar, x_test) * scale)
 
     def test_batch_size(self) -> int:
-        per_point = 4 * self.n_patches**2 * self.x_train.shape[0] * 8
-        return chunk_length(per_point, self.chunk_bytes)
+        return self.local.batch_size(all_pairs=False)
 
 
 _KERNELS = {"fc": FullyConnectedKernels, "cnn-gap": PooledKernels,

@@ -106,20 +106,42 @@ def is_positive_definite(structure: OrderParameterStructure, q: torch.Tensor) ->
 
 
 def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor) -> float:
-    """Smallest eigenvalue of ∂²S/∂Q̄² on symmetric (or diagonal) directions, Frobenius metric:
-    dense for few parameters, Lanczos (scipy eigsh) on Hessian-vector products otherwise."""
+    """Smallest eigenvalue of ∂²S/∂Q̄² on symmetric (or diagonal) directions, Frobenius metric.
+
+    Dense for few parameters. Otherwise LOBPCG on Hessian-vector products, preconditioned by the
+    inverse of the prior's Hessian (V ↦ Q̄ V Q̄), which dominates at moderate α, so that a handful
+    of products suffice."""
     evaluation = action.evaluate(q_bar)
-    coordinates = _Coordinates(action.structure, q_bar.dtype)
+    structure = action.structure
+    coordinates = _Coordinates(structure, q_bar.dtype)
     size = coordinates.basis.shape[0]
     if size <= DENSE_HESSIAN_LIMIT:
         return float(torch.linalg.eigvalsh(coordinates.hessian(evaluation))[0])
 
-    def matvec(vector: np.ndarray) -> np.ndarray:
-        direction = coordinates.from_coordinates(torch.as_tensor(vector.ravel(), dtype=q_bar.dtype))
-        return coordinates.to_coordinates(evaluation.hessian_vector(direction)).numpy()
+    def apply(function, block: np.ndarray) -> np.ndarray:
+        columns = []
+        for vector in np.atleast_2d(block.T):
+            direction = coordinates.from_coordinates(torch.as_tensor(vector, dtype=q_bar.dtype))
+            columns.append(coordinates.to_coordinates(function(direction)).numpy())
+        return np.stack(columns, axis=1)
 
-    operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec, dtype=np.float64)
-    return float(scipy.sparse.linalg.eigsh(operator, k=1, which="SA", tol=1e-4)[0][0])
+    def inverse_prior_hessian(direction: torch.Tensor) -> torch.Tensor:
+        return q_bar * direction * q_bar if structure.kind == "diagonal" else (
+            q_bar @ direction @ q_bar)
+
+    shape = (size, size)
+    hessian = scipy.sparse.linalg.LinearOperator(
+        shape, matvec=lambda vector: apply(evaluation.hessian_vector, vector)[:, 0],
+        matmat=lambda block: apply(evaluation.hessian_vector, block), dtype=np.float64)
+    preconditioner = scipy.sparse.linalg.LinearOperator(
+        shape, matvec=lambda vector: apply(inverse_prior_hessian, vector)[:, 0],
+        matmat=lambda block: apply(inverse_prior_hessian, block), dtype=np.float64)
+    start = np.random.default_rng(0).standard_normal((size, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching tolerance" note
+        eigenvalues = scipy.sparse.linalg.lobpcg(hessian, start, M=preconditioner, largest=False,
+                                                 tol=1e-6, maxiter=40)[0]
+    return float(np.min(eigenvalues))
 
 
 @dataclass
