@@ -94,11 +94,11 @@ def run_spectra_comparison(
 ) -> SpectraComparison:
     """Spectra grouped by (|S|, linear extent) at `eigen_dimension`; learning curves at
     `curve_dimension` (theory on `theory_sample_sizes`, default a geometric grid of 40 sizes
-    from min/2 to 2·max of `sample_sizes`; KRR at every (sample size, seed))."""
+    from min/2 to 2·max of `sample_sizes`, plus those sizes; KRR at every (sample size, seed))."""
     if theory_sample_sizes is None:
         low, high = max(1, min(sample_sizes) // 2), 2 * max(sample_sizes)
         grid = torch.logspace(math.log10(low), math.log10(high), 40, dtype=torch.float64)
-        theory_sample_sizes = sorted({round(n) for n in grid.tolist()})
+        theory_sample_sizes = sorted({round(n) for n in grid.tolist()} | set(sample_sizes))
     groups = {
         name: group_by_frequency_and_extent(hypercube_spectrum(tree))
         for name, tree in standard_architectures(eigen_dimension, activation).items()
