@@ -113,3 +113,55 @@ def torch_summary(q_bar: list) -> str:
     return (f"{q.shape[0]}×{q.shape[1]}, diagonal mean {diagonal.mean():.4f}, off-diagonal "
             f"mean {off.mean():.4f} (|max| {np.abs(off).max():.4f}), eigenvalues "
             f"{np.linalg.eigvalsh(q).min():.4f}…{np.linalg.eigvalsh(q).max():.4f}")
+
+
+@app.command("spectra")
+def spectra_command(
+    out: str = typer.Option("results/spectra", help="Directory for the figures and spectra.json."),
+    dimension: int = typer.Option(16, help="Hypercube dimension d of the eigenvalue maps."),
+    curve_dimension: int = typer.Option(12, help="Hypercube dimension of the learning curves."),
+    sample_sizes: str = typer.Option("16,64,256,1024", help="KRR sample sizes, comma-separated."),
+    seeds: int = typer.Option(3, min=1, help="KRR repetitions per sample size."),
+    ridge: float = typer.Option(1e-2, help="Ridge δ of kernel ridge regression."),
+    noise: float = typer.Option(0.0, help="Label noise variance σ²."),
+    activation: str = typer.Option("relu", help="Activation of every hidden layer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Eigenstructure lens: MLP vs shallow vs deep CNN spectra on {±1}^d and learning curves."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from krenorm.spectra.comparison import run_spectra_comparison
+    from krenorm.spectra.figures import plot_eigenvalue_maps, plot_learning_curves
+
+    sizes = [int(n) for n in sample_sizes.split(",") if n.strip()]
+    comparison = run_spectra_comparison(
+        eigen_dimension=dimension,
+        curve_dimension=curve_dimension,
+        sample_sizes=sizes,
+        seeds=range(seeds),
+        ridge=ridge,
+        noise_variance=noise,
+        activation=activation,
+    )
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spectra.json").write_text(json.dumps(comparison.to_dict(), indent=1))
+    maps = plot_eigenvalue_maps(comparison, directory / "eigenvalue_map.png")
+    curves = plot_learning_curves(comparison, directory / "learning_curves.png")
+    if as_json:
+        typer.echo(json.dumps(comparison.to_dict(), indent=2))
+        return
+    table = Table("architecture", "target", "λ of target", f"theory MSE (n={max(sizes)})",
+                  "KRR MSE ± s.e.")
+    for curve in comparison.curves:
+        mean, error = curve.measured_mean()[-1], curve.measured_standard_error()[-1]
+        eigenvalue = comparison.target_eigenvalues[curve.architecture][curve.target]
+        table.add_row(curve.architecture, curve.target, f"{eigenvalue:.3e}",
+                      f"{curve.theory_test_mse(max(sizes)):.4g}", f"{mean:.4g} ± {error:.2g}")
+    console = Console()
+    console.print(table)
+    console.print(f"figures: {maps}, {curves}; data: {directory / 'spectra.json'}")
