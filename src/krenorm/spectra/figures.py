@@ -33,15 +33,18 @@ def _eigenvalue_grid(groups: tuple[EigenGroup, ...], dimension: int) -> np.ndarr
 
 
 def plot_eigenvalue_maps(comparison: SpectraComparison, path: str | Path) -> Path:
-    """Heat maps of log10 λ over (spatial extent, frequency |S|), one panel per architecture;
-    grey cells are exact zeros (interactions the architecture cannot represent)."""
+    """Heat maps of log10 of the mean λ_S over subsets with a given (spatial extent, frequency
+    |S|), one panel per architecture; grey cells are exact zeros (interactions the architecture
+    cannot represent)."""
     dimension = comparison.eigen_dimension
     grids = {
         name: _eigenvalue_grid(groups, dimension) for name, groups in comparison.groups.items()
     }
     finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
     low, high = float(finite.min()), float(finite.max())
-    figure, axes = plt.subplots(1, len(grids), figsize=(4.2 * len(grids), 3.8), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(grids), figsize=(4.4 * len(grids), 4.0), squeeze=False, layout="constrained"
+    )
     colormap = plt.get_cmap("viridis").copy()
     colormap.set_bad((1.0, 1.0, 1.0, 0.0))  # transparent: the grey zeros show through
     image = None
@@ -55,7 +58,7 @@ def plot_eigenvalue_maps(comparison: SpectraComparison, path: str | Path) -> Pat
         axis.set_title(name)
         axis.set_xlabel("spatial extent (max − min + 1)")
         axis.set_ylabel("frequency |S|")
-    figure.colorbar(image, ax=axes[0].tolist(), label="log10 eigenvalue (grey: 0)")
+    figure.colorbar(image, ax=axes[0].tolist(), label="log10 mean eigenvalue of the group (grey: 0)")
     figure.suptitle(f"Eigenvalues on {{±1}}^{dimension} by frequency and spatial extent")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
