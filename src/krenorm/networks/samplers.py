@@ -69,6 +69,11 @@ class StepStatistics:
         }
 
 
+def _squared_norms(tensor: torch.Tensor) -> torch.Tensor:
+    """|t_r|² per replica (leading axis) without a squared temporary of the full tensor."""
+    return torch.linalg.vector_norm(tensor.reshape(tensor.shape[0], -1), dim=1) ** 2
+
+
 def _per_replica(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A (R,) mask shaped to broadcast against a tensor with a leading replica axis."""
     return mask.reshape((-1,) + (1,) * (like.ndim - 1))
@@ -98,6 +103,10 @@ class DualAveraging:
     ) -> None:
         self.mu = math.log(10 * initial_step_size)
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
+        # The error target − α is measured in units of the allowed rejection 1 − target, scaled
+        # to MALA's 0.4 and clipped to MALA's range [−0.4, 0.6]: near a target of 0.98 the raw
+        # error could only reach −0.02 and the step would grow far too slowly.
+        self.error_scale = (1 - TARGET_ACCEPTANCE) / (1 - target)
         self.iteration = 0
         self.error_average = 0.0
         self.log_step_average = math.log(initial_step_size)
@@ -107,7 +116,9 @@ class DualAveraging:
         self.iteration += 1
         t = self.iteration
         weight = 1.0 / (t + self.t0)
-        self.error_average = (1 - weight) * self.error_average + weight * (self.target - acceptance)
+        error = self.error_scale * (self.target - acceptance)
+        error = min(max(error, TARGET_ACCEPTANCE - 1), TARGET_ACCEPTANCE)
+        self.error_average = (1 - weight) * self.error_average + weight * error
         log_step = self.mu - math.sqrt(t) / self.gamma * self.error_average
         decay = t ** (-self.kappa)
         self.log_step_average = decay * log_step + (1 - decay) * self.log_step_average
@@ -247,10 +258,10 @@ class PosteriorSampler:
         for old_gradient, new_gradient, noise in zip(
             old_gradients, new_gradients, noises, strict=True
         ):
-            dims = tuple(range(1, noise.ndim))
-            forward = forward - 0.5 * (noise**2).sum(dims)
-            reverse = eps * (old_gradient + new_gradient) - math.sqrt(2 * eps) * noise
-            backward = backward - (reverse**2).sum(dims) / (4 * eps)
+            forward = forward - 0.5 * _squared_norms(noise)
+            reverse = torch.add(old_gradient, new_gradient).mul_(eps)
+            reverse.sub_(noise, alpha=math.sqrt(2 * eps))
+            backward = backward - _squared_norms(reverse) / (4 * eps)
         log_ratio = old_potential - new_potential + backward - forward
         rejected = torch.full_like(log_ratio, -math.inf)
         return torch.where(torch.isfinite(log_ratio), log_ratio, rejected)
@@ -271,7 +282,8 @@ class PosteriorSampler:
         for parameter, precision in zip(
             self.moved_parameters(), self.prior_precisions(), strict=True
         ):
-            mean_square = float(parameter.detach().pow(2).mean())
+            mean_square = float(_squared_norms(parameter.detach().reshape(1, -1))[0])
+            mean_square /= parameter.numel()
             if mean_square > OVERFLOW_FACTOR / precision:
                 raise FloatingPointError(
                     f"{self.name} sampler diverged: a weight layer's mean square {mean_square:.3g} "
@@ -378,7 +390,7 @@ class PosteriorSampler:
         with torch.no_grad():
             for parameter, gradient in zip(self.moved_parameters(), gradients, strict=True):
                 noise = self._noise_like(parameter)
-                parameter.add_(-eps * gradient + math.sqrt(2 * eps) * noise)
+                parameter.add_(gradient, alpha=-eps).add_(noise, alpha=math.sqrt(2 * eps))
                 noises.append(noise)
         self._cache["previous_move"] = {
             "potential": potential, "gradients": gradients, "noises": noises,
@@ -395,7 +407,7 @@ class PosteriorSampler:
         with torch.no_grad():
             for parameter, gradient in zip(parameters, gradients, strict=True):
                 noise = self._noise_like(parameter)
-                parameter.add_(-eps * gradient + math.sqrt(2 * eps) * noise)
+                parameter.add_(gradient, alpha=-eps).add_(noise, alpha=math.sqrt(2 * eps))
                 noises.append(noise)
         new_potential, new_gradients = self._potential_and_gradient()
         log_ratio = self._log_acceptance(potential, new_potential, gradients, new_gradients, noises)

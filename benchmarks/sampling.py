@@ -1,0 +1,246 @@
+"""Sampler throughput and wall time to a 1 % test-loss estimate (issue 4).
+
+Part 1 — throughput: replica-steps per second of the unadjusted Langevin, MALA and collapsed
+samplers for FC and CNN (mask = stride = 7) networks of width N on P MNIST-sized 28×28 inputs,
+with R = 1, 16, 64 replicas batched in one pass. A fixed, stable step size is used (timing only).
+
+Part 2 — wall time (burn-in included) until the posterior test loss has a standard error of
+1 % of its value (pooled integrated autocorrelation time), per sampler, with a time cap.
+
+Reference hook: `reference_throughput(loop, task)` times any external Langevin loop — the
+deepbays comparison passes a callable that runs deepbays' loop on `task` (same network, data,
+T, λ0, λ1, η) and returns its replica-steps per second; `run_throughput(..., reference=loop)`
+adds that column and the ratio ours/reference to the table.
+
+    .venv/bin/python benchmarks/sampling.py                  # full run (MNIST 0 vs 1)
+    .venv/bin/python benchmarks/sampling.py --quick          # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from krenorm.architectures import ArchitectureSpec
+from krenorm.networks import SAMPLERS, PosteriorRun, build_network, make_generator
+
+
+@dataclass(frozen=True)
+class ReferenceTask:
+    """One throughput measurement handed to a reference loop: the same network (THEORY.md §1
+    parameterisation), data, posterior (T, λ0, λ1) and step size η (θ ← θ − η∇L + √(2ηT)ξ with
+    L = ½Σ(f − y)² + ½λT|θ|², deepbays' convention and ours). x_train is (P, 1, 28, 28) float32;
+    the loop flattens it for FC. y_train is (P, 1) float32."""
+
+    architecture: str
+    width: int
+    mask: int
+    stride: int
+    activation: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    temperature: float
+    lambda0: float
+    lambda1: float
+    step_size: float
+    n_steps: int
+
+
+#: A reference Langevin loop: returns replica-steps per second on the task.
+ReferenceLoop = Callable[[ReferenceTask], float]
+
+
+def reference_throughput(loop: ReferenceLoop, task: ReferenceTask) -> float:
+    """Replica-steps per second of an external loop on `task` (checked to be positive)."""
+    rate = float(loop(task))
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"reference loop returned {rate!r}; it must return steps per second.")
+    return rate
+
+
+def load_data(n_train: int, n_test: int) -> tuple[torch.Tensor, ...]:
+    """MNIST 0 vs 1 (±1 labels, global standardisation); a CNN-teacher task on N(0, 1) pixels
+    when MNIST is not available offline."""
+    from krenorm.data import DatasetUnavailableError, load_dataset, local_teacher
+
+    try:
+        data = load_dataset("mnist", (0, 1), n_train=n_train, n_test=n_test)
+        source = "MNIST 0 vs 1"
+    except DatasetUnavailableError:
+        data = local_teacher(n_train, n_test, mask=7, stride=7, seed=0)
+        source = "synthetic CNN teacher (MNIST unavailable)"
+    return data.x_train, data.y_train, data.x_test, data.y_test, source
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _spec(architecture: str, activation: str) -> ArchitectureSpec:
+    return ArchitectureSpec(architecture, activation, mask=7, stride=7)
+
+
+def measure_throughput(
+    sampler: str, architecture: str, width: int, x: torch.Tensor, y: torch.Tensor,
+    n_replicas: int, n_steps: int, temperature: float, step_size: float, dtype: torch.dtype,
+    device: str, activation: str = "erf",
+) -> float:
+    """Replica-steps per second of `sampler` after 2 untimed warm-up steps."""
+    generator = make_generator(0, device)
+    model = build_network(_spec(architecture, activation), width, tuple(x.shape[1:]),
+                          n_replicas, generator=generator, dtype=dtype, device=device)
+    chain = SAMPLERS[sampler](model, x, y, temperature, 1.0, 1.0, step_size, generator)
+    for _ in range(2):
+        chain.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        chain.step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return n_replicas * n_steps / (time.perf_counter() - start)
+
+
+def run_throughput(
+    x: torch.Tensor, y: torch.Tensor, width: int, replicas: list[int], n_steps: int,
+    temperature: float, step_size: float, dtype: torch.dtype, device: str,
+    reference: ReferenceLoop | None = None,
+) -> list[dict]:
+    """Part 1 table rows; with `reference`, its single-chain rate and the ratio ours/reference."""
+    rows = []
+    for architecture in ("fc", "cnn"):
+        reference_rate = None
+        if reference is not None:
+            task = ReferenceTask(
+                architecture, width, 7, 7, "erf", x.float().cpu(), y.float().cpu()[:, None],
+                temperature, 1.0, 1.0, step_size, n_steps,
+            )
+            reference_rate = reference_throughput(reference, task)
+        for sampler in SAMPLERS:
+            for n_replicas in replicas:
+                rate = measure_throughput(sampler, architecture, width, x, y, n_replicas,
+                                          n_steps, temperature, step_size, dtype, device)
+                rows.append({
+                    "architecture": architecture, "sampler": sampler, "R": n_replicas,
+                    "replica_steps_per_s": rate, "reference": reference_rate,
+                    "ratio": None if reference_rate is None else rate / reference_rate,
+                    "peak_rss_mib": peak_rss_mib(),
+                })
+                print(_format_throughput(rows[-1]), flush=True)
+    return rows
+
+
+def _format_throughput(row: dict) -> str:
+    reference = "—" if row["reference"] is None else f"{row['reference']:.1f}"
+    ratio = "—" if row["ratio"] is None else f"{row['ratio']:.1f}×"
+    return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | "
+            f"{row['replica_steps_per_s']:.1f} | {reference} | {ratio} | "
+            f"{row['peak_rss_mib']:.0f} |")
+
+
+def time_to_precision(
+    sampler: str, architecture: str, width: int, data: tuple[torch.Tensor, ...],
+    temperature: float, n_replicas: int, burn_in: int, thin: int, relative_error: float,
+    time_cap_s: float, dtype: torch.dtype, device: str, check_every: int = 50,
+) -> dict:
+    """Part 2: advance one chain set until stderr ≤ relative_error·test loss or the time cap;
+    wall time includes burn-in and the step-size adaptation in its first half."""
+    x_train, y_train, x_test, y_test = data
+    run = PosteriorRun(
+        _spec(architecture, "erf"), width, x_train, y_train, x_test, y_test, temperature, 1.0,
+        1.0, sampler=sampler, n_replicas=n_replicas, n_steps=10**7, burn_in=burn_in, thin=thin,
+        seed=0, device=device, dtype=dtype, kernel_records=0,
+    )
+    start = time.perf_counter()
+    summary = None
+    while time.perf_counter() - start < time_cap_s:
+        run.advance(until_step=run.step + check_every * thin)
+        if run.accumulator.n_records >= 20:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                summary = run.summary()
+            if summary.test_loss_stderr <= relative_error * summary.test_loss:
+                break
+    elapsed = time.perf_counter() - start
+    reached = summary is not None and (
+        summary.test_loss_stderr <= relative_error * summary.test_loss
+    )
+    return {
+        "architecture": architecture, "sampler": sampler, "R": n_replicas, "steps": run.step,
+        "seconds": elapsed, "reached": reached,
+        "test_loss": None if summary is None else summary.test_loss,
+        "stderr": None if summary is None else summary.test_loss_stderr,
+        "tau": None if summary is None else summary.test_loss_estimate.tau,
+        "acceptance": None if summary is None else summary.acceptance,
+        "step_size": run.sampler.step_size,
+    }
+
+
+def _format_precision(row: dict) -> str:
+    loss = "—" if row["test_loss"] is None else f"{row['test_loss']:.4f} ± {row['stderr']:.4f}"
+    acceptance = "—" if row["acceptance"] is None else f"{row['acceptance']:.2f}"
+    tau = "—" if row["tau"] is None else f"{row['tau']:.1f}"
+    status = "" if row["reached"] else " (cap, not reached)"
+    return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | {row['steps']} | "
+            f"{row['seconds']:.1f}{status} | {loss} | {tau} | {acceptance} | "
+            f"{row['step_size']:.3g} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    parser.add_argument("--width", type=int, default=50)
+    parser.add_argument("--n-train", type=int, default=200)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per throughput row")
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--throughput-step-size", type=float, default=1e-4)
+    parser.add_argument("--precision-replicas", type=int, default=16)
+    parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per sampler")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 is fastest on a shared, oversubscribed machine)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.replicas, args.steps, args.time_cap = [1, 4], 3, 20.0
+        args.n_train, args.n_test, args.precision_replicas = 40, 40, 4
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    x_train, y_train, x_test, y_test, source = load_data(args.n_train, args.n_test)
+    print(f"data: {source}, P = {args.n_train}, Pt = {args.n_test}, N = {args.width}, "
+          f"T = {args.temperature}, λ0 = λ1 = 1, erf, {args.dtype}, device {args.device}, "
+          f"{torch.get_num_threads()} torch threads")
+    print("\n### Throughput (replica-steps per second)\n")
+    print("| arch | sampler | R | ours | deepbays | ratio | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    run_throughput(x_train, y_train, args.width, args.replicas, args.steps, args.temperature,
+                   args.throughput_step_size, dtype, args.device)
+    print("\n### Wall time to a test-loss estimate with 1 % standard error\n")
+    print("| arch | sampler | R | steps | seconds | test loss | τ (records) | acceptance | η |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    schedule = {"collapsed": (100, 1), "mala": (400, 2), "langevin": (400, 2)}
+    for architecture in ("fc", "cnn"):
+        for sampler, (burn_in, thin) in schedule.items():
+            row = time_to_precision(
+                sampler, architecture, args.width, (x_train, y_train, x_test, y_test),
+                args.temperature, args.precision_replicas, burn_in, thin, 0.01, args.time_cap,
+                dtype, args.device,
+            )
+            print(_format_precision(row), flush=True)
+    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
