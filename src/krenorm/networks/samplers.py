@@ -249,10 +249,10 @@ class PosteriorSampler:
         old_gradients: list[torch.Tensor],
         new_gradients: list[torch.Tensor],
         noises: list[torch.Tensor],
+        eps: float,
     ) -> torch.Tensor:
         """ln α = −U' + U + ln q(θ|θ') − ln q(θ'|θ), with θ' = θ − ε∇U + √(2ε)ξ, so that
         ln q(θ'|θ) = −|ξ|²/2 and ln q(θ|θ') = −|θ − θ' + ε∇U(θ')|²/(4ε) (per replica)."""
-        eps = self.effective_step
         forward = torch.zeros_like(old_potential)
         backward = torch.zeros_like(old_potential)
         for old_gradient, new_gradient, noise in zip(
@@ -382,7 +382,7 @@ class PosteriorSampler:
         if previous is not None:
             log_ratio = self._log_acceptance(
                 previous["potential"], potential, previous["gradients"], gradients,
-                previous["noises"],
+                previous["noises"], previous["eps"],
             )
             acceptance = log_ratio.clamp(max=0.0).exp()
         eps = self.effective_step
@@ -393,7 +393,7 @@ class PosteriorSampler:
                 parameter.add_(gradient, alpha=-eps).add_(noise, alpha=math.sqrt(2 * eps))
                 noises.append(noise)
         self._cache["previous_move"] = {
-            "potential": potential, "gradients": gradients, "noises": noises,
+            "potential": potential, "gradients": gradients, "noises": noises, "eps": eps,
         }
         return StepStatistics(self.n_steps_taken, potential, acceptance)
 
@@ -410,7 +410,9 @@ class PosteriorSampler:
                 parameter.add_(gradient, alpha=-eps).add_(noise, alpha=math.sqrt(2 * eps))
                 noises.append(noise)
         new_potential, new_gradients = self._potential_and_gradient()
-        log_ratio = self._log_acceptance(potential, new_potential, gradients, new_gradients, noises)
+        log_ratio = self._log_acceptance(
+            potential, new_potential, gradients, new_gradients, noises, eps
+        )
         accept = torch.log(self._uniform(log_ratio.shape[0], log_ratio)) < log_ratio
         with torch.no_grad():
             for parameter, old in zip(parameters, old_values, strict=True):
@@ -532,6 +534,7 @@ class CollapsedSampler(PosteriorSampler):
             model, x_train, y_train, temperature, lambda0, lambda1, step_size, generator
         )
         self.metropolis = bool(metropolis)
+        self._conditional: tuple[tuple[int, int], GaussianReadout] | None = None
 
     def moved_parameters(self) -> list[torch.nn.Parameter]:
         return [self.model.first_layer]
@@ -549,20 +552,33 @@ class CollapsedSampler(PosteriorSampler):
         return prior_term - self.readout_posterior().log_evidence()
 
     @torch.no_grad()
+    def conditional_readout(self) -> GaussianReadout:
+        """`readout_posterior()` without gradients, factorised once per state of W (several
+        observables are read from the same state)."""
+        key = (self.n_steps_taken, self.model.first_layer._version)
+        if self._conditional is None or self._conditional[0] != key:
+            self._conditional = (key, self.readout_posterior())
+        return self._conditional[1]
+
+    @torch.no_grad()
     def predictive(self, inputs: PreparedInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.readout_posterior().predictive(self.model.hidden_features(inputs))
+        return self.conditional_readout().predictive(self.model.hidden_features(inputs))
 
     @torch.no_grad()
     def readout_block_second_moments(self) -> torch.Tensor:
-        return self.readout_posterior().readout_block_second_moments(
+        return self.conditional_readout().readout_block_second_moments(
             self.model.width, self.model.readout_positions
         )
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._conditional = None
 
     @torch.no_grad()
     def sample_readout(self) -> torch.Tensor:
         """Draw a ~ p(a | W, data) for every replica and write it into `model.readout`, so the
         model holds an exact joint posterior sample; returns it as (R, F, D)."""
-        draw = self.readout_posterior().sample_readout(self.generator)
+        draw = self.conditional_readout().sample_readout(self.generator)
         self.model.readout.copy_(draw.reshape(self.model.readout.shape))
         return draw
 
