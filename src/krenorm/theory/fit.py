@@ -32,7 +32,11 @@ from krenorm.theory.solvers import (
 
 @dataclass(frozen=True)
 class TheoryConfig:
-    """Hyper-parameters of one theory fit (same meaning as for the sampled networks)."""
+    """Hyper-parameters of one theory fit (same meaning as for the sampled networks).
+
+    fixed_q_bar: use this Q̄ instead of solving — the Gaussian process with kernel K_R(Q̄), i.e.
+    an infinite-width network with retuned readout priors (λ1/Q̄ for FC, λ1/q̄_i per patch for an
+    LCN; a diagonal Q̄ for a CNN without pooling)."""
 
     architecture: ArchitectureSpec
     width: float
@@ -48,6 +52,7 @@ class TheoryConfig:
     hessian_check: bool = True
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     memory_limit: int | None = None
+    fixed_q_bar: tuple | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "temperature", "lambda0", "lambda1", "tolerance"):
@@ -165,7 +170,10 @@ class FittedTheory:
         config = self.config
         self.action = self.kernels.action(self.y_train, config.width, config.temperature)
         structure = self.action.structure
-        if config.infinite_width:
+        if config.fixed_q_bar is not None:
+            self.q_bar = torch.as_tensor(config.fixed_q_bar, dtype=torch.float64).reshape(
+                structure.identity().shape)
+        elif config.infinite_width:
             self.q_bar = structure.identity()
         else:
             with warnings.catch_warnings():
