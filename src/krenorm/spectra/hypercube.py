@@ -13,6 +13,8 @@ F(f) = 1 + 2 Σ_{k=1}^{ω−1} (1 − k/ω) cos(2π f k/d) is the Fejér factor 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,8 @@ from krenorm.spectra.trees import ArchitectureTree
 MAX_HYPERCUBE_DIMENSION = 26
 #: Budget for the temporaries of one chunk of kernel evaluations.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: Largest table of leaf-count profiles evaluated instead of all 2^d points.
+MAX_PROFILE_TABLE = 2**22
 #: Relative tolerance of the shift-invariance check before pooling.
 SHIFT_INVARIANCE_TOLERANCE = 1e-9
 
@@ -133,30 +137,84 @@ def _leaf_averaging_matrix(tree: ArchitectureTree, device: torch.device | None) 
     return matrix
 
 
+def _additive_over_bits(weights: list[int], device: torch.device | None) -> torch.Tensor:
+    """Σ_{i∈z} w_i for every mask z < 2^d, by doubling (entries [2^i, 2^{i+1}) are entries
+    [0, 2^i) plus w_i): O(2^d) work, no (2^d, d) temporaries."""
+    sums = torch.zeros(1 << len(weights), dtype=torch.int64, device=device)
+    for bit, weight in enumerate(weights):
+        half = 1 << bit
+        torch.add(sums[:half], weight, out=sums[half : 2 * half])
+    return sums
+
+
+def _chunked_tree_kernel(
+    tree: ArchitectureTree,
+    leaf_overlaps_of: Callable[[torch.Tensor], torch.Tensor],
+    count: int,
+    kind: KernelKind,
+    chunk_bytes: int,
+    device: torch.device | None,
+) -> torch.Tensor:
+    """tree_kernel over `count` rows whose leaf overlaps `leaf_overlaps_of(indices)` builds."""
+    # Per row: its leaf overlaps, d ±1 entries, and ~8 live float64 values per node (NTK, κ, κ̇).
+    per_row = 8 * (tree.input_dimension + len(tree.leaves) + 8 * len(tree.nodes))
+    step = chunk_length(per_row, chunk_bytes)
+    values = torch.empty(count, dtype=torch.float64, device=device)
+    for start in range(0, count, step):
+        indices = torch.arange(start, min(start + step, count), device=device)
+        values[start : start + indices.numel()] = tree_kernel(tree, leaf_overlaps_of(indices), kind)
+    return values
+
+
 def hypercube_kernel_values(
     tree: ArchitectureTree,
     kind: KernelKind = "nngp",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     device: torch.device | str | None = None,
     memory_limit: int | None = None,
+    tabulate: bool = True,
 ) -> torch.Tensor:
-    """g(z) = K(1, z) for every z ∈ {±1}^d (index = bit mask of the −1 entries), chunked."""
+    """g(z) = K(1, z) for every z ∈ {±1}^d (index = bit mask of the −1 entries).
+
+    g depends on z only through the leaf counts c_v = |z ∩ v| (t_v = 1 − 2c_v/|v|). When the
+    Π_v (|v| + 1) count profiles are fewer than 2^d (always for trees) the recursion runs once
+    per profile and g is gathered through the mixed-radix profile key of every mask, built by
+    doubling in O(2^d); otherwise (or tabulate=False) it runs on every mask, in chunks.
+    """
     dimension = tree.input_dimension
     _check_dimension(dimension)
     size = 1 << dimension
-    check_allocation("the 2^d kernel values", size, torch.float64, memory_limit)
+    check_allocation(
+        "the 2^d kernel values and profile keys", 2 * size, torch.float64, memory_limit
+    )
     device = torch.device(device) if device is not None else None
+    leaf_sizes = [len(tree.nodes[leaf].coordinates) for leaf in tree.leaves]
+    n_profiles = math.prod(n + 1 for n in leaf_sizes)
+    if tabulate and n_profiles <= min(size, MAX_PROFILE_TABLE):
+        radices = [math.prod(n + 1 for n in leaf_sizes[:v]) for v in range(len(leaf_sizes))]
+        bit_weights = [0] * dimension
+        for leaf, radix in zip(tree.leaves, radices, strict=True):
+            for coordinate in tree.nodes[leaf].coordinates:
+                bit_weights[coordinate] += radix
+        keys = _additive_over_bits(bit_weights, device)
+        radix_tensor = torch.tensor(radices, device=device)
+        base_tensor = torch.tensor([n + 1 for n in leaf_sizes], device=device)
+        size_tensor = torch.tensor(leaf_sizes, dtype=torch.float64, device=device)
+
+        def profile_overlaps(profiles: torch.Tensor) -> torch.Tensor:
+            counts = (profiles[:, None] // radix_tensor) % base_tensor
+            return 1.0 - 2.0 * counts.to(torch.float64) / size_tensor
+
+        table = _chunked_tree_kernel(tree, profile_overlaps, n_profiles, kind, chunk_bytes, device)
+        return table[keys]
     averaging = _leaf_averaging_matrix(tree, device)
     bit_shifts = torch.arange(dimension, device=device)
-    # Per point: its ±1 row, leaf overlaps, and ~8 live float64 values per node (NTK, κ, κ̇).
-    per_point = 8 * (dimension + averaging.shape[1] + 8 * len(tree.nodes))
-    step = chunk_length(per_point, chunk_bytes)
-    values = torch.empty(size, dtype=torch.float64, device=device)
-    for start in range(0, size, step):
-        indices = torch.arange(start, min(start + step, size), device=device)
-        signs = 1.0 - 2.0 * ((indices[:, None] >> bit_shifts) & 1).to(torch.float64)
-        values[start : start + indices.numel()] = tree_kernel(tree, signs @ averaging, kind)
-    return values
+
+    def mask_overlaps(masks: torch.Tensor) -> torch.Tensor:
+        signs = 1.0 - 2.0 * ((masks[:, None] >> bit_shifts) & 1).to(torch.float64)
+        return signs @ averaging
+
+    return _chunked_tree_kernel(tree, mask_overlaps, size, kind, chunk_bytes, device)
 
 
 def hypercube_spectrum(
