@@ -197,6 +197,17 @@ def test_conv_and_local_filters_move(kind, name):
     assert float((gradients[0] - prior_force).norm()) > 1e-6
 
 
+def test_mala_notices_parameters_changed_outside_step():
+    sampler = _sampler("mala")
+    sampler.step()
+    with torch.no_grad():
+        sampler.model.first_layer.mul_(0.5)
+    cached, _ = sampler._cached_potential_and_gradient()
+    with torch.no_grad():
+        fresh = sampler.potential()
+    torch.testing.assert_close(cached, fresh)
+
+
 def test_langevin_divergence_names_the_step_size():
     sampler = _sampler("langevin", step_size=1e4, temperature=1.0)
     with pytest.raises(FloatingPointError, match="reduce step_size"):

@@ -369,9 +369,14 @@ class PosteriorSampler:
                 stacklevel=3,
             )
 
+    def _parameter_versions(self) -> tuple[int, ...]:
+        return tuple(parameter._version for parameter in self.moved_parameters())
+
     def _cached_potential_and_gradient(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if "potential" not in self._cache:
+        # Recomputed when the parameters were changed outside `step` (in-place version counter).
+        if "potential" not in self._cache or self._cache["versions"] != self._parameter_versions():
             self._cache["potential"], self._cache["gradients"] = self._potential_and_gradient()
+            self._cache["versions"] = self._parameter_versions()
         return self._cache["potential"], self._cache["gradients"]
 
     def _unadjusted_step(self) -> StepStatistics:
@@ -422,6 +427,7 @@ class PosteriorSampler:
             torch.where(_per_replica(accept, new), new, old)
             for new, old in zip(new_gradients, gradients, strict=True)
         ]
+        self._cache["versions"] = self._parameter_versions()
         return StepStatistics(
             self.n_steps_taken, self._cache["potential"], log_ratio.clamp(max=0.0).exp()
         )
@@ -460,6 +466,8 @@ class PosteriorSampler:
         self.acceptance_steps = int(state["acceptance_steps"])
         self._window_acceptance, self._window_steps, self._warned = state["window"]
         self._cache = dict(state["cache"])
+        if "potential" in self._cache:  # the saved cache belongs to the loaded parameters
+            self._cache["versions"] = self._parameter_versions()
         self.generator.set_state(state["generator"])
 
     @property
