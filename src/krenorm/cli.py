@@ -165,3 +165,40 @@ def spectra_command(
     console = Console()
     console.print(table)
     console.print(f"figures: {maps}, {curves}; data: {directory / 'spectra.json'}")
+
+
+def _run_compare_and_print(config_path, output_dir: str | None) -> None:
+    from rich.console import Console
+
+    from krenorm.experiments.compare import run_compare
+    from krenorm.experiments.config import load_config
+
+    result = run_compare(load_config(config_path), output_dir)
+    console = Console()
+    for agreement in result.agreements():
+        status = "agrees" if agreement.within else "DISAGREES"
+        console.print(f"{agreement.architecture:8s} N={agreement.width:<6g} network "
+                      f"{agreement.network:.5f} ± {agreement.stderr:.5f}  theory "
+                      f"{agreement.theory:.5f}  (N=∞: {agreement.infinite:.5f})  {status}")
+    console.print(f"results, figures and report written to [bold]{result.output_dir}[/bold] "
+                  f"(report: {result.output_dir / 'report.md'})")
+
+
+@app.command("compare")
+def compare_command(
+    config: str = typer.Argument(..., help="TOML config (see src/krenorm/configs/demo.toml)."),
+    output_dir: str = typer.Option(None, help="Output directory (default: the config's)."),
+) -> None:
+    """The main job: finite- and infinite-width theory vs sampled networks, with figures and a
+    report."""
+    _run_compare_and_print(config, output_dir)
+
+
+@app.command("demo")
+def demo_command(
+    output_dir: str = typer.Option(None, help="Output directory (default: runs/demo)."),
+) -> None:
+    """Run the main job on the shipped default config (MNIST 0 vs 1; FC, CNN and LCN)."""
+    from krenorm.experiments.config import demo_config_path
+
+    _run_compare_and_print(demo_config_path(), output_dir)
