@@ -21,6 +21,7 @@ from krenorm.spectra.hypercube import (
     linear_extent,
     pooled_cyclic_spectrum,
     popcount,
+    subset_sizes,
     walsh_hadamard_transform,
 )
 from krenorm.spectra.trees import ArchitectureTree, TreeNode, cnn_tree, mlp_tree
@@ -307,6 +308,11 @@ def test_frequency_extent_labels_and_shallow_cnn_locality():
         assert int(cyclic_extent(masks[mask : mask + 1], dimension)) == cyclic_diameter(
             subset, dimension
         )
+    small = 8
+    every = torch.arange(1 << small)
+    brute = [cyclic_diameter([i for i in range(small) if m >> i & 1], small) for m in range(256)]
+    assert cyclic_extent(every, small).tolist() == brute
+    assert torch.equal(subset_sizes(small), popcount(every, small))
     spectrum = hypercube_spectrum(cnn_tree(dimension, [2], activation="relu", bias_variance=0.1))
     for group in group_by_frequency_and_extent(spectrum):
         _, extent = group.label

@@ -58,7 +58,9 @@ def plot_eigenvalue_maps(comparison: SpectraComparison, path: str | Path) -> Pat
         axis.set_title(name)
         axis.set_xlabel("spatial extent (max − min + 1)")
         axis.set_ylabel("frequency |S|")
-    figure.colorbar(image, ax=axes[0].tolist(), label="log10 mean eigenvalue of the group (grey: 0)")
+    figure.colorbar(
+        image, ax=axes[0].tolist(), label="log10 mean eigenvalue of the group (grey: 0)"
+    )
     figure.suptitle(f"Eigenvalues on {{±1}}^{dimension} by frequency and spatial extent")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

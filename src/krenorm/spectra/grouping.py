@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from krenorm.spectra.hypercube import HypercubeSpectrum, cyclic_extent, linear_extent, popcount
+from krenorm.spectra.hypercube import (
+    HypercubeSpectrum,
+    cyclic_extent,
+    linear_extent,
+    subset_sizes,
+)
 from krenorm.spectra.learning_index import spanning_subtree
 from krenorm.spectra.trees import ArchitectureTree
 
@@ -53,13 +58,21 @@ class ProfileGroup:
 def group_eigenvalues(
     eigenvalues: torch.Tensor, keys: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(unique keys, mean, min, max, count) of the eigenvalues per integer key, vectorised."""
-    unique, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
-    sums = torch.zeros(unique.numel(), dtype=eigenvalues.dtype, device=eigenvalues.device)
-    sums.index_add_(0, inverse, eigenvalues)
-    minimum = torch.full_like(sums, float("inf")).scatter_reduce(0, inverse, eigenvalues, "amin")
-    maximum = torch.full_like(sums, -float("inf")).scatter_reduce(0, inverse, eigenvalues, "amax")
-    return unique, sums / counts, minimum, maximum, counts
+    """(present keys, mean, min, max, count) of the eigenvalues per non-negative integer key.
+
+    Keys here are below 2^d, so one bin per possible key (bincount, scatter min/max) replaces a
+    sort of all 2^d keys.
+    """
+    if keys.numel() and int(keys.min()) < 0:
+        raise ValueError("group keys must be non-negative integers.")
+    n_bins = int(keys.max()) + 1 if keys.numel() else 0
+    counts = torch.bincount(keys, minlength=n_bins)
+    sums = torch.bincount(keys, weights=eigenvalues, minlength=n_bins)
+    minimum = torch.full_like(sums, float("inf")).scatter_reduce(0, keys, eigenvalues, "amin")
+    maximum = torch.full_like(sums, -float("inf")).scatter_reduce(0, keys, eigenvalues, "amax")
+    present = torch.nonzero(counts).reshape(-1)
+    counts = counts[present]
+    return present, sums[present] / counts, minimum[present], maximum[present], counts
 
 
 def degree_profile_keys(tree: ArchitectureTree, masks: torch.Tensor) -> tuple[torch.Tensor, list]:
@@ -116,7 +129,7 @@ def group_by_frequency_and_extent(
     """Groups labelled (|S|, extent(S)): linear diameter max − min + 1, or the cyclic one γ(S)."""
     dimension = spectrum.input_dimension
     masks = spectrum.masks
-    frequency = popcount(masks, dimension)
+    frequency = subset_sizes(dimension, masks.device)
     extent = cyclic_extent(masks, dimension) if cyclic else linear_extent(masks)
     keys = frequency * (dimension + 1) + extent
     unique, mean, minimum, maximum, counts = group_eigenvalues(spectrum.eigenvalues, keys)

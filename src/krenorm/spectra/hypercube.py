@@ -61,6 +61,12 @@ def walsh_hadamard_transform(values: torch.Tensor, inplace: bool = False) -> tor
     return out
 
 
+def subset_sizes(dimension: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """|S| for every mask S < 2^d, by doubling in O(2^d) (= popcount of torch.arange(2^d))."""
+    _check_dimension(dimension)
+    return _additive_over_bits([1] * dimension, torch.device(device) if device else None)
+
+
 def popcount(masks: torch.Tensor, dimension: int) -> torch.Tensor:
     """|S| for integer bit masks S < 2^dimension."""
     counts = torch.zeros_like(masks)
@@ -94,11 +100,21 @@ def rotate(masks: torch.Tensor, shift: int, dimension: int) -> torch.Tensor:
 
 
 def cyclic_extent(masks: torch.Tensor, dimension: int) -> torch.Tensor:
-    """γ(S): length of the shortest cyclic window of Z_d holding S (0 for ∅)."""
-    best = linear_extent(masks)
-    for shift in range(1, dimension):
-        best = torch.minimum(best, linear_extent(rotate(masks, shift, dimension)))
-    return best
+    """γ(S) = d − (longest cyclic run of coordinates outside S): the length of the shortest
+    cyclic window of Z_d holding S (0 for ∅).
+
+    The run is measured on the complement written twice (2d ≤ 52 bits): each step
+    z ← z & (z >> 1) shortens every run of ones by one, so the number of steps with z ≠ 0 is
+    the longest run, capped at d.
+    """
+    full = (1 << dimension) - 1
+    complement = full & ~masks
+    runs = complement | (complement << dimension)
+    longest = torch.zeros_like(masks)
+    for _ in range(dimension):
+        longest += runs != 0
+        runs &= runs >> 1
+    return dimension - longest
 
 
 @dataclass(frozen=True)
