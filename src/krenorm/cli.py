@@ -202,3 +202,70 @@ def demo_command(
     from krenorm.experiments.config import demo_config_path
 
     _run_compare_and_print(demo_config_path(), output_dir)
+
+
+@app.command("sweep")
+def sweep_command(
+    config: str = typer.Argument(..., help="Sweep TOML (see examples/sweep_theory.toml)."),
+    workers: int = typer.Option(
+        None, help="Local worker processes (default: cores; 0 runs points in this process)."
+    ),
+    scheduler: str = typer.Option(
+        None, help="Dask scheduler address (tcp://host:8786) instead of local workers."
+    ),
+    db: str = typer.Option(None, help="Results store (SQLite; default: the config's db)."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
+) -> None:
+    """Run every point of a sweep not yet finished in the results store (resumable)."""
+    from rich.console import Console
+
+    from krenorm.experiments.config import ConfigError
+    from krenorm.experiments.sweep import run_sweep
+
+    try:
+        result = run_sweep(config, db=db, workers=workers, scheduler=scheduler,
+                           progress=progress)
+    except (ConfigError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    Console().print(
+        f"[bold]{result.name}[/bold]: {result.completed} finished now, {result.skipped} already "
+        f"done, {result.failed} failed, {result.elsewhere} running elsewhere "
+        f"({result.retries} retries, {result.worker_losses} lost to dead workers, "
+        f"{result.reclaimed} reclaimed from dead drivers) in {result.seconds:.1f} s on "
+        f"{result.executor}; store: {result.db}"
+    )
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_command(
+    db: str = typer.Argument(..., help="Results store written by `krenorm sweep`."),
+    sweep: str = typer.Option(None, help="Only this sweep (default: every point in the store)."),
+    out: str = typer.Option(None, help="Directory for results.csv and loss_vs_width.png "
+                                       "(default: next to the store)."),
+) -> None:
+    """Tables (rich) and figures (test loss vs width per architecture) from a results store."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from krenorm.experiments.store import ResultsStore
+    from krenorm.experiments.sweep_report import (
+        results_table,
+        status_table,
+        sweep_rows,
+        write_sweep_report,
+    )
+
+    if not Path(db).is_file():
+        typer.echo(f"error: no results store at {db}; run `krenorm sweep` first.", err=True)
+        raise typer.Exit(2)
+    console = Console()
+    with ResultsStore(db) as store:
+        console.print(status_table(store, sweep))
+        console.print(results_table(sweep_rows(store, sweep)))
+    directory = out or str(Path(db).with_suffix("")) + "_report"
+    files = write_sweep_report(db, directory, sweep)
+    console.print(f"table: {files.table_csv}; figure: {files.figure or 'none (no finished point)'}")
