@@ -24,7 +24,7 @@ from krenorm.spectra.hypercube import (
     subset_sizes,
     walsh_hadamard_transform,
 )
-from krenorm.spectra.trees import ArchitectureTree, TreeNode, cnn_tree, mlp_tree
+from krenorm.spectra.trees import ArchitectureTree, TreeNode, cnn_tree, lcn_tree, mlp_tree
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +120,10 @@ def test_cnn_tree_kernel_matches_the_foundation_cnn_kernel():
     )
     ours = tree_kernel(tree, overlaps.reshape(25, 3)).reshape(5, 5)
     assert torch.allclose(ours, reference, atol=1e-12)
+    # Locally connected: the foundation's 'lcn' kernel and `lcn_tree` give the same numbers.
+    lcn_reference = nngp_kernel(ArchitectureSpec("lcn", "erf", mask=(1, 3), stride=(1, 3)), images)
+    lcn = tree_kernel(lcn_tree(9, [3], activation="erf"), overlaps.reshape(25, 3)).reshape(5, 5)
+    assert torch.allclose(lcn, lcn_reference, atol=1e-12)
 
 
 def subset_walsh_coefficient(kernel, patch_size, degree):

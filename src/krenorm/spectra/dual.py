@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from krenorm._validation import check_finite
 from krenorm.kernels.activations import (
     Activation,
     ElementwiseFn,
@@ -147,6 +148,7 @@ def tree_kernel(
         raise ValueError(
             f"leaf_overlaps must have shape (N, {len(leaves)}), got {tuple(leaf_overlaps.shape)}."
         )
+    check_finite("leaf_overlaps", leaf_overlaps)
     variances = _node_variances(tree)
     column = {leaf: i for i, leaf in enumerate(leaves)}
     kernels: list[torch.Tensor | None] = [None] * len(tree.nodes)

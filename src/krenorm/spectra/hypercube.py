@@ -131,6 +131,7 @@ class HypercubeSpectrum:
         return torch.arange(self.eigenvalues.numel(), device=self.eigenvalues.device)
 
     def to_dict(self) -> dict:
+        """Summary; the eigenvalues themselves only up to d = 12 (2^22 values are 32 MiB)."""
         small = self.input_dimension <= 12
         return {
             "input_dimension": self.input_dimension,
@@ -276,6 +277,13 @@ class CyclicOrbits:
     representative: torch.Tensor
     size: torch.Tensor
     offset: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return {
+            "representative": self.representative.tolist(),
+            "size": self.size.tolist(),
+            "offset": self.offset.tolist(),
+        }
 
 
 def cyclic_orbits(dimension: int, device: torch.device | str | None = None) -> CyclicOrbits:

@@ -216,3 +216,27 @@ def cnn_tree(
     nodes.append(TreeNode(tuple(layer), (), None))
     label = name or f"cnn-{len(filter_sizes)}"
     return ArchitectureTree(tuple(nodes), input_dimension, name=label)
+
+
+def lcn_tree(
+    input_dimension: int,
+    filter_sizes: Sequence[int],
+    strides: Sequence[int] | None = None,
+    activation: str = "relu",
+    weight_variance: float = 1.0,
+    bias_variance: float = 0.0,
+    cyclic: bool = False,
+) -> ArchitectureTree:
+    """Locally connected network (a filter per position): without pooling its NNGP and NTK equal
+    the CNN's, since weight sharing only adds cross-position terms that average to zero; the tree
+    is `cnn_tree`'s, named 'lcn-L'."""
+    return cnn_tree(
+        input_dimension,
+        filter_sizes,
+        strides,
+        activation,
+        weight_variance,
+        bias_variance,
+        cyclic,
+        name=f"lcn-{len(filter_sizes)}",
+    )
