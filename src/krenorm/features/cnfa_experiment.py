@@ -1,0 +1,98 @@
+"""The CNFA experiment behind `krenorm cnfa`: train a small CNN briefly on a real data set and
+report the CNFA of its conv layers on held-out images (FEATURES.md "CNFA")."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from krenorm.features.cnfa import CNFAReport, cnfa_report
+from krenorm.features.small_cnn import (
+    SmallCNN,
+    TrainingSummary,
+    classification_accuracy,
+    train_classifier,
+)
+
+
+@dataclass(frozen=True)
+class CNFAExperiment:
+    """A trained small CNN's CNFA report with what it was trained on and how well it does."""
+
+    dataset: str
+    description: str
+    widths: tuple[int, ...]
+    training: TrainingSummary
+    test_accuracy: float
+    report: CNFAReport
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "description": self.description,
+            "widths": list(self.widths),
+            "training": self.training.to_dict(),
+            "test_accuracy": self.test_accuracy,
+            "report": self.report.to_dict(),
+        }
+
+
+def run_cnfa_experiment(
+    dataset: str = "mnist",
+    n_train: int = 2000,
+    n_test: int = 500,
+    n_images: int = 128,
+    epochs: int = 2,
+    widths: Sequence[int] = (16, 32),
+    learning_rate: float = 3e-3,
+    batch_size: int = 64,
+    alphas: Sequence[float] = (0.5, 1.0),
+    n_bootstrap: int = 200,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    allow_fetch: bool = True,
+) -> CNFAExperiment:
+    """Load all classes of `dataset` through krenorm.data.load_dataset (n_train/n_test images,
+    standardized), train SmallCNN(widths) with Adam for `epochs`, and compute the CNFA report on
+    the first `n_images` test images against a copy of the network at initialization."""
+    from krenorm.data import load_dataset
+
+    if not 1 <= n_images <= n_test:
+        raise ValueError(f"n_images must lie in [1, n_test={n_test}], got {n_images}.")
+    data = load_dataset(
+        dataset,
+        classes=None,
+        n_train=n_train,
+        n_test=n_test,
+        labels="raw",
+        seed=seed,
+        data_dir=data_dir,
+        allow_fetch=allow_fetch,
+    )
+    x_train, x_test = data.x_train.float(), data.x_test.float()
+    model = SmallCNN(
+        x_train.shape[1], int(data.y_train.max()) + 1, tuple(x_train.shape[2:]), tuple(widths), seed
+    )
+    initial = copy.deepcopy(model)
+    training = train_classifier(
+        model,
+        x_train,
+        data.y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    report = cnfa_report(
+        model, initial, x_test[:n_images], alphas=alphas, n_bootstrap=n_bootstrap, seed=seed
+    )
+    return CNFAExperiment(
+        dataset=dataset,
+        description=data.provenance.description,
+        widths=tuple(widths),
+        training=training,
+        test_accuracy=classification_accuracy(model, x_test, data.y_test),
+        report=report,
+    )

@@ -1,0 +1,320 @@
+"""Kernels on patches with a learned Mahalanobis metric M, their Grams, the gradients of a kernel
+predictor with respect to each patch, and its patch-AGOP (FEATURES.md "Kernels with a learned
+patch metric", "ConvRFM iteration").
+
+With patches u_r = p_r(x), v_s = p_s(z) ∈ R^d and κ one of patch_kernels.KERNEL_NAMES,
+    aligned     K(x, z) = (1/Np) Σ_r κ(u_rᵀMu_r, u_rᵀMv_r, v_rᵀMv_r)
+    all-pairs   K(x, z) = (1/Np²) Σ_{r,s} κ(u_rᵀMu_r, u_rᵀMv_s, v_sᵀMv_s)
+(averages rather than sums, so the ridge means the same for every image size; the factor is
+absorbed by the ridge). `aligned` with κ = nngp / ntk is the infinite-width one-layer ReLU CNN-GP /
+CNTK with flatten readout whose first layer compares patches through pᵀMp'. Vectors (P, D) are
+the special case of one patch per input (RFM).
+
+For f_o(x) = Σ_j α_jo K(x, x_j), with u_r an independent argument,
+    ∇_{u_r} f_o = (1/Np) Σ_j α_jo [2 ∂aκ_{jr} M u_r + ∂bκ_{jr} M v_{jr}]      (aligned)
+and the same with the sum over s and 1/Np² for all-pairs; for one patch and the Laplace kernel this
+is FEATURES.md's (1/L) Σ_j α_jo k_M(x, x_j)/‖x − x_j‖_M · M(x_j − x). The patch-AGOP is
+G = (1/|S|) Σ_{x∈S} Σ_r Σ_o ∇_{u_r} f_o ∇_{u_r} f_oᵀ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from krenorm._validation import as_pair, check_finite, check_images, check_vectors
+from krenorm.features.metric import psd_eigh
+from krenorm.features.patch_kernels import (
+    BANDWIDTH_KERNELS,
+    check_kernel_name,
+    kernel_partials,
+    kernel_value,
+)
+from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.kernels.patches import extract_patches, patch_grid
+
+Layout = Literal["aligned", "all-pairs"]
+PaddingMode = Literal["zeros", "circular"]
+#: Elementwise temporaries per entry of a κ evaluation (inputs, partials, masks).
+_TEMPORARIES = 10
+#: Eigenvalues of M below this fraction of the largest are dropped from its factor R.
+_RANK_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class PatchGeometry:
+    """Patch extraction as torch.nn.Conv2d: mask (kernel size), stride, padding, padding mode."""
+
+    mask: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    padding_mode: PaddingMode = "zeros"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", as_pair("mask", self.mask))
+        object.__setattr__(self, "stride", as_pair("stride", self.stride))
+        object.__setattr__(self, "padding", as_pair("padding", self.padding, minimum=0))
+        if self.padding_mode not in ("zeros", "circular"):
+            raise ValueError(
+                f"padding_mode must be 'zeros' or 'circular', got {self.padding_mode!r}."
+            )
+
+    def patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, Np, d) patches of images x (P, c, H, W), d = c·q_h·q_w channel-major (Conv2d)."""
+        check_images("x", x)
+        if self.padding_mode == "circular" and any(self.padding):
+            pad_h, pad_w = self.padding
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="circular")
+            return extract_patches(x, self.mask, self.stride, 0)
+        return extract_patches(x, self.mask, self.stride, self.padding)
+
+    def convolve(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """Conv2d of images x (P, c, H, W) with filters (k, c, q_h, q_w) in this geometry:
+        output (P, k, H', W') at the patch positions, entry [k, r] = filters[k].flatten() · p_r."""
+        if self.padding_mode == "circular" and any(self.padding):
+            pad_h, pad_w = self.padding
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="circular")
+            return F.conv2d(x, filters, stride=self.stride)
+        return F.conv2d(x, filters, stride=self.stride, padding=self.padding)
+
+    def patch_shape(self, channels: int) -> tuple[int, int, int]:
+        """(c, q_h, q_w): how a patch vector (or a metric eigenvector) reshapes to a filter."""
+        return (channels, *self.mask)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MahalanobisPatchKernel:
+    """κ on patches compared through a metric M, in the `aligned` or `all-pairs` layout.
+
+    geometry=None: inputs are vectors (P, D), one patch each (RFM). bandwidth is L for Laplace /
+    Gaussian and ignored by the homogeneous ReLU kernels (nngp, ntk).
+    """
+
+    name: str = "laplace"
+    layout: Layout = "aligned"
+    geometry: PatchGeometry | None = None
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+    def __post_init__(self) -> None:
+        check_kernel_name(self.name)
+        if self.layout not in ("aligned", "all-pairs"):
+            raise ValueError(f"layout must be 'aligned' or 'all-pairs', got {self.layout!r}.")
+
+    @property
+    def uses_bandwidth(self) -> bool:
+        return self.name in BANDWIDTH_KERNELS
+
+    def to_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(P, Np, d) patches; vectors become a single patch."""
+        if self.geometry is None:
+            return check_vectors("x", x)[:, None, :]
+        return self.geometry.patches(x)
+
+    def dimension(self, x: torch.Tensor) -> int:
+        """Patch dimension d of inputs shaped like x."""
+        if self.geometry is None:
+            return x.shape[-1]
+        return x.shape[1] * self.geometry.mask[0] * self.geometry.mask[1]
+
+    def metric_factor(self, metric: torch.Tensor, dimension: int) -> torch.Tensor | None:
+        """R (d, r) with M = R Rᵀ (eigenvectors scaled by √λ, zero eigenvalues dropped), or None
+        for M = I. Kernels then only need the features Rᵀ u_r: a = ‖Rᵀu‖², b = (Rᵀu)·(Rᵀv)."""
+        if metric.shape != (dimension, dimension):
+            raise ValueError(
+                f"metric must be ({dimension}, {dimension}), got {tuple(metric.shape)}."
+            )
+        check_finite("metric", metric)
+        identity = torch.eye(dimension, dtype=metric.dtype, device=metric.device)
+        if torch.equal(metric, identity):
+            return None
+        eigenvalues, eigenvectors = psd_eigh(metric)
+        kept = eigenvalues > _RANK_TOLERANCE * eigenvalues.max()
+        return eigenvectors[:, kept] * eigenvalues[kept].sqrt()
+
+    def features(self, x: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+        """(Np, P, r) position-major features Rᵀ p_r(x): the patches themselves for M = I,
+        otherwise a Conv2d with filters Rᵀ (never materialising the patches). Position-major
+        keeps every batched product below contiguous."""
+        if factor is None:
+            return self.to_patches(x).transpose(0, 1).contiguous()
+        factor = factor.to(x)
+        if self.geometry is None:
+            return (x @ factor)[None]
+        filters = factor.T.reshape(factor.shape[1], *self.geometry.patch_shape(x.shape[1]))
+        maps = self.geometry.convolve(x, filters)
+        return maps.flatten(2).permute(2, 0, 1).contiguous()
+
+    def n_positions(self, x: torch.Tensor) -> int:
+        """Np for inputs shaped like x."""
+        if self.geometry is None:
+            return 1
+        grid = patch_grid(
+            tuple(x.shape[2:]), self.geometry.mask, self.geometry.stride, self.geometry.padding
+        )
+        return grid[0] * grid[1]
+
+    def _partners(self, n_positions: int, n_inputs: int) -> int:
+        """How many inputs can be compared with `n_inputs` others at once while the κ
+        temporaries (8-byte entries) stay within chunk_bytes; at least one."""
+        entries = n_positions * (n_positions if self.layout == "all-pairs" else 1)
+        return max(1, self.chunk_bytes // (8 * _TEMPORARIES * entries * n_inputs))
+
+    def _invariants(self, left: torch.Tensor, right: torch.Tensor):
+        """(a, b, c) for position-major features left (Np, A, r), right (Np, B, r), broadcast
+        to (Np, A, B) aligned or (Np, A, Np, B) all-pairs (positions r of x, then s of z)."""
+        a = (left * left).sum(-1)
+        c = (right * right).sum(-1)
+        if self.layout == "aligned":
+            b = torch.bmm(left, right.transpose(1, 2))
+            return a[:, :, None], b, c[:, None, :]
+        n_positions, n_left, n_features = left.shape
+        b = (left.reshape(-1, n_features) @ right.reshape(-1, n_features).T).reshape(
+            n_positions, n_left, n_positions, -1
+        )
+        return a[:, :, None, None], b, c[None, None, :, :]
+
+    def _mean_over_positions(self, values: torch.Tensor) -> torch.Tensor:
+        return values.mean(0) if self.layout == "aligned" else values.mean((0, 2))
+
+    def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None):
+        """Callable (start, stop) → features of z[start:stop]; computed once up front when all of
+        z's features fit in chunk_bytes, else per call."""
+        n_features = factor.shape[1] if factor is not None else self.dimension(z)
+        if z.shape[0] * self.n_positions(z) * n_features * z.element_size() <= self.chunk_bytes:
+            cached = self.features(z, factor)
+            return lambda start, stop: cached[:, start:stop]
+        return lambda start, stop: self.features(z[start:stop], factor)
+
+    def gram(
+        self,
+        x: torch.Tensor,
+        z: torch.Tensor | None,
+        metric: torch.Tensor,
+        bandwidth: float = 1.0,
+    ) -> torch.Tensor:
+        """K(x_i, z_j) as a (P, P') matrix (z=None: x against itself, computed once per block
+        pair and mirrored). Features are computed chunk by chunk, so memory stays near
+        chunk_bytes beyond the inputs and the result."""
+        symmetric = z is None
+        z = x if z is None else z
+        dimension = self.dimension(x)
+        if self.dimension(z) != dimension:
+            raise ValueError("x and z must have the same channels (patch dimension).")
+        factor = self.metric_factor(metric.to(x), dimension)
+        n_features = dimension if factor is None else factor.shape[1]
+        n_positions = self.n_positions(x)
+        by_memory = self.chunk_bytes // (8 * n_positions * n_features)
+        rows = max(1, min(x.shape[0], 256, by_memory, self._partners(n_positions, 1)))
+        cols = self._partners(n_positions, rows)
+        right_features = self._feature_source(z, factor)
+        out = x.new_empty(x.shape[0], z.shape[0])
+        for row in range(0, x.shape[0], rows):
+            left = self.features(x[row : row + rows], factor)
+            first_col = row if symmetric else 0
+            for col in range(first_col, z.shape[0], cols):
+                right = right_features(col, col + cols)
+                a, b, c = self._invariants(left, right)
+                values = kernel_value(self.name, a, b, c, bandwidth, dimension)
+                block = self._mean_over_positions(values)
+                out[row : row + left.shape[1], col : col + right.shape[1]] = block
+        if symmetric:
+            out = torch.triu(out) + torch.triu(out, diagonal=1).T
+        return out
+
+    def _position_gradients(
+        self,
+        x: torch.Tensor,
+        centers: torch.Tensor,
+        coefficients: torch.Tensor,
+        metric: torch.Tensor,
+        bandwidth: float,
+    ) -> torch.Tensor:
+        """∇_{u_r} f_o(x) position-major, (Np, P, O, d). With M = R Rᵀ, M u = R (Rᵀu): the sums
+        run over features and R is applied once at the end. Centers are processed in chunks; the
+        gradient is linear in α, so partial sums add up."""
+        dimension = self.dimension(x)
+        if coefficients.ndim != 2 or coefficients.shape[0] != centers.shape[0]:
+            raise ValueError(
+                f"coefficients must be (n_centers={centers.shape[0]}, O), got "
+                f"{tuple(coefficients.shape)}."
+            )
+        factor = self.metric_factor(metric.to(x), dimension)
+        coefficients = coefficients.to(x)
+        left = self.features(x, factor)
+        n_positions, n_inputs, n_features = left.shape
+        n_outputs = coefficients.shape[1]
+        scale_sum = left.new_zeros(n_positions, n_inputs, n_outputs)
+        cross_sum = left.new_zeros(n_positions, n_inputs * n_outputs, n_features)
+        step = self._partners(n_positions, n_inputs * n_outputs)
+        right_features = self._feature_source(centers, factor)
+        for start in range(0, centers.shape[0], step):
+            right = right_features(start, start + step)
+            alpha = coefficients[start : start + step]
+            a, b, c = self._invariants(left, right)
+            d_a, d_b = kernel_partials(self.name, a, b, c, bandwidth, dimension)
+            if self.layout == "aligned":
+                scale_sum += d_a @ alpha
+                weights = (d_b[:, :, None, :] * alpha.T).flatten(1, 2)  # (Np, X·O, J)
+                cross_sum += torch.bmm(weights, right)
+            else:
+                scale_sum += d_a.sum(2) @ alpha
+                weights = torch.einsum("xasj,jo->xaosj", d_b, alpha).flatten(3, 4)
+                cross_sum += (weights @ right.reshape(-1, n_features)).flatten(1, 2)
+        positions = n_positions if self.layout == "aligned" else n_positions**2
+        cross_sum = cross_sum.unflatten(1, (n_inputs, n_outputs))
+        gradients = (2 * scale_sum[..., None] * left[:, :, None, :] + cross_sum) / positions
+        return gradients if factor is None else gradients @ factor.T
+
+    def predictor_gradients(
+        self,
+        x: torch.Tensor,
+        centers: torch.Tensor,
+        coefficients: torch.Tensor,
+        metric: torch.Tensor,
+        bandwidth: float = 1.0,
+    ) -> torch.Tensor:
+        """∇_{u_r} f_o(x) for f(x) = Σ_j α_j K(x, center_j) with coefficients α (n_centers, O):
+        shape (P, O, Np, d) (module docstring)."""
+        return self._position_gradients(x, centers, coefficients, metric, bandwidth).permute(
+            1, 2, 0, 3
+        )
+
+    def agop(
+        self,
+        x: torch.Tensor,
+        centers: torch.Tensor,
+        coefficients: torch.Tensor,
+        metric: torch.Tensor,
+        bandwidth: float = 1.0,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Patch-AGOP G = (1/|S|) Σ_{x∈S} Σ_{r,o} ∇_{u_r} f_o ∇_{u_r} f_oᵀ (d, d) of the
+        predictor f = Σ_j α_j K(·, center_j) over the inputs x (the set S), in batches."""
+        dimension = self.dimension(x)
+        n_positions = self.n_positions(x)
+        n_outputs = coefficients.shape[1] if coefficients.ndim == 2 else 1
+        if batch_size is None:
+            # Gradients (O, Np, d) per input with their running sums, and the κ temporaries of
+            # one partner per output, must fit the budget.
+            per_input = 8 * n_outputs * n_positions * dimension * 3
+            batch_size = min(self.chunk_bytes // per_input, self._partners(n_positions, n_outputs))
+            batch_size = max(1, min(x.shape[0], batch_size))
+        total = x.new_zeros(dimension, dimension)
+        for batch in x.split(batch_size):
+            gradients = self._position_gradients(batch, centers, coefficients, metric, bandwidth)
+            flat = gradients.reshape(-1, dimension)
+            total += flat.T @ flat
+        return 0.5 * (total + total.T) / x.shape[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "geometry": None if self.geometry is None else self.geometry.to_dict(),
+        }

@@ -1,0 +1,159 @@
+"""scikit-learn style fit/predict shared by the RFM and ConvRFM estimators (FEATURES.md
+"ConvRFM iteration"): validation split, the recursion of recursion.py, and the final refit.
+
+Subclasses declare their hyper-parameters in __init__ (scikit-learn reads the signature for
+get_params/set_params/clone) and build their MahalanobisPatchKernel in `_kernel()`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from krenorm.features.conv_kernels import MahalanobisPatchKernel
+from krenorm.features.recursion import RecursionResult, Task, run_feature_recursion
+from krenorm.features.ridge import solve_kernel_ridge
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def as_tensor(values, dtype: torch.dtype) -> torch.Tensor:
+    """numpy arrays, lists or tensors → a tensor of dtype (CPU unless already elsewhere)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to(dtype)
+    return torch.as_tensor(np.asarray(values), dtype=dtype)
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fitting indices, validation indices): a seeded random `fraction` of n held out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {fraction}.")
+    n_val = max(1, round(fraction * n))
+    if n - n_val < 2:
+        raise ValueError(f"{n} inputs leave fewer than 2 for fitting; pass X_val/y_val instead.")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:], order[:n_val]
+
+
+class FeatureMachineBase(BaseEstimator):
+    """Shared fit/predict; see RFMClassifier, ConvRFMClassifier and their regressors."""
+
+    _task: Task = "classification"
+
+    def _kernel(self) -> MahalanobisPatchKernel:
+        raise NotImplementedError
+
+    def _dtype(self) -> torch.dtype:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}.")
+        return _DTYPES[self.dtype]
+
+    def _targets(self, y) -> torch.Tensor:
+        """One-hot targets over classes_ (classification) or float targets (n, O)."""
+        if self._task == "classification":
+            labels = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+            unknown = ~np.isin(labels, self.classes_)
+            if unknown.any():
+                raise ValueError(
+                    f"validation labels {np.unique(labels[unknown])} are not training classes."
+                )
+            index = torch.as_tensor(np.searchsorted(self.classes_, labels))
+            return torch.nn.functional.one_hot(index, len(self.classes_)).to(self._dtype())
+        targets = as_tensor(y, self._dtype())
+        return targets[:, None] if targets.ndim == 1 else targets
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Select ridge, bandwidth and round on (X_val, y_val) — or on a `validation_fraction`
+        split of X — after `n_rounds` metric updates, then fit α (on X and the validation
+        inputs when `refit`)."""
+        dtype = self._dtype()
+        x = as_tensor(X, dtype)
+        if len(y) != x.shape[0]:
+            raise ValueError(f"X has {x.shape[0]} inputs but y has {len(y)} targets.")
+        if self._task == "classification":
+            self.classes_ = np.unique(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y))
+            if len(self.classes_) < 2:
+                raise ValueError("classification needs at least two classes in y.")
+            self._vector_target = False
+        else:
+            self._vector_target = np.ndim(y) == 1
+        targets = self._targets(y)
+        if (X_val is None) != (y_val is None):
+            raise ValueError("pass both X_val and y_val, or neither.")
+        if X_val is None:
+            fit_index, val_index = validation_split(x.shape[0], self.validation_fraction, self.seed)
+            x_fit, y_fit, x_val, t_val = (
+                x[fit_index],
+                targets[fit_index],
+                x[val_index],
+                targets[val_index],
+            )
+        else:
+            x_fit, y_fit = x, targets
+            x_val, t_val = as_tensor(X_val, dtype), self._targets(y_val)
+        kernel = self._kernel()
+        history = run_feature_recursion(
+            kernel,
+            x_fit,
+            y_fit,
+            x_val,
+            t_val,
+            self._task,
+            ridges=self.ridge,
+            bandwidths=self.bandwidth,
+            n_rounds=self.n_rounds,
+            agop_samples=self.agop_samples,
+            metric_power=self.metric_power,
+            metric_normalisation=self.metric_normalisation,
+            metric_threshold=self.metric_threshold,
+            seed=self.seed,
+        )
+        self._finish(kernel, history, x_fit, y_fit, x_val, t_val)
+        return self
+
+    def _finish(self, kernel, history: RecursionResult, x_fit, y_fit, x_val, t_val) -> None:
+        best = history.best
+        self.history_ = history
+        self.metric_ = history.metrics[history.best_round]
+        self.best_round_ = history.best_round
+        self.ridge_ = best.ridge
+        self.bandwidth_ = best.bandwidth
+        self.validation_score_ = best.validation_score
+        centers = torch.cat([x_fit, x_val]) if self.refit else x_fit
+        targets = torch.cat([y_fit, t_val]) if self.refit else y_fit
+        gram = kernel.gram(centers, None, self.metric_, self.bandwidth_)
+        self.centers_ = centers
+        self.coefficients_ = solve_kernel_ridge(gram, targets, self.ridge_)
+        self.kernel_ = kernel
+
+    def _outputs(self, X) -> torch.Tensor:
+        if not hasattr(self, "coefficients_"):
+            raise ValueError("this estimator is not fitted yet; call fit first.")
+        x = as_tensor(X, self._dtype())
+        return (
+            self.kernel_.gram(x, self.centers_, self.metric_, self.bandwidth_) @ self.coefficients_
+        )
+
+
+class FeatureClassifierBase(ClassifierMixin, FeatureMachineBase):
+    """Classification: one-hot kernel ridge, prediction by arg-max."""
+
+    _task: Task = "classification"
+
+    def decision_function(self, X) -> np.ndarray:
+        """Kernel-ridge outputs (n, n_classes)."""
+        return self._outputs(X).cpu().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self._outputs(X).argmax(1).cpu().numpy()]
+
+
+class FeatureRegressorBase(RegressorMixin, FeatureMachineBase):
+    """Regression: kernel ridge outputs, (n,) for a 1-D target."""
+
+    _task: Task = "regression"
+
+    def predict(self, X) -> np.ndarray:
+        outputs = self._outputs(X).cpu().numpy()
+        return outputs[:, 0] if self._vector_target else outputs
