@@ -149,6 +149,7 @@ def tree_kernel(
             f"leaf_overlaps must have shape (N, {len(leaves)}), got {tuple(leaf_overlaps.shape)}."
         )
     check_finite("leaf_overlaps", leaf_overlaps)
+    leaf_overlaps = leaf_overlaps.to(torch.float64)  # theory in float64
     variances = _node_variances(tree)
     column = {leaf: i for i, leaf in enumerate(leaves)}
     kernels: list[torch.Tensor | None] = [None] * len(tree.nodes)
