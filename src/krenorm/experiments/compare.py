@@ -19,7 +19,7 @@ import torch
 
 from krenorm import __version__
 from krenorm.architectures import ArchitectureSpec
-from krenorm.experiments.config import CompareConfig
+from krenorm.experiments.config import CompareConfig, check_image_shape
 from krenorm.theory.fit import FittedTheory, TheoryConfig
 
 #: Network and theory agree when within this many standard errors, or this relative distance.
@@ -160,6 +160,7 @@ def run_compare(config: CompareConfig, output_dir: str | Path | None = None,
     dataset = load_data(config)
     x_train, y_train, x_test, y_test = (dataset.x_train, dataset.y_train, dataset.x_test,
                                         dataset.y_test)
+    check_image_shape(config, tuple(x_train.shape[1:]))
     hyper, networks = config.hyper, config.networks
     widths = sorted(set(config.theory_widths) | {float(w) for w in networks.widths})
     rows: list[ComparisonRow] = []

@@ -153,6 +153,19 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
     )
 
 
+def check_image_shape(config: CompareConfig, image_shape: tuple[int, ...]) -> None:
+    """Refuse, before any work, a mask/stride/padding that does not fit the data's images."""
+    for index, spec in enumerate(config.architectures):
+        if spec.is_convolutional:
+            if len(image_shape) != 3:
+                raise ConfigError(f"architectures[{index}] ({spec.kind}) needs images, the data "
+                                  f"has inputs of shape {tuple(image_shape)}.")
+            try:
+                spec.output_grid(tuple(image_shape))
+            except ValueError as error:
+                raise ConfigError(f"architectures[{index}]: {error}") from error
+
+
 def load_config(path: str | Path) -> CompareConfig:
     """Read and validate a TOML config file."""
     path = Path(path)

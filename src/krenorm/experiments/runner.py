@@ -1,6 +1,8 @@
 """Run one sweep point: the effective theory at width N and/or at N → ∞ (THEORY.md §3–6) and/or
 a sampled network (§1, §4) on the point's data, returning JSON-able metrics, diagnostics and
-provenance. Runs in worker processes (local pool or Dask), so it takes and returns plain values.
+provenance. Runs in worker processes (local pool or Dask), so it takes and returns plain values;
+theory and networks are imported at module level so that a fork server preloading this module
+hands workers everything ready.
 
 Metrics are a function of the spec alone (up to floating-point summation order); timings, hosts
 and solver traces go to diagnostics and provenance.
@@ -23,6 +25,8 @@ import torch
 from krenorm import __version__
 from krenorm.experiments.spec import ExperimentSpec
 from krenorm.experiments.sweep_data import data_fingerprint, load_point_data
+from krenorm.networks import sample_posterior
+from krenorm.theory import fit_theory
 
 #: Q̄ is stored entry by entry up to this many entries (an Np × Np matrix for CNN/LCN at
 #: Np = 32); larger ones are summarised (diagonal and off-diagonal means) to keep rows small.
@@ -71,8 +75,6 @@ def _q_bar_summary(q_bar: list) -> dict:
 
 
 def _theory(spec: ExperimentSpec, dataset, infinite: bool) -> tuple[dict, dict]:
-    from krenorm.theory import fit_theory
-
     start = time.perf_counter()
     options = {} if infinite else spec.theory.solver_options()
     fit = fit_theory(dataset.x_train, dataset.y_train, spec.architecture, spec.width,
@@ -93,8 +95,6 @@ def _theory(spec: ExperimentSpec, dataset, infinite: bool) -> tuple[dict, dict]:
 
 
 def _network(spec: ExperimentSpec, dataset, device: torch.device) -> tuple[dict, dict]:
-    from krenorm.networks import sample_posterior
-
     settings = spec.network
     summary = sample_posterior(
         spec.architecture, int(spec.width), dataset.x_train, dataset.y_train, dataset.x_test,

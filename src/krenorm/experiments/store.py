@@ -25,8 +25,11 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from krenorm.experiments.spec import ExperimentSpec
+if TYPE_CHECKING:  # the store needs only content_hash, label and canonical_json of a spec,
+    # so processes that only read or write results do not import torch.
+    from krenorm.experiments.spec import ExperimentSpec
 
 SCHEMA_VERSION = 1
 STATUSES = ("pending", "running", "done", "failed")

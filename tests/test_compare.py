@@ -1,0 +1,87 @@
+"""The main job: config validation (field named before any work) and a tiny end-to-end run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from krenorm.experiments.compare import run_compare
+from krenorm.experiments.config import (
+    ConfigError,
+    check_image_shape,
+    demo_config_path,
+    load_config,
+    parse_config,
+)
+
+
+def _raw(**overrides):
+    raw = {
+        "name": "tiny",
+        "data": {"dataset": "local-teacher", "n_train": 24, "n_test": 16, "seed": 1},
+        "hyper": {"temperature": 0.1},
+        "architectures": [{"kind": "fc"}, {"kind": "cnn", "mask": 7, "stride": 7},
+                          {"kind": "lcn", "mask": 7, "stride": 7}],
+        "theory": {"widths": [8, 32]},
+        "networks": {"widths": [16], "n_replicas": 2, "n_steps": 30},
+        "retuned_priors": True,
+    }
+    raw.update(overrides)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"hyper": {"temperature": -1}}, "hyper.temperature"),
+        ({"hyper": {"temprature": 0.1}}, "temprature"),
+        ({"architectures": [{"kind": "rnn"}]}, "architectures[0].kind"),
+        ({"theory": {"widths": []}}, "theory.widths"),
+        ({"networks": {"widths": [10.5]}}, "networks.widths"),
+        ({"data": {"n_train": 0}}, "data.n_train"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_configs_name_the_field(override, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(_raw(**override))
+
+
+def test_mask_larger_than_the_images_is_refused_before_work():
+    config = parse_config(_raw(architectures=[{"kind": "cnn", "mask": 40}]))
+    with pytest.raises(ConfigError, match=r"architectures\[0\].*larger than"):
+        check_image_shape(config, (1, 28, 28))
+
+
+def test_shipped_configs_are_valid():
+    demo = load_config(demo_config_path())
+    assert {spec.kind for spec in demo.architectures} == {"fc", "cnn", "lcn"}
+    assert demo.networks.widths
+    cifar = load_config(Path(__file__).parents[1] / "examples" / "lkr_cifar.toml")
+    assert cifar.data.dataset == "cifar10" and cifar.retuned_priors
+
+
+def test_tiny_compare_run_writes_tables_figures_and_report(tmp_path):
+    result = run_compare(parse_config(_raw()), tmp_path, progress=False)
+    sources = {(row.architecture, row.source) for row in result.rows}
+    for kind in ("fc", "cnn", "lcn"):
+        assert {(kind, "theory"), (kind, "theory-infinite"), (kind, "network"),
+                (kind, "retuned-infinite")} <= sources
+    # Theory at the sampled width is always computed, so every network point has a partner.
+    agreements = result.agreements()
+    assert len(agreements) == 3
+    for agreement in agreements:
+        assert agreement.stderr > 0 and agreement.theory > 0
+    # Retuned priors reproduce the finite-width FC and LCN theory exactly (THEORY.md §3).
+    for kind in ("fc", "lcn"):
+        assert result.find(kind, "retuned-infinite", 32.0).test_loss == pytest.approx(
+            result.find(kind, "theory", 32.0).test_loss, rel=1e-9)
+    for name in ("results.csv", "results.json", "order_parameters.json", "report.md",
+                 "test_loss_vs_alpha.png", "order_parameters_cnn.png",
+                 "order_parameters_lcn.png"):
+        assert (tmp_path / name).is_file(), name
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("| cnn | 16 |") == 1 and "agrees" in report.lower()
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert len(payload["agreements"]) == 3
+    assert len(json.loads((tmp_path / "order_parameters.json").read_text())["cnn"]["theory"]) == 3
