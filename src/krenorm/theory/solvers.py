@@ -191,23 +191,39 @@ def _newton(action: EffectiveAction, q: torch.Tensor, tolerance: float,
 
 
 def _fixed_point_target(structure: OrderParameterStructure,
-                        evaluation: ActionEvaluation) -> torch.Tensor:
-    """(1 + G)⁻¹ with G the data part of the gradient."""
+                        evaluation: ActionEvaluation) -> torch.Tensor | None:
+    """(1 + G)⁻¹ with G the data part of the gradient; None when 1 + G is not positive definite
+    (far from the saddle point at large α), where the fixed-point map leaves the SPD cone."""
     data_gradient = evaluation.gradient - structure.prior_gradient(evaluation.q_bar)
     if structure.kind == "diagonal":
-        return 1 / (1 + data_gradient)
-    identity = torch.eye(structure.size, dtype=data_gradient.dtype)
-    return structure.symmetrize(torch.linalg.inv(identity + data_gradient))
+        shifted = 1 + data_gradient
+        return 1 / shifted if bool((shifted > 0).all()) else None
+    shifted = torch.eye(structure.size, dtype=data_gradient.dtype) + data_gradient
+    if not is_positive_definite(structure, structure.symmetrize(shifted)):
+        return None
+    return structure.symmetrize(torch.linalg.inv(shifted))
+
+
+def _descent_direction(structure: OrderParameterStructure,
+                       evaluation: ActionEvaluation) -> torch.Tensor:
+    """(1 + G)⁻¹ − Q̄ where the fixed point is defined, else the Riemannian (affine-invariant)
+    steepest-descent direction −Q̄ ∇S Q̄, whose slope −‖Q̄^½ ∇S Q̄^½‖² is always negative."""
+    target = _fixed_point_target(structure, evaluation)
+    if target is not None:
+        return target - evaluation.q_bar
+    q, gradient = evaluation.q_bar, evaluation.gradient
+    return -(q * gradient * q) if structure.kind == "diagonal" else -(q @ gradient @ q)
 
 
 def _damped_step(action: EffectiveAction, evaluation: ActionEvaluation, step: float
                  ) -> tuple[ActionEvaluation | None, float, int]:
-    """Q̄ + η[(1 + G)⁻¹ − Q̄] with η halved until Q̄ stays SPD and S does not increase."""
+    """Q̄ + η·D (D from `_descent_direction`) with η halved until Q̄ stays SPD and S does not
+    increase."""
     structure = action.structure
-    target = _fixed_point_target(structure, evaluation)
+    direction = _descent_direction(structure, evaluation)
     evaluations = 0
     while step > 1e-12:
-        candidate = structure.symmetrize(evaluation.q_bar + step * (target - evaluation.q_bar))
+        candidate = structure.symmetrize(evaluation.q_bar + step * direction)
         if is_positive_definite(structure, candidate):
             trial = action.evaluate(candidate)
             evaluations += 1
@@ -246,8 +262,17 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
     for iteration in range(max_iterations):
         if gradient_norm(evaluation) <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
+        target = _fixed_point_target(structure, evaluation)
+        if target is None:
+            x_history, f_history = [], []
+            trial, _, used = _damped_step(action, evaluation, 1.0)
+            evaluations += used
+            if trial is None:
+                return _Run(evaluation, iteration, evaluations, "step size underflow")
+            evaluation = trial
+            continue
         x = coordinates.to_coordinates(evaluation.q_bar)
-        residual = coordinates.to_coordinates(_fixed_point_target(structure, evaluation)) - x
+        residual = coordinates.to_coordinates(target) - x
         x_history.append(x)
         f_history.append(residual)
         x_history, f_history = x_history[-memory - 1:], f_history[-memory - 1:]
