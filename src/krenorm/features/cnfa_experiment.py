@@ -24,6 +24,7 @@ class CNFAExperiment:
     dataset: str
     description: str
     widths: tuple[int, ...]
+    kernel_size: int
     training: TrainingSummary
     test_accuracy: float
     report: CNFAReport
@@ -33,6 +34,7 @@ class CNFAExperiment:
             "dataset": self.dataset,
             "description": self.description,
             "widths": list(self.widths),
+            "kernel_size": self.kernel_size,
             "training": self.training.to_dict(),
             "test_accuracy": self.test_accuracy,
             "report": self.report.to_dict(),
@@ -46,6 +48,7 @@ def run_cnfa_experiment(
     n_images: int = 128,
     epochs: int = 2,
     widths: Sequence[int] = (16, 32),
+    kernel_size: int = 3,
     learning_rate: float = 3e-3,
     batch_size: int = 64,
     alphas: Sequence[float] = (0.5, 1.0),
@@ -55,8 +58,9 @@ def run_cnfa_experiment(
     allow_fetch: bool = True,
 ) -> CNFAExperiment:
     """Load all classes of `dataset` through krenorm.data.load_dataset (n_train/n_test images,
-    standardized), train SmallCNN(widths) with Adam for `epochs`, and compute the CNFA report on
-    the first `n_images` test images against a copy of the network at initialization."""
+    standardized), train SmallCNN(widths, kernel_size) with Adam for `epochs`, and compute the
+    CNFA report on the first `n_images` test images against a copy of the network at
+    initialization."""
     from krenorm.data import load_dataset
 
     if not 1 <= n_images <= n_test:
@@ -73,7 +77,12 @@ def run_cnfa_experiment(
     )
     x_train, x_test = data.x_train.float(), data.x_test.float()
     model = SmallCNN(
-        x_train.shape[1], int(data.y_train.max()) + 1, tuple(x_train.shape[2:]), tuple(widths), seed
+        x_train.shape[1],
+        int(data.y_train.max()) + 1,
+        tuple(x_train.shape[2:]),
+        tuple(widths),
+        kernel_size,
+        seed,
     )
     initial = copy.deepcopy(model)
     training = train_classifier(
@@ -92,6 +101,7 @@ def run_cnfa_experiment(
         dataset=dataset,
         description=data.provenance.description,
         widths=tuple(widths),
+        kernel_size=kernel_size,
         training=training,
         test_accuracy=classification_accuracy(model, x_test, data.y_test),
         report=report,

@@ -146,7 +146,8 @@ class FeatureClassifierBase(ClassifierMixin, FeatureMachineBase):
         return self._outputs(X).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self._outputs(X).argmax(1).cpu().numpy()]
+        winners = self._outputs(X).argmax(1).cpu().numpy()
+        return self.classes_[winners]
 
 
 class FeatureRegressorBase(RegressorMixin, FeatureMachineBase):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-import scipy.linalg
 import torch
 
 Normalisation = Literal["trace", "frobenius", "max"]
@@ -23,29 +21,13 @@ NORMALISATIONS: tuple[str, ...] = ("trace", "frobenius", "max")
 _NEGATIVE_EIGENVALUE_TOLERANCE = 1e-8
 
 
-def symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ascending eigenvalues and eigenvectors of a symmetric matrix or stack.
-
-    CPU tensors go through scipy.linalg.eigh: on the shared 2-core development machine
-    torch.linalg.eigh with 2 OpenMP threads took ~3 s for a 147×147 matrix under load (scipy:
-    ~60 ms, both ~2 ms when idle). Other devices use torch.linalg.eigh.
-    """
-    if matrix.device.type != "cpu":
-        return torch.linalg.eigh(matrix)
-    stack = matrix.detach().reshape(-1, *matrix.shape[-2:]).numpy()
-    pairs = [scipy.linalg.eigh(block) for block in stack]
-    eigenvalues = torch.from_numpy(np.stack([pair[0] for pair in pairs])).to(matrix.dtype)
-    eigenvectors = torch.from_numpy(np.stack([pair[1] for pair in pairs])).to(matrix.dtype)
-    return eigenvalues.reshape(matrix.shape[:-1]), eigenvectors.reshape(matrix.shape)
-
-
 def psd_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a symmetric PSD matrix (or stack) with rounding negatives clipped.
 
     Eigenvalues in [−1e-8·λ_max, 0) are rounding and set to 0; a more negative one means the
     input is not PSD and raises ValueError.
     """
-    eigenvalues, eigenvectors = symmetric_eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
+    eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
     largest = eigenvalues.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(matrix.dtype).tiny)
     if (eigenvalues < -_NEGATIVE_EIGENVALUE_TOLERANCE * largest).any():
         worst = float((eigenvalues / largest).min())
