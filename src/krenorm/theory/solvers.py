@@ -263,34 +263,24 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
         if gradient_norm(evaluation) <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
         target = _fixed_point_target(structure, evaluation)
-        if target is None:
-            x_history, f_history = [], []
-            trial, _, used = _damped_step(action, evaluation, 1.0)
-            evaluations += used
-            if trial is None:
-                return _Run(evaluation, iteration, evaluations, "step size underflow")
-            evaluation = trial
-            continue
-        x = coordinates.to_coordinates(evaluation.q_bar)
-        residual = coordinates.to_coordinates(target) - x
-        x_history.append(x)
-        f_history.append(residual)
-        x_history, f_history = x_history[-memory - 1:], f_history[-memory - 1:]
-        proposal = x + residual
-        if len(x_history) > 1:
-            delta_x = torch.stack([b - a for a, b in itertools.pairwise(x_history)],
-                                  1)
-            delta_f = torch.stack([b - a for a, b in itertools.pairwise(f_history)],
-                                  1)
-            gamma = torch.linalg.lstsq(delta_f, residual[:, None], rcond=1e-10).solution[:, 0]
-            proposal = x + residual - (delta_x + delta_f) @ gamma
-        candidate = structure.symmetrize(coordinates.from_coordinates(proposal))
         trial = None
-        if is_positive_definite(structure, candidate):
-            trial = action.evaluate(candidate)
-            evaluations += 1
-            if gradient_norm(trial) > 10 * gradient_norm(evaluation):
-                trial = None
+        if target is not None:
+            x = coordinates.to_coordinates(evaluation.q_bar)
+            residual = coordinates.to_coordinates(target) - x
+            x_history = [*x_history[-memory:], x]
+            f_history = [*f_history[-memory:], residual]
+            proposal = x + residual
+            if len(x_history) > 1:
+                delta_x = torch.stack([b - a for a, b in itertools.pairwise(x_history)], 1)
+                delta_f = torch.stack([b - a for a, b in itertools.pairwise(f_history)], 1)
+                gamma = torch.linalg.lstsq(delta_f, residual[:, None], rcond=1e-10).solution
+                proposal = x + residual - (delta_x + delta_f) @ gamma[:, 0]
+            candidate = structure.symmetrize(coordinates.from_coordinates(proposal))
+            if is_positive_definite(structure, candidate):
+                trial = action.evaluate(candidate)
+                evaluations += 1
+                if gradient_norm(trial) > 10 * gradient_norm(evaluation):
+                    trial = None
         if trial is None:
             x_history, f_history = [], []
             trial, _, used = _damped_step(action, evaluation, 1.0)
