@@ -269,3 +269,48 @@ def report_command(
     directory = out or str(Path(db).with_suffix("")) + "_report"
     files = write_sweep_report(db, directory, sweep)
     console.print(f"table: {files.table_csv}; figure: {files.figure or 'none (no finished point)'}")
+
+
+@app.command("cnfa")
+def cnfa_command(
+    dataset: str = typer.Option("mnist", help="mnist, fashion-mnist or cifar10 (all classes)."),
+    n_train: int = typer.Option(2000, help="Training images."),
+    n_test: int = typer.Option(500, help="Test images (accuracy; the AGOP uses the first ones)."),
+    n_images: int = typer.Option(256, help="Held-out images used for the patch-AGOP."),
+    epochs: int = typer.Option(2, help="Training epochs (Adam)."),
+    widths: str = typer.Option("8,16", help="Channels of the convs, comma separated."),
+    kernel_size: int = typer.Option(5, help="Conv kernel size (odd)."),
+    learning_rate: float = typer.Option(3e-3, help="Adam learning rate."),
+    alphas: str = typer.Option("0.5,1", help="Exponents α of G^α, comma separated."),
+    n_bootstrap: int = typer.Option(200, help="Bootstrap resamples of the images."),
+    seed: int = typer.Option(0, help="Seed of data selection, initialization and shuffles."),
+    data_dir: str = typer.Option(None, help="Directory holding the data set files."),
+    out: str = typer.Option("cnfa_output", help="Directory for cnfa.json and cnfa.png."),
+    threads: int = typer.Option(None, help="torch threads (1 is fastest on a busy machine)."),
+) -> None:
+    """Train a small CNN briefly on a real data set and report its CNFA per layer."""
+    import torch
+    from rich.console import Console
+
+    from krenorm.features.cnfa_experiment import (
+        cnfa_table,
+        run_cnfa_experiment,
+        write_cnfa_outputs,
+    )
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    experiment = run_cnfa_experiment(
+        dataset, n_train=n_train, n_test=n_test, n_images=n_images, epochs=epochs,
+        widths=tuple(int(w) for w in widths.split(",")), kernel_size=kernel_size,
+        learning_rate=learning_rate, alphas=tuple(float(a) for a in alphas.split(",")),
+        n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir,
+    )  # fmt: skip
+    console = Console()
+    console.print(
+        f"{experiment.description}: SmallCNN{experiment.widths} ({kernel_size}×{kernel_size}), "
+        f"{n_train} images × {epochs} epochs, test accuracy {experiment.test_accuracy:.3f}"
+    )
+    console.print(cnfa_table(experiment.report))
+    json_path, figure_path = write_cnfa_outputs(experiment, out)
+    console.print(f"report: {json_path}; figure: {figure_path}")

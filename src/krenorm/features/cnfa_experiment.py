@@ -106,3 +106,41 @@ def run_cnfa_experiment(
         test_accuracy=classification_accuracy(model, x_test, data.y_test),
         report=report,
     )
+
+
+def cnfa_table(report: CNFAReport):
+    """A rich Table: per layer and α, Pearson and cosine of WᵀW with G^α for the trained network
+    (with its bootstrap interval), the network at initialization and the initial filters."""
+    from rich.table import Table
+
+    table = Table(title=f"CNFA on {report.n_images} images ({report.estimator} AGOP)")
+    for column in ("layer", "α", "Pearson trained", "Pearson init net", "Pearson init filters",
+                   "cosine trained", "cosine init net", "cosine init filters"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for entry in report.layers:
+        low, high = entry.trained.pearson_interval
+        table.add_row(
+            entry.layer,
+            f"{entry.alpha:g}",
+            f"{entry.trained.pearson:.3f} [{low:.3f}, {high:.3f}]",
+            f"{entry.initialization.pearson:.3f}",
+            f"{entry.initial_filters.pearson:.3f}",
+            f"{entry.trained.cosine:.3f}",
+            f"{entry.initialization.cosine:.3f}",
+            f"{entry.initial_filters.cosine:.3f}",
+        )
+    return table
+
+
+def write_cnfa_outputs(experiment: CNFAExperiment, directory: str | Path) -> tuple[Path, Path]:
+    """Write cnfa.json (the experiment's to_dict) and cnfa.png (plot_cnfa_report) to directory."""
+    import json
+
+    from krenorm.features.figures import plot_cnfa_report
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, figure_path = directory / "cnfa.json", directory / "cnfa.png"
+    json_path.write_text(json.dumps(experiment.to_dict(), indent=2))
+    plot_cnfa_report(experiment.report).savefig(figure_path, dpi=120)
+    return json_path, figure_path

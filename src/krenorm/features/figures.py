@@ -116,7 +116,7 @@ def plot_cnfa_report(report: CNFAReport) -> Figure:
         bars.bar([p + offset for p in positions], heights, width=0.27, yerr=errors, label=name)
     bars.set_xticks(list(positions), labels, fontsize=7)
     bars.set_ylabel("Pearson(WᵀW, G^α)")
-    bars.legend(fontsize=8)
+    bars.legend(fontsize=7, loc="lower left")
     for entry in report.layers:
         sizes = [point.n_images for point in entry.convergence]
         curves.semilogx(
