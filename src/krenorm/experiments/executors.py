@@ -16,24 +16,26 @@ import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 
+from krenorm.experiments.processes import process_alive
 
-def _exit_when_orphaned(parent_pid: int, poll_s: float) -> None:
-    while os.getppid() == parent_pid:
+
+def _exit_when_driver_dies(driver_pid: int, poll_s: float) -> None:
+    while process_alive(driver_pid):
         time.sleep(poll_s)
-    # The driver died (e.g. SIGKILL) and with it the fork server we came from: nobody will read
-    # our results, and a resumed sweep reruns whatever we were doing, so stop at once instead
-    # of lingering.
+    # The driver died (e.g. SIGKILL): nobody will read our results, and a resumed sweep reruns
+    # whatever we were doing, so stop at once instead of lingering. (With the fork server the
+    # driver is not our parent, and the fork server itself lives as long as its workers do, so
+    # watching the parent would not do.)
     os._exit(1)
 
 
-def _initialize_worker(threads: int) -> None:
+def _initialize_worker(threads: int, driver_pid: int) -> None:
     """Worker start-up: torch threads per worker (workers × threads ≤ cores avoids
-    oversubscription) and a watchdog that ends the worker when its parent (the driver, or the
-    driver's fork server) is gone."""
+    oversubscription) and a watchdog that ends the worker when the driver is gone."""
     import torch
 
     torch.set_num_threads(threads)
-    watchdog = threading.Thread(target=_exit_when_orphaned, args=(os.getppid(), 1.0),
+    watchdog = threading.Thread(target=_exit_when_driver_dies, args=(driver_pid, 1.0),
                                 daemon=True)
     watchdog.start()
 
@@ -109,7 +111,7 @@ class ProcessPoolSweepExecutor(SweepExecutor):
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
         return concurrent.futures.ProcessPoolExecutor(
             self.workers, mp_context=_start_context(), initializer=_initialize_worker,
-            initargs=(self.threads_per_worker,))
+            initargs=(self.threads_per_worker, os.getpid()))
 
     def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
         return self._pool.submit(function, *arguments)

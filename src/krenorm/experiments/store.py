@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from krenorm.experiments.processes import process_alive
+
 if TYPE_CHECKING:  # the store needs only content_hash, label and canonical_json of a spec,
     # so processes that only read or write results do not import torch.
     from krenorm.experiments.spec import ExperimentSpec
@@ -152,21 +154,6 @@ def _loads(text: str | None) -> dict:
     return {} if text is None else json.loads(text)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        # The state letter follows the parenthesised command name; Z = zombie (exited).
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 class ResultsStore:
     """The SQLite results store at `path` (created with its schema on first use).
 
@@ -287,7 +274,7 @@ class ResultsStore:
             for row in rows:
                 dead = (row["ended_at"] is not None
                         or now - row["heartbeat_at"] > stale_after_s
-                        or (row["host"] == host and not _pid_alive(row["pid"])))
+                        or (row["host"] == host and not process_alive(row["pid"])))
                 if dead:
                     reclaimed += self._hand_back(cursor, row["session_id"], "abandoned", now)
                     cursor.execute("UPDATE sessions SET ended_at = COALESCE(ended_at, ?), "
