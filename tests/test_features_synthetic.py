@@ -75,3 +75,20 @@ def test_noisy_frame_pastes_digits():
         assert int(exact.sum()) == 1
     with pytest.raises(ValueError, match="frame_size"):
         noisy_frame_task(digits, labels, seed=0, frame_size=20)
+
+
+def test_noisy_frame_mnist_from_the_data_loader():
+    from krenorm.data import DatasetUnavailableError
+    from krenorm.features.synthetic import noisy_frame_mnist
+
+    try:
+        task = noisy_frame_mnist(20, seed=1, allow_fetch=False)
+    except DatasetUnavailableError as error:
+        pytest.skip(f"MNIST is not available offline here: {error}")
+    assert task.images.shape == (20, 1, 42, 42)
+    assert task.to_dict()["class_counts"] == [2] * 10
+    # Each frame holds a 28×28 window with every pixel in [0, 1]: the pasted digit (a window of
+    # N(0, 0.25) noise leaves [0, 1] somewhere with overwhelming probability).
+    windows = task.images.unfold(2, 28, 1).unfold(3, 28, 1)[:, 0]  # (20, 15, 15, 28, 28)
+    in_range = ((windows >= 0) & (windows <= 1)).flatten(-2).all(-1)
+    assert in_range.flatten(1).any(1).all()

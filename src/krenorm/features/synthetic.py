@@ -1,7 +1,8 @@
 """Seeded synthetic tasks on which fixed convolutional kernels fail (FEATURES.md "Synthetic tasks").
 
-Signals are added to the noise (signal + noise), so a detector cannot key on a patch of
-suspiciously low variance. Labels are 0/1 (or the digit class for noisy-frame MNIST).
+Star and bar glyphs are added to the noise (signal + noise), so a detector cannot key on a patch
+of suspiciously low variance; noisy-frame digits replace the frame pixels they cover (pasted).
+Labels are 0/1 (or the digit class for noisy-frame MNIST).
 """
 
 from __future__ import annotations
@@ -167,3 +168,24 @@ def noisy_frame_task(
     for frame, digit, row, col in zip(frames, digits, rows.tolist(), cols.tolist(), strict=True):
         frame[:, row : row + height, col : col + width] = digit
     return LabelledImages("noisy-frame", frames, labels.long(), seed)
+
+
+def noisy_frame_mnist(
+    n: int,
+    seed: int,
+    classes: tuple[int, ...] | None = None,
+    frame_size: int = 42,
+    noise_std: float = 0.5,
+    data_dir: str | None = None,
+    allow_fetch: bool = True,
+) -> LabelledImages:
+    """Noisy-frame MNIST: n MNIST training digits (pixels in [0, 1], balanced over `classes`,
+    all ten by default) from krenorm.data.load_dataset, pasted into noise frames by
+    `noisy_frame_task`. Raises krenorm.data.DatasetUnavailableError when MNIST is not available."""
+    from krenorm.data import load_dataset
+
+    data = load_dataset(
+        "mnist", classes=classes, n_train=n, n_test=0, standardize=None, labels="raw",
+        seed=seed, data_dir=data_dir, allow_fetch=allow_fetch,
+    )  # fmt: skip
+    return noisy_frame_task(data.x_train.float(), data.y_train, seed, frame_size, noise_std)
