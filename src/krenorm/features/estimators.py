@@ -122,7 +122,13 @@ class FeatureMachineBase(BaseEstimator):
         self.validation_score_ = best.validation_score
         centers = torch.cat([x_fit, x_val]) if self.refit else x_fit
         targets = torch.cat([y_fit, t_val]) if self.refit else y_fit
-        gram = kernel.gram(centers, None, self.metric_, self.bandwidth_)
+        gram = history.fit_gram
+        if self.refit:
+            # K(all, all) from the selected round's K(fit, fit) and K(val, fit): only the
+            # validation block is new.
+            cross = history.validation_cross
+            corner = kernel.gram(x_val, None, self.metric_, self.bandwidth_)
+            gram = torch.cat([torch.cat([gram, cross.T], 1), torch.cat([cross, corner], 1)])
         self.centers_ = centers
         self.coefficients_ = solve_kernel_ridge(gram, targets, self.ridge_)
         self.kernel_ = kernel

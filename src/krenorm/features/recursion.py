@@ -59,12 +59,16 @@ class RoundRecord:
 @dataclass(frozen=True)
 class RecursionResult:
     """Metrics M_0..M_T, per-round records and the selected round. `score_name` says what the
-    validation score is (accuracy, or −MSE for regression; higher is better)."""
+    validation score is (accuracy, or −MSE for regression; higher is better). `fit_gram` and
+    `validation_cross` are K(fit, fit) and K(validation, fit) of the selected round and
+    bandwidth, kept so that the final refit does not recompute them."""
 
     metrics: tuple[torch.Tensor, ...]
     rounds: tuple[RoundRecord, ...]
     best_round: int
     score_name: str
+    fit_gram: torch.Tensor | None = None
+    validation_cross: torch.Tensor | None = None
 
     @property
     def best(self) -> RoundRecord:
@@ -122,6 +126,7 @@ def run_feature_recursion(
     dimension = kernel.dimension(x_fit)
     metric = torch.eye(dimension, dtype=x_fit.dtype, device=x_fit.device)
     metrics, records = [], []
+    kept: tuple[float, torch.Tensor, torch.Tensor] | None = None  # (score, gram, cross) of the best
     for round_index in range(n_rounds + 1):
         grid, best, best_coefficients = [], None, None
         for bandwidth in bandwidth_grid:
@@ -135,6 +140,8 @@ def run_feature_recursion(
                 grid.append(point)
                 if best is None or point.score > best.score:
                     best, best_coefficients = point, coefficients
+                if kept is None or point.score > kept[0]:
+                    kept = (point.score, gram, cross)
         eigenvalues = psd_eigh(metric)[0].flip(0)
         metrics.append(metric)
         records.append(
@@ -155,4 +162,11 @@ def run_feature_recursion(
     scores = [record.validation_score for record in records]
     best_round = scores.index(max(scores))
     score_name = "accuracy" if task == "classification" else "negative_mse"
-    return RecursionResult(tuple(metrics), tuple(records), best_round, score_name)
+    return RecursionResult(
+        tuple(metrics),
+        tuple(records),
+        best_round,
+        score_name,
+        fit_gram=kept[1],
+        validation_cross=kept[2],
+    )
