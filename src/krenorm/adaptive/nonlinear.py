@@ -1,0 +1,404 @@
+"""Tree-level adaptive theory for a nonlinear φ (ADAPTIVE.md, Saddle point).
+
+Single-neuron law at tree level (the fluctuation term −(Ĉ+κ)⁻¹ of M dropped):
+
+    p(v) ∝ N(v; 0, (g_v/D) I) · exp{(a/2) (t·φ(Xv))²},   a = g_w χ/N,   t = (y − f̄)/κ,
+    Ĉ = g_w E_p[φ(Xv) φ(Xv)ᵀ],   f̄ = Ĉ (Ĉ + κ)⁻¹ y.
+
+Solved by a fixed point on the training predictor f̄ (Anderson-accelerated, plain damping as the
+fallback), annealed in χ from the NNGP solution (a cold start diverges at large χ).
+
+Single-neuron averages: self-normalised importance sampling over a particle set, with an MCMC
+fallback when the effective sample size collapses (a resample–move sequential Monte Carlo
+sampler). The particles start as prior draws; at every point they are distributed as an
+"anchor" law p_anchor (tilt a₀, t₀), and any (a, t) is reached by the weights
+
+    w_s ∝ exp{(a/2)(t·φ_s)² − (a₀/2)(t₀·φ_s)²},   ESS = (Σw)²/Σw².
+
+Within one χ the particles are fixed, so the map f̄ ↦ f̄' is deterministic. The next χ is the
+largest (at most max_anneal_ratio times the last) whose weights at the current f̄ keep a
+conditional ESS ≥ target_ess_fraction (adaptive tempering, see _next_chi). When the ESS at the
+solved fixed point falls below resample_ess_fraction, the particles are resampled (systematic)
+and moved by preconditioned MALA steps that leave the current law invariant (preconditioner:
+the particle covariance; step adapted towards acceptance 0.57); the moved set becomes the anchor
+and the fixed point is re-solved (at most three rounds per χ). Every χ reports its final ESS.
+
+Test side: ĉ* = g_w E_p[φ(X*v) φ(Xv)ᵀ], mean ĉ*ᵀ(Ĉ + κ)⁻¹y and variance
+(1/χ)[ĉ** − ĉ*ᵀ(Ĉ + κ)⁻¹ĉ*]; ⟨VᵀV⟩/N = E_p[v vᵀ] (tree level: independent neurons).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from krenorm._validation import check_finite, check_vectors
+from krenorm.adaptive.scaling import ScalingRegime, nngp_kernel_hat
+from krenorm.kernels.activations import Activation, get_activation
+
+#: Past iterates kept by the Anderson-accelerated fixed point.
+_ANDERSON_MEMORY = 6
+#: MALA's optimal acceptance (Roberts & Rosenthal), the target of the step adaptation.
+_MALA_TARGET_ACCEPTANCE = 0.57
+
+
+@dataclass(frozen=True)
+class AdaptiveSolverSettings:
+    """Numerical settings of the annealed tree-level solver (see module docstring)."""
+
+    n_particles: int = 8192
+    max_anneal_ratio: float = 4.0
+    max_anneal_steps: int = 400
+    target_ess_fraction: float = 0.7
+    resample_ess_fraction: float = 0.5
+    mcmc_moves: int = 10
+    damping: float = 0.5
+    tolerance: float = 1e-7
+    max_iterations: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_particles", "max_anneal_steps", "mcmc_moves", "max_iterations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+        if not self.max_anneal_ratio > 1.0:
+            raise ValueError(f"max_anneal_ratio must exceed 1, got {self.max_anneal_ratio}.")
+        for name in ("target_ess_fraction", "resample_ess_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in (0, 1), got {getattr(self, name)}.")
+        if not 0.0 < self.damping <= 1.0:
+            raise ValueError(f"damping must lie in (0, 1], got {self.damping}.")
+        if not self.tolerance > 0.0:
+            raise ValueError(f"tolerance must be positive, got {self.tolerance}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AnnealStep:
+    """Diagnostics of one χ of the annealing: ess of the final weights (out of n_particles),
+    moves: resample–move rounds taken at this χ, acceptance: their mean MALA acceptance (None
+    without moves), iterations and residual |f̄' − f̄|/|y| of the last fixed-point solve."""
+
+    chi: float
+    ess: float
+    n_particles: int
+    moves: int
+    acceptance: float | None
+    iterations: int
+    residual: float
+    converged: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AdaptiveSolution:
+    """Tree-level adaptive prediction of a nonlinear network at one χ."""
+
+    regime: ScalingRegime
+    activation: str
+    train_mean: torch.Tensor
+    test_mean: torch.Tensor
+    test_variance: torch.Tensor
+    hidden_kernel: torch.Tensor
+    weight_covariance: torch.Tensor
+    steps: tuple[AnnealStep, ...]
+
+    @property
+    def converged(self) -> bool:
+        return self.steps[-1].converged
+
+    @property
+    def final_ess(self) -> float:
+        return self.steps[-1].ess
+
+    def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
+        """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
+        y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
+        if y_test.shape != self.test_mean.shape:
+            raise ValueError(f"y_test has {y_test.numel()} entries, need {self.test_mean.numel()}.")
+        bias2 = float(((y_test - self.test_mean) ** 2).mean())
+        variance = float(self.test_variance.mean())
+        return {"bias2": bias2, "variance": variance, "loss": bias2 + variance}
+
+    def to_dict(self) -> dict:
+        return {
+            "regime": self.regime.to_dict(),
+            "activation": self.activation,
+            "train_mean": self.train_mean.tolist(),
+            "test_mean": self.test_mean.tolist(),
+            "test_variance": self.test_variance.tolist(),
+            "weight_covariance": self.weight_covariance.tolist(),
+            "steps": [step.to_dict() for step in self.steps],
+            "converged": self.converged,
+            "final_ess": self.final_ess,
+        }
+
+
+def _ess(weights: torch.Tensor) -> float:
+    """Kish effective sample size (Σw)²/Σw² of normalised weights."""
+    return float(1.0 / (weights**2).sum())
+
+
+def _predictor(kernel: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Training predictor Ĉ(Ĉ + κ)⁻¹y = y − κ(Ĉ + κ)⁻¹y."""
+    factor, info = torch.linalg.cholesky_ex(kernel + kappa * torch.eye(len(y), dtype=kernel.dtype))
+    if int(info) != 0:
+        raise ValueError("Ĉ + κ is not positive definite; increase kappa or n_particles.")
+    return y - kappa * torch.cholesky_solve(y[:, None], factor)[:, 0]
+
+
+class _ParticleLaw:
+    """Particles v_s (S, D) with their features φ(X v_s) (S, P), distributed as the anchor law
+    prior · exp{(a₀/2)(t₀·φ)²}; weights to any other (a, t) by the module-docstring formula."""
+
+    def __init__(self, x, activation: Activation, variance, particles, anchor_tilt, anchor_t):
+        self.x = x
+        self.activation = activation
+        self.variance = variance
+        self.particles = particles
+        self.features = activation(particles @ x.T)
+        self.anchor_log_tilt = 0.5 * anchor_tilt * (self.features @ anchor_t) ** 2
+
+    def log_weights(self, tilt: float, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * tilt * (self.features @ t) ** 2 - self.anchor_log_tilt
+
+    def weights(self, tilt: float, t: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.log_weights(tilt, t), 0)
+
+    def kernel(self, weights: torch.Tensor, g_w: float) -> torch.Tensor:
+        return g_w * (self.features.T * weights) @ self.features
+
+    def log_target(self, v: torch.Tensor, tilt: float, t: torch.Tensor):
+        """ln p(v) up to a constant and its gradient, for a batch of v."""
+        v = v.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = (
+                -0.5 * (v * v).sum(1) / self.variance
+                + 0.5 * tilt * (self.activation(v @ self.x.T) @ t) ** 2
+            )
+            (gradient,) = torch.autograd.grad(value.sum(), v)
+        return value.detach(), gradient
+
+
+def _anderson_fixed_point(step_map, start, scale, settings):
+    """Solve x = g(x) by Anderson acceleration (Walker & Ni 2011) with mixing β = damping and
+    memory _ANDERSON_MEMORY, restarting the history when the residual grows tenfold over the
+    best seen. Residuals are |g(x) − x|/scale. Returns x, iterations, residual, convergence."""
+    x, residual, best = start, math.inf, math.inf
+    beta = settings.damping
+    g_history: list[torch.Tensor] = []
+    r_history: list[torch.Tensor] = []
+    for iteration in range(1, settings.max_iterations + 1):
+        mapped = step_map(x)
+        r = mapped - x
+        residual = float(r.norm() / scale)
+        if not math.isfinite(residual):
+            break
+        if residual < settings.tolerance:
+            return mapped, iteration, residual, True
+        if residual > 10 * best:
+            g_history, r_history = [], []
+        best = min(best, residual)
+        g_history = [*g_history[-_ANDERSON_MEMORY:], mapped]
+        r_history = [*r_history[-_ANDERSON_MEMORY:], r]
+        if len(r_history) == 1:
+            x = x + beta * r
+            continue
+        delta_r = torch.stack([b - a for a, b in itertools.pairwise(r_history)], 1)
+        delta_g = torch.stack([b - a for a, b in itertools.pairwise(g_history)], 1)
+        gamma = torch.linalg.lstsq(delta_r, r[:, None]).solution[:, 0]
+        x = mapped - delta_g @ gamma - (1 - beta) * (r - delta_r @ gamma)
+    return x, settings.max_iterations, residual, False
+
+
+def _damped_fixed_point(step_map, start, scale, settings):
+    """Damped iteration x ← x + β(g(x) − x), β halved when the residual grows and recovering by
+    10 % per contracting step up to settings.damping: the fallback when Anderson fails."""
+    x, residual, beta = start, math.inf, settings.damping
+    for iteration in range(1, settings.max_iterations + 1):
+        mapped = step_map(x)
+        previous, residual = residual, float((mapped - x).norm() / scale)
+        if residual < settings.tolerance:
+            return mapped, iteration, residual, True
+        beta = max(beta / 2, 1e-3) if residual > previous else min(1.1 * beta, settings.damping)
+        x = x + beta * (mapped - x)
+    return x, settings.max_iterations, residual, False
+
+
+def _solve_fixed_point(law: _ParticleLaw, y, start, tilt, g_w, kappa, settings):
+    """f̄ = Ĉ(f̄)(Ĉ(f̄) + κ)⁻¹y at fixed particles: Anderson, then damping if that fails."""
+
+    def step_map(train_mean: torch.Tensor) -> torch.Tensor:
+        weights = law.weights(tilt, (y - train_mean) / kappa)
+        return _predictor(law.kernel(weights, g_w), y, kappa)
+
+    scale = float(y.norm())
+    result = _anderson_fixed_point(step_map, start, scale, settings)
+    return result if result[3] else _damped_fixed_point(step_map, start, scale, settings)
+
+
+def _systematic_resample(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a systematic resample (one uniform offset; variance below multinomial)."""
+    count = len(weights)
+    offset = torch.rand((), generator=generator, dtype=torch.float64)
+    positions = (offset + torch.arange(count, dtype=torch.float64)) / count
+    cumulative = torch.cumsum(weights, 0)
+    cumulative[-1] = 1.0
+    return torch.searchsorted(cumulative, positions).clamp_max(count - 1)
+
+
+def _log_transition(start, end, start_drift, epsilon, factor) -> torch.Tensor:
+    """−|end − start − εΣ∇|²_{Σ⁻¹}/(4ε): the log density of the preconditioned Langevin proposal
+    up to a constant that cancels in the Metropolis–Hastings ratio."""
+    difference = end - start - epsilon * start_drift
+    whitened = torch.linalg.solve_triangular(factor, difference.T, upper=False)
+    return -(whitened**2).sum(0) / (4 * epsilon)
+
+
+def _mala_moves(law: _ParticleLaw, particles, tilt, t, moves, generator):
+    """Preconditioned MALA on every particle (preconditioner Σ = particle covariance, so
+    v' = v + ε Σ∇ln p + √(2ε) L ξ with Σ = LLᵀ); ε starts at 0.5 and adapts multiplicatively
+    towards acceptance 0.57 after each move. Returns the moved particles, mean acceptance."""
+    d = particles.shape[1]
+    covariance = torch.cov(particles.T).reshape(d, d)
+    scale = float(torch.diagonal(covariance).mean())
+    factor = torch.linalg.cholesky(covariance + 1e-9 * scale * torch.eye(d, dtype=torch.float64))
+    value, gradient = law.log_target(particles, tilt, t)
+    epsilon, acceptances = 0.5, []
+    for _ in range(moves):
+        drift = gradient @ covariance
+        noise = torch.randn(particles.shape, generator=generator, dtype=torch.float64)
+        proposal = particles + epsilon * drift + math.sqrt(2 * epsilon) * noise @ factor.T
+        new_value, new_gradient = law.log_target(proposal, tilt, t)
+        new_drift = new_gradient @ covariance
+
+        log_ratio = (
+            new_value - value
+            + _log_transition(proposal, particles, new_drift, epsilon, factor)
+            - _log_transition(particles, proposal, drift, epsilon, factor)
+        )  # fmt: skip
+        probability = torch.exp(log_ratio.clamp(max=0.0).nan_to_num(nan=-math.inf))
+        accept = torch.rand(len(particles), generator=generator, dtype=torch.float64) < probability
+        particles = torch.where(accept[:, None], proposal, particles)
+        value = torch.where(accept, new_value, value)
+        gradient = torch.where(accept[:, None], new_gradient, gradient)
+        acceptance = float(probability.mean())
+        acceptances.append(acceptance)
+        epsilon *= math.exp(acceptance - _MALA_TARGET_ACCEPTANCE)
+    return particles, sum(acceptances) / len(acceptances)
+
+
+def _next_chi(law: _ParticleLaw, y, train_mean, chi, regime, settings) -> float:
+    """Largest χ' ≤ min(χ_target, ratio·χ) whose incremental weights w' = p_χ'/p_χ at the current
+    f̄ keep a conditional ESS (Σ W w')² / (Σ W w'²) ≥ target_ess_fraction · S, W the current
+    normalised weights (Zhou, Johansen & Aston 2016), by bisection in ln χ'. From χ = 0 (the
+    NNGP start) the search reaches down to 2⁻³⁰ χ_target."""
+    t = (y - train_mean) / regime.kappa
+    half_squared_field = 0.5 * (law.features @ t) ** 2
+    current = law.weights(regime.g_w * chi / regime.width, t)
+    goal = settings.target_ess_fraction
+
+    def conditional_ess(candidate: float) -> float:
+        increment = regime.g_w * (candidate - chi) / regime.width * half_squared_field
+        increment = torch.exp(increment - increment.max())
+        return float((current @ increment) ** 2 / (current @ increment**2))
+
+    upper = regime.chi if chi == 0.0 else min(regime.chi, settings.max_anneal_ratio * chi)
+    if conditional_ess(upper) >= goal:
+        return upper
+    lower = chi if chi > 0.0 else upper * 2.0**-30
+    for _ in range(30):
+        middle = math.sqrt(lower * upper)
+        lower, upper = (middle, upper) if conditional_ess(middle) >= goal else (lower, middle)
+    return lower
+
+
+def _check_inputs(x_train, y_train, x_test, regime):
+    x_train = check_vectors("x_train", torch.as_tensor(x_train)).to(torch.float64)
+    x_test = check_vectors("x_test", torch.as_tensor(x_test)).to(torch.float64)
+    y = torch.as_tensor(y_train, dtype=torch.float64).reshape(-1)
+    check_finite("y_train", y)
+    if y.shape[0] != x_train.shape[0] or x_train.shape[1] != regime.input_dim:
+        raise ValueError(
+            f"need x_train (P, D = {regime.input_dim}) and y_train (P,), "
+            f"got {tuple(x_train.shape)} and {tuple(y.shape)}."
+        )
+    if x_test.shape[1] != regime.input_dim:
+        raise ValueError(f"x_test has D = {x_test.shape[1]}, expected {regime.input_dim}.")
+    return x_train, y, x_test
+
+
+def solve_adaptive_tree_level(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    regime: ScalingRegime,
+    activation: str | Activation = "erf",
+    settings: AdaptiveSolverSettings | None = None,
+) -> AdaptiveSolution:
+    """Annealed tree-level saddle point, resample–move importance sampling (module docstring)."""
+    settings = settings or AdaptiveSolverSettings()
+    act = get_activation(activation)
+    x_train, y, x_test = _check_inputs(x_train, y_train, x_test, regime)
+    generator = torch.Generator().manual_seed(settings.seed)
+    variance, kappa, g_w = regime.first_layer_prior_variance, regime.kappa, regime.g_w
+    shape = (settings.n_particles, regime.input_dim)
+    particles = math.sqrt(variance) * torch.randn(shape, generator=generator, dtype=torch.float64)
+    law = _ParticleLaw(x_train, act, variance, particles, 0.0, torch.zeros_like(y))
+    train_mean = _predictor(nngp_kernel_hat(x_train, None, act, g_w, regime.g_v), y, kappa)
+    steps: list[AnnealStep] = []
+    chi = 0.0
+    while chi < regime.chi:
+        if len(steps) == settings.max_anneal_steps:
+            raise ValueError(
+                f"annealing reached max_anneal_steps = {settings.max_anneal_steps} at "
+                f"χ = {chi:.4g} < {regime.chi:.4g}; raise max_anneal_steps or lower "
+                "target_ess_fraction."
+            )
+        chi = _next_chi(law, y, train_mean, chi, regime, settings)
+        tilt = g_w * chi / regime.width
+        train_mean, iterations, residual, converged = _solve_fixed_point(
+            law, y, train_mean, tilt, g_w, kappa, settings
+        )
+        moves, acceptances = 0, []
+        weights = law.weights(tilt, (y - train_mean) / kappa)
+        while _ess(weights) < settings.resample_ess_fraction * len(weights) and moves < 3:
+            t = (y - train_mean) / kappa
+            chosen = law.particles[_systematic_resample(weights, generator)]
+            moved, acceptance = _mala_moves(law, chosen, tilt, t, settings.mcmc_moves, generator)
+            law = _ParticleLaw(x_train, act, variance, moved, tilt, t)
+            train_mean, iterations, residual, converged = _solve_fixed_point(
+                law, y, train_mean, tilt, g_w, kappa, settings
+            )
+            weights = law.weights(tilt, (y - train_mean) / kappa)
+            moves, acceptances = moves + 1, [*acceptances, acceptance]
+        acceptance = sum(acceptances) / len(acceptances) if acceptances else None
+        steps.append(
+            AnnealStep(chi, _ess(weights), len(weights), moves, acceptance, iterations, residual,
+                       converged)
+        )  # fmt: skip
+    hidden = law.kernel(weights, g_w)
+    test_features = act(law.particles @ x_test.T)
+    cross = g_w * (law.features.T * weights) @ test_features
+    test_diagonal = g_w * weights @ test_features**2
+    factor = torch.linalg.cholesky(hidden + kappa * torch.eye(len(y), dtype=torch.float64))
+    solved = torch.cholesky_solve(cross, factor)
+    second = (law.particles.T * weights) @ law.particles
+    return AdaptiveSolution(
+        regime=regime,
+        activation=act.name,
+        train_mean=train_mean,
+        test_mean=cross.T @ torch.cholesky_solve(y[:, None], factor)[:, 0],
+        test_variance=(test_diagonal - (cross * solved).sum(0)).clamp_min(0.0) / regime.chi,
+        hidden_kernel=hidden,
+        weight_covariance=0.5 * (second + second.T),
+        steps=tuple(steps),
+    )
