@@ -19,6 +19,7 @@ G = (1/|S|) Σ_{x∈S} Σ_r Σ_o ∇_{u_r} f_o ∇_{u_r} f_oᵀ.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -142,7 +143,7 @@ class MahalanobisPatchKernel:
         otherwise a Conv2d with filters Rᵀ (never materialising the patches). Position-major
         keeps every batched product below contiguous."""
         if factor is None:
-            return self.to_patches(x).transpose(0, 1).contiguous()
+            return self.to_patches(x).transpose(0, 1)  # a strided view: bmm reads it in place
         factor = factor.to(x)
         if self.geometry is None:
             return (x @ factor)[None]
@@ -165,31 +166,42 @@ class MahalanobisPatchKernel:
         entries = n_positions * (n_positions if self.layout == "all-pairs" else 1)
         return max(1, self.chunk_bytes // (8 * _TEMPORARIES * entries * n_inputs))
 
-    def _invariants(self, left: torch.Tensor, right: torch.Tensor):
-        """(a, b, c) for position-major features left (Np, A, r), right (Np, B, r), broadcast
-        to (Np, A, B) aligned or (Np, A, Np, B) all-pairs (positions r of x, then s of z)."""
-        a = (left * left).sum(-1)
-        c = (right * right).sum(-1)
+    def _invariants(
+        self,
+        left: torch.Tensor,
+        left_norms: torch.Tensor,
+        right: torch.Tensor,
+        right_norms: torch.Tensor,
+    ):
+        """(a, b, c) for position-major features left (Np, A, r), right (Np, B, r) with their
+        squared norms (Np, A), (Np, B), broadcast to (Np, A, B) aligned or (Np, A, Np, B)
+        all-pairs (positions r of x, then s of z)."""
         if self.layout == "aligned":
             b = torch.bmm(left, right.transpose(1, 2))
-            return a[:, :, None], b, c[:, None, :]
+            return left_norms[:, :, None], b, right_norms[:, None, :]
         n_positions, n_left, n_features = left.shape
         b = (left.reshape(-1, n_features) @ right.reshape(-1, n_features).T).reshape(
             n_positions, n_left, n_positions, -1
         )
-        return a[:, :, None, None], b, c[None, None, :, :]
+        return left_norms[:, :, None, None], b, right_norms[None, None, :, :]
 
     def _mean_over_positions(self, values: torch.Tensor) -> torch.Tensor:
         return values.mean(0) if self.layout == "aligned" else values.mean((0, 2))
 
     def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None):
-        """Callable (start, stop) → features of z[start:stop]; computed once up front when all of
-        z's features fit in chunk_bytes, else per call."""
+        """Callable (start, stop) → (features (Np, B, r), squared norms (Np, B)) of
+        z[start:stop]; computed once up front when all of z's features fit in chunk_bytes,
+        else per call."""
+
+        def compute(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.features(inputs, factor)
+            return features, (features * features).sum(-1)
+
         n_features = factor.shape[1] if factor is not None else self.dimension(z)
         if z.shape[0] * self.n_positions(z) * n_features * z.element_size() <= self.chunk_bytes:
-            cached = self.features(z, factor)
-            return lambda start, stop: cached[:, start:stop]
-        return lambda start, stop: self.features(z[start:stop], factor)
+            features, norms = compute(z)
+            return lambda start, stop: (features[:, start:stop], norms[:, start:stop])
+        return lambda start, stop: compute(z[start:stop])
 
     def gram(
         self,
@@ -209,17 +221,21 @@ class MahalanobisPatchKernel:
         factor = self.metric_factor(metric.to(x), dimension)
         n_features = dimension if factor is None else factor.shape[1]
         n_positions = self.n_positions(x)
+        # Square-ish blocks of pairs within the κ budget: thin blocks turn the per-position
+        # products into matrix-vector products.
+        pairs = self._partners(n_positions, 1)
         by_memory = self.chunk_bytes // (8 * n_positions * n_features)
-        rows = max(1, min(x.shape[0], 256, by_memory, self._partners(n_positions, 1)))
-        cols = self._partners(n_positions, rows)
-        right_features = self._feature_source(z, factor)
+        rows = max(1, min(x.shape[0], by_memory, math.isqrt(pairs)))
+        cols = max(1, pairs // rows)
+        right_source = self._feature_source(z, factor)
+        left_source = right_source if symmetric else self._feature_source(x, factor)
         out = x.new_empty(x.shape[0], z.shape[0])
         for row in range(0, x.shape[0], rows):
-            left = self.features(x[row : row + rows], factor)
+            left, left_norms = left_source(row, row + rows)
             first_col = row if symmetric else 0
             for col in range(first_col, z.shape[0], cols):
-                right = right_features(col, col + cols)
-                a, b, c = self._invariants(left, right)
+                right, right_norms = right_source(col, col + cols)
+                a, b, c = self._invariants(left, left_norms, right, right_norms)
                 values = kernel_value(self.name, a, b, c, bandwidth, dimension)
                 block = self._mean_over_positions(values)
                 out[row : row + left.shape[1], col : col + right.shape[1]] = block
@@ -247,16 +263,17 @@ class MahalanobisPatchKernel:
         factor = self.metric_factor(metric.to(x), dimension)
         coefficients = coefficients.to(x)
         left = self.features(x, factor)
+        left_norms = (left * left).sum(-1)
         n_positions, n_inputs, n_features = left.shape
         n_outputs = coefficients.shape[1]
         scale_sum = left.new_zeros(n_positions, n_inputs, n_outputs)
         cross_sum = left.new_zeros(n_positions, n_inputs * n_outputs, n_features)
         step = self._partners(n_positions, n_inputs * n_outputs)
-        right_features = self._feature_source(centers, factor)
+        right_source = self._feature_source(centers, factor)
         for start in range(0, centers.shape[0], step):
-            right = right_features(start, start + step)
+            right, right_norms = right_source(start, start + step)
             alpha = coefficients[start : start + step]
-            a, b, c = self._invariants(left, right)
+            a, b, c = self._invariants(left, left_norms, right, right_norms)
             d_a, d_b = kernel_partials(self.name, a, b, c, bandwidth, dimension)
             if self.layout == "aligned":
                 scale_sum += d_a @ alpha

@@ -53,18 +53,27 @@ def _relu_geometry(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
 def kernel_value(
     name: str, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bandwidth: float, dimension: int
 ) -> torch.Tensor:
-    """κ(a, b, c) elementwise over broadcastable tensors (no derivatives; for Gram matrices)."""
+    """κ(a, b, c) elementwise over broadcastable tensors (no derivatives; for Gram matrices).
+
+    a and c are the small broadcast factors (one per patch), b the full pair tensor: the work on
+    b is done in place, one pass per operation, since Grams are dominated by these passes. For
+    a zero patch (a or c = 0) the ReLU kernels are 0 (ρ is taken as 0 there).
+    """
     if name in BANDWIDTH_KERNELS:
-        squared = (a - 2 * b + c).clamp_min(0)
+        squared = (b * -2).add_(a).add_(c).clamp_(min=0)
         if name == "laplace":
-            return torch.exp(-torch.sqrt(squared) / bandwidth)
-        return torch.exp(-squared / (2 * bandwidth**2))
-    a, b, c = a / dimension, b / dimension, c / dimension
-    norm, rho, _ = _relu_geometry(a, b, c)
-    angle_term = math.pi - torch.acos(rho)
-    value = norm / (2 * math.pi) * (torch.sqrt(1 - rho**2) + rho * angle_term)
+            return squared.sqrt_().mul_(-1 / bandwidth).exp_()
+        return squared.mul_(-1 / (2 * bandwidth**2)).exp_()
+    # κ is homogeneous of degree 1 in (a, b, c): evaluate on (a, b, c) and divide by d once.
+    root_a, root_c = torch.sqrt(a), torch.sqrt(c)
+    inverse_a = torch.where(root_a > 0, 1 / torch.where(root_a > 0, root_a, 1.0), 0.0)
+    inverse_c = torch.where(root_c > 0, 1 / torch.where(root_c > 0, root_c, 1.0), 0.0)
+    rho = (b * inverse_a).mul_(inverse_c).clamp_(-1, 1)
+    angle_term = torch.acos(rho).neg_().add_(math.pi)  # π − θ
+    sine = (rho * rho).neg_().add_(1).clamp_(min=0).sqrt_()
+    value = rho.mul_(angle_term).add_(sine).mul_(root_a / (2 * math.pi * dimension)).mul_(root_c)
     if name == "ntk":
-        value = value + b * angle_term / (2 * math.pi)
+        value.add_(angle_term.mul_(b).mul_(1 / (2 * math.pi * dimension)))
     return value
 
 
