@@ -288,7 +288,7 @@ def test_relu_fc_fit_has_mean_term_and_nngp_limit():
 # Solvers
 
 
-@pytest.mark.parametrize("method", ["newton", "anderson", "fixed-point", "lbfgs"])
+@pytest.mark.parametrize("method", ["newton", "anderson", "fixed-point", "lbfgs", "newton-krylov"])
 def test_solvers_agree(method):
     x, y, _, _ = _task(n_train=30)
     blocks = compute_local_blocks(x, 3, 3)

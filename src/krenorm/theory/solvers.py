@@ -7,7 +7,10 @@ The saddle point is the minimum of S over symmetric positive definite Q̄, where
               Hessian-vector products; few parameters: FC, CNN-GAP, LCN, small CNNs), eigenvalue-
               modified when indefinite, with a backtracking line search that keeps Q̄ SPD.
 - "anderson": Anderson-accelerated fixed point Q̄ ← (1 + G(Q̄))⁻¹ (one gradient per iteration,
-              no Hessian; the default for large CNN Q̄), safeguarded by plain damped steps.
+              no Hessian; the default for large CNN Q̄), safeguarded by damped steps; when it
+              has not converged in 100 iterations (large α) it hands over to L-BFGS and a
+              Newton-Krylov polish.
+- "newton-krylov": inexact Newton with conjugate gradients on Hessian-vector products.
 - "fixed-point": the damped iteration Q̄ ← Q̄ + η[(1 + G)⁻¹ − Q̄], η halved when S increases.
 - "lbfgs":    scipy's L-BFGS-B on the Cholesky parameterisation of `order_parameters`.
 
@@ -31,8 +34,8 @@ import torch
 from krenorm.theory.action import ActionEvaluation, EffectiveAction, SpectralAction
 from krenorm.theory.order_parameters import OrderParameterStructure
 
-SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs"]
-SOLVER_METHODS = ("auto", "newton", "anderson", "fixed-point", "lbfgs")
+SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov"]
+SOLVER_METHODS = ("auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov")
 
 #: Above this many free entries of Q̄ the smallest Hessian eigenvalue comes from Lanczos.
 DENSE_HESSIAN_LIMIT = 80
@@ -312,8 +315,62 @@ def _lbfgs(action: EffectiveAction, q: torch.Tensor, tolerance: float,
                 str(result.message))
 
 
-_METHODS = {"newton": _newton, "anderson": _anderson, "fixed-point": _fixed_point,
-            "lbfgs": _lbfgs}
+def _newton_krylov(action: EffectiveAction, q: torch.Tensor, tolerance: float,
+                   max_iterations: int) -> _Run:
+    """Inexact Newton: H δ = −∇S by conjugate gradients on Hessian-vector products (no dense
+    Hessian), steps accepted while Q̄ stays SPD and the gradient norm falls. For polishing a
+    point already near the saddle."""
+    structure = action.structure
+    coordinates = _Coordinates(structure, q.dtype)
+    evaluation = action.evaluate(q)
+    evaluations = 1
+    size = coordinates.basis.shape[0]
+    for iteration in range(max_iterations):
+        norm = gradient_norm(evaluation)
+        if norm <= tolerance:
+            return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
+        current = evaluation
+
+        def matvec(vector: np.ndarray, current=current) -> np.ndarray:
+            direction = coordinates.from_coordinates(torch.as_tensor(vector, dtype=q.dtype))
+            return coordinates.to_coordinates(current.hessian_vector(direction)).numpy()
+
+        operator = scipy.sparse.linalg.LinearOperator((size, size), matvec=matvec,
+                                                      dtype=np.float64)
+        gradient = coordinates.to_coordinates(evaluation.gradient).numpy()
+        solution, _ = scipy.sparse.linalg.cg(operator, -gradient, rtol=1e-4, maxiter=100)
+        step = coordinates.from_coordinates(torch.as_tensor(solution, dtype=q.dtype))
+        length = 1.0
+        while length > 1e-6:
+            candidate = structure.symmetrize(evaluation.q_bar + length * step)
+            if is_positive_definite(structure, candidate):
+                trial = action.evaluate(candidate)
+                evaluations += 1
+                if gradient_norm(trial) < norm:
+                    evaluation = trial
+                    break
+            length /= 2
+        else:
+            return _Run(evaluation, iteration, evaluations, "Newton-Krylov step failed")
+    return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
+
+
+def _anderson_with_fallback(action: EffectiveAction, q: torch.Tensor, tolerance: float,
+                            max_iterations: int) -> _Run:
+    """Anderson mixing; if it has not converged within 100 iterations (large α, where the
+    fixed-point map stops contracting), L-BFGS from its best point, then a Newton-Krylov polish."""
+    first = _anderson(action, q, tolerance, min(100, max_iterations))
+    if gradient_norm(first.evaluation) <= tolerance:
+        return first
+    descent = _lbfgs(action, first.evaluation.q_bar, tolerance, max_iterations)
+    polish = _newton_krylov(action, descent.evaluation.q_bar, tolerance, 20)
+    return _Run(polish.evaluation, first.iterations + descent.iterations + polish.iterations,
+                first.evaluations + descent.evaluations + polish.evaluations,
+                f"Anderson → L-BFGS → Newton-Krylov: {polish.message}")
+
+
+_METHODS = {"newton": _newton, "anderson": _anderson_with_fallback, "fixed-point": _fixed_point,
+            "lbfgs": _lbfgs, "newton-krylov": _newton_krylov}
 
 
 def _random_start(structure: OrderParameterStructure, generator: torch.Generator
