@@ -134,3 +134,6 @@ def test_invalid_layer_and_estimator_are_refused():
         patch_agop(model, x, estimator="sampled")
     with pytest.raises(ValueError, match="shape"):
         patch_agop(model, torch.zeros(7, 7))
+    model.unused = nn.Conv2d(1, 1, 1).double()
+    with pytest.raises(ValueError, match="never called"):
+        patch_agop(model, x, layers=["conv1", "unused"])

@@ -289,6 +289,9 @@ def patch_agop(
         model.train(was_training)
     if n_images == 0:
         raise ValueError("data yielded no images.")
+    unused = [name for name in selected if name not in sums]
+    if unused:
+        raise ValueError(f"the model never called the selected Conv2d layer(s) {unused}.")
     results = {}
     for name, conv in selected.items():
         groups = conv.groups
