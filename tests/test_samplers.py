@@ -282,6 +282,20 @@ def test_checkpoint_resume_is_bit_identical(cnn_problem, tmp_path, sampler):
     assert a == b
 
 
+def test_unadjusted_adaptation_grows_slowly_and_reaches_its_target(cnn_problem):
+    # The unadjusted sampler cannot reject an overlong step, so ln η may grow by at most 0.02
+    # per adaptation step; afterwards the would-be acceptance must sit near its 0.98 target
+    # (0.9 leaves room for the noise of 3 replicas × 100 steps).
+    run = _run(cnn_problem, sampler="langevin", n_steps=400, burn_in=300, thin=10)
+    initial = run.sampler.step_size
+    run.advance(until_step=140)  # adaptation runs for the first burn_in // 2 = 150 steps
+    history = torch.tensor(run.sampler.adaptation.history)
+    assert float(history.diff().max()) <= 0.02 + 1e-12
+    assert float(history.max()) <= math.log(initial) + 0.02 * 140 + 1e-9
+    run.advance()
+    assert float(run.sampler.mean_acceptance.mean()) > 0.9
+
+
 def test_checkpoint_of_another_configuration_is_refused(cnn_problem, tmp_path):
     run = _run(cnn_problem)
     run.advance(until_step=5)

@@ -8,9 +8,10 @@ it (`advance`, `save`, `load`, `summary`). Schedule of one run of n_steps:
     steps burn_in+1 … n_steps         every `thin`-th state is recorded (all replicas)
 
 Defaults: burn_in = n_steps // 2, thin = max(1, (n_steps − burn_in) // 500), the step size from
-`default_step_size` (η = c/(tr JJᵀ + T·max λ)) as the start of dual-averaging adaptation towards
-a mean acceptance of 0.6 (MALA, collapsed) or, for unadjusted Langevin, 0.98 for the acceptance
-its moves would have had under a Metropolis correction. The hidden-layer kernel is recorded on
+`default_step_size` (η = c/(tr JJᵀ + T·max λ)) as the start of the burn-in adaptation: dual
+averaging towards a mean acceptance of 0.6 (MALA, collapsed) or, for unadjusted Langevin, a
+cautious multiplicative rule towards 0.98 for the acceptance its moves would have had under a
+Metropolis correction. The hidden-layer kernel is recorded on
 at most `kernel_records` evenly spaced records (it costs R·P²·F per record).
 """
 
@@ -54,8 +55,10 @@ class PosteriorAccumulator:
 
     def __init__(self, n_replicas: int, n_test: int, n_outputs: int, positions: int) -> None:
         options = {"dtype": torch.float64}
-        self.train_errors: list[torch.Tensor] = []
-        self.test_errors: list[torch.Tensor] = []
+        # Traces are kept as Python floats: appending small tensors after every large forward
+        # pass pins the allocator's heap and grew the resident memory by MBs per record.
+        self.train_errors: list[list[float]] = []
+        self.test_errors: list[list[float]] = []
         self.mean_sum = torch.zeros(n_replicas, n_test, n_outputs, **options)
         self.second_moment_sum = torch.zeros(n_replicas, n_test, n_outputs, **options)
         self.block_sum = torch.zeros(n_replicas, positions, positions, **options)
@@ -76,13 +79,13 @@ class PosteriorAccumulator:
     ) -> None:
         """Add the current state of every replica."""
         self.train_errors.append(
-            sampler.expected_squared_error(sampler.inputs, sampler.targets).double().cpu()
+            sampler.expected_squared_error(sampler.inputs, sampler.targets).double().tolist()
         )
         mean, variance = sampler.predictive(test_inputs)
         mean, variance = mean.double().cpu(), variance.double().cpu()
         targets = test_targets.double().cpu()
         error = ((targets - mean) ** 2).sum(-1) + mean.shape[-1] * variance
-        self.test_errors.append(error.mean(-1))
+        self.test_errors.append(error.mean(-1).tolist())
         self.mean_sum += mean
         self.second_moment_sum += mean**2 + variance[..., None]
         self.block_sum += sampler.readout_block_second_moments().double().cpu()
@@ -352,7 +355,8 @@ class PosteriorRun:
         if acceptance is not None:
             fields["acc"] = f"{float(acceptance.mean()):.2f}"
         if self.accumulator.n_records:
-            fields["test"] = f"{float(self.accumulator.test_errors[-1].mean()):.4f}"
+            last = self.accumulator.test_errors[-1]
+            fields["test"] = f"{sum(last) / len(last):.4f}"
         return fields
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -401,8 +405,8 @@ class PosteriorRun:
                 f"({self.burn_in}) by at least 2·thin steps first."
             )
         notes = []
-        test = estimate_mean(torch.stack(accumulator.test_errors))
-        train = estimate_mean(torch.stack(accumulator.train_errors))
+        test = estimate_mean(torch.tensor(accumulator.test_errors, dtype=torch.float64))
+        train = estimate_mean(torch.tensor(accumulator.train_errors, dtype=torch.float64))
         if not test.reliable:
             notes.append(
                 f"test-loss chain is short: {test.n_samples} records for τ = {test.tau:.1f} "

@@ -101,12 +101,9 @@ class DualAveraging:
         self, initial_step_size: float, target: float = TARGET_ACCEPTANCE,
         gamma: float = 0.05, t0: float = 10.0, kappa: float = 0.75,
     ) -> None:
+        self.initial_step_size = initial_step_size
         self.mu = math.log(10 * initial_step_size)
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
-        # The error target − α is measured in units of the allowed rejection 1 − target, scaled
-        # to MALA's 0.4 and clipped to MALA's range [−0.4, 0.6]: near a target of 0.98 the raw
-        # error could only reach −0.02 and the step would grow far too slowly.
-        self.error_scale = (1 - TARGET_ACCEPTANCE) / (1 - target)
         self.iteration = 0
         self.error_average = 0.0
         self.log_step_average = math.log(initial_step_size)
@@ -116,9 +113,7 @@ class DualAveraging:
         self.iteration += 1
         t = self.iteration
         weight = 1.0 / (t + self.t0)
-        error = self.error_scale * (self.target - acceptance)
-        error = min(max(error, TARGET_ACCEPTANCE - 1), TARGET_ACCEPTANCE)
-        self.error_average = (1 - weight) * self.error_average + weight * error
+        self.error_average = (1 - weight) * self.error_average + weight * (self.target - acceptance)
         log_step = self.mu - math.sqrt(t) / self.gamma * self.error_average
         decay = t ** (-self.kappa)
         self.log_step_average = decay * log_step + (1 - decay) * self.log_step_average
@@ -133,6 +128,40 @@ class DualAveraging:
 
     def load_state_dict(self, state: dict) -> None:
         vars(self).update(state)
+
+
+class CautiousAdaptation:
+    """Step-size adaptation for the unadjusted sampler, which cannot reject an overlong step
+    (dual averaging's exploratory jumps made it diverge). With r = (α − target)/(1 − target),
+    ln η grows by 0.02·min(r, 1) when r > 0 and shrinks by 0.1·max(r, −5) when r < 0: at most 2 %
+    up, up to 40 % down per step. `final_step_size` is the geometric mean of the second half of
+    the iterates."""
+
+    def __init__(self, initial_step_size: float, target: float) -> None:
+        self.initial_step_size = initial_step_size
+        self.target = target
+        self.log_step = math.log(initial_step_size)
+        self.iteration = 0
+        self.history: list[float] = []
+
+    def update(self, acceptance: float) -> float:
+        """Feed one mean (would-be) acceptance; returns the next step size."""
+        ratio = (acceptance - self.target) / (1 - self.target)
+        self.log_step += 0.02 * min(ratio, 1.0) if ratio > 0 else 0.1 * max(ratio, -5.0)
+        self.iteration += 1
+        self.history.append(self.log_step)
+        return math.exp(self.log_step)
+
+    @property
+    def final_step_size(self) -> float:
+        tail = self.history[len(self.history) // 2 :]
+        return math.exp(sum(tail) / len(tail)) if tail else self.initial_step_size
+
+    def state_dict(self) -> dict:
+        return {**vars(self), "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update({**state, "history": list(state["history"])})
 
 
 class PosteriorSampler:
@@ -169,7 +198,7 @@ class PosteriorSampler:
         self.step_size = check_positive("step_size", step_size)
         self.generator = generator
         self.n_steps_taken = 0
-        self.adaptation: DualAveraging | None = None
+        self.adaptation: DualAveraging | CautiousAdaptation | None = None
         self._cache: dict[str, object] = {}
         self._window_acceptance = 0.0
         self._window_steps = 0
@@ -297,10 +326,16 @@ class PosteriorSampler:
         correction, TARGET_UNADJUSTED_ACCEPTANCE without."""
         return TARGET_ACCEPTANCE if self.metropolis else TARGET_UNADJUSTED_ACCEPTANCE
 
+    def _new_adaptation(self) -> DualAveraging | CautiousAdaptation:
+        if self.metropolis:
+            return DualAveraging(self.step_size, self.target_acceptance)
+        return CautiousAdaptation(self.step_size, self.target_acceptance)
+
     def start_adaptation(self) -> None:
-        """Adapt η towards `target_acceptance` on subsequent `step(adapt=True)`."""
+        """Adapt η towards `target_acceptance` on subsequent `step(adapt=True)`: dual averaging
+        with a Metropolis correction, `CautiousAdaptation` without."""
         if self.adaptation is None:
-            self.adaptation = DualAveraging(self.step_size, self.target_acceptance)
+            self.adaptation = self._new_adaptation()
 
     def finish_adaptation(self) -> None:
         """Fix η at the averaged iterate; steps after this are a time-homogeneous chain."""
@@ -330,7 +365,7 @@ class PosteriorSampler:
 
     def _adapt(self, mean_acceptance: float) -> None:
         self.start_adaptation()
-        initial = math.exp(self.adaptation.mu) / 10
+        initial = self.adaptation.initial_step_size
         self.step_size = self.adaptation.update(mean_acceptance)
         if self.step_size < 1e-8 * initial:
             raise RuntimeError(
@@ -460,7 +495,7 @@ class PosteriorSampler:
         self.n_steps_taken = int(state["n_steps_taken"])
         self.adaptation = None
         if state["adaptation"] is not None:
-            self.adaptation = DualAveraging(self.step_size, self.target_acceptance)
+            self.adaptation = self._new_adaptation()
             self.adaptation.load_state_dict(state["adaptation"])
         self.acceptance_sum = state["acceptance_sum"].clone()
         self.acceptance_steps = int(state["acceptance_steps"])
