@@ -47,7 +47,7 @@ def test_theory_and_network_point_metrics_and_provenance():
     assert run_experiment(spec).metrics == metrics
 
 
-def test_device_selection():
+def test_device_selection(tmp_path):
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match="tpu"):
@@ -57,7 +57,8 @@ def test_device_selection():
             resolve_device("cuda")
         config = parse_sweep_config({**RAW, "execution": {"device": "cuda"}})
         with pytest.raises(ConfigError, match=r"execution\.device"):
-            run_sweep(config, db=None, workers=0, progress=False)
+            run_sweep(config, db=tmp_path / "never.sqlite", workers=0, progress=False)
+        assert not (tmp_path / "never.sqlite").exists()
 
 
 def test_failed_point_is_retried_and_its_error_kept(tmp_path, monkeypatch):

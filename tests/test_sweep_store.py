@@ -33,8 +33,14 @@ def test_claim_record_once_and_reject_after_reclaim(tmp_path):
         claim = store.claim(points[0].content_hash, first)
         assert claim is not None and claim.number == 1
         assert store.claim(points[0].content_hash, first) is None  # already running
-        # The session goes silent: another driver reclaims and reruns the point.
-        assert store.reclaim_abandoned(stale_after_s=-1.0) == 1
+        # A live session on this host keeps its claims, however quiet it is.
+        assert store.reclaim_abandoned(stale_after_s=3600.0) == 0
+        # A session on another host that stopped heartbeating is presumed dead: another driver
+        # reclaims and reruns the point.
+        store._connection.execute("UPDATE sessions SET host = 'elsewhere', heartbeat_at = "
+                                  "heartbeat_at - 10 WHERE session_id = ?", (first,))
+        assert store.reclaim_abandoned(stale_after_s=60.0) == 0
+        assert store.reclaim_abandoned(stale_after_s=5.0) == 1
         second = store.open_session("store", "test")
         again = store.claim(points[0].content_hash, second)
         assert again is not None and again.number == 2

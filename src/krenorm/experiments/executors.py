@@ -81,16 +81,27 @@ class SweepExecutor:
 
 class InlineExecutor(SweepExecutor):
     """Runs each point in the driver process when submitted (workers = 0): no parallelism,
-    plain tracebacks; for debugging and tiny sweeps."""
+    plain tracebacks; for debugging and tiny sweeps. Each point runs with `threads` torch
+    threads (the caller's setting is restored afterwards): on a busy machine torch's default
+    thread count can make a point many times slower through spinning threads."""
 
     description = "inline (driver process)"
 
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
     def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
+        import torch
+
         future: concurrent.futures.Future = concurrent.futures.Future()
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
         try:
             future.set_result(function(*arguments))
         except Exception as error:  # the sweep records it as the point's failure
             future.set_exception(error)
+        finally:
+            torch.set_num_threads(previous)
         return future
 
 
@@ -174,5 +185,5 @@ def make_executor(workers: int | None = None, scheduler: str | None = None,
     if workers < 0:
         raise ValueError(f"--workers must be >= 0 (0 runs points in the driver), got {workers}.")
     if workers == 0:
-        return InlineExecutor()
+        return InlineExecutor(threads_per_worker)
     return ProcessPoolSweepExecutor(workers, threads_per_worker)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -45,6 +46,17 @@ class ExperimentOutcome:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _peak_rss_mib() -> float | None:
+    """High-water mark of this process's resident memory (None where `resource` is missing)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
 
 def resolve_device(device: str) -> torch.device:
@@ -122,7 +134,7 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
     'network.*' (posterior averages of the sampled network), each with test_loss = ε_g =
     bias² + variance on the test set (THEORY.md §6) and the train error.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     network_device = resolve_device(device)
     dataset = load_point_data(spec.data)
     parts: dict[str, tuple[dict, dict]] = {}
@@ -135,6 +147,9 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
     metrics = {f"{name}.{key}": value for name, (part, _) in parts.items()
                for key, value in part.items()}
     diagnostics = {name: part for name, (_, part) in parts.items()}
+    # CPU time of this process over the point (all its torch threads): against the wall time
+    # it shows how much of a core the point actually got on a shared machine.
+    diagnostics["cpu_seconds"] = time.process_time() - cpu_start
     provenance = {
         "krenorm": __version__,
         "torch": torch.__version__,
@@ -144,6 +159,7 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
         "device": str(network_device) if spec.network is not None else None,
         "theory_device": "cpu" if spec.theory is not None else None,
         "torch_threads": torch.get_num_threads(),
+        "peak_rss_mib": _peak_rss_mib(),
         "cuda_device": (torch.cuda.get_device_name(network_device)
                         if network_device.type == "cuda" else None),
         "spec_hash": spec.content_hash,

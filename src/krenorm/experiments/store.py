@@ -260,9 +260,9 @@ class ResultsStore:
                            "WHERE session_id = ?", (now, reason, session_id))
 
     def reclaim_abandoned(self, stale_after_s: float = 120.0) -> int:
-        """Hand back the claims of dead sessions: ended, silent for stale_after_s, or on this
-        host with a process that no longer exists. Returns how many points went back to
-        pending."""
+        """Hand back the claims of dead sessions: ended ones; on this host, those whose process
+        no longer exists; on other hosts, those silent (no heartbeat) for stale_after_s.
+        Returns how many points went back to pending."""
         now = time.time()
         host = socket.gethostname()
         reclaimed = 0
@@ -272,9 +272,16 @@ class ResultsStore:
                 "FROM experiments e JOIN sessions s ON e.session_id = s.session_id "
                 "WHERE e.status = 'running'").fetchall()
             for row in rows:
-                dead = (row["ended_at"] is not None
-                        or now - row["heartbeat_at"] > stale_after_s
-                        or (row["host"] == host and not process_alive(row["pid"])))
+                silent_s = now - row["heartbeat_at"]
+                if row["ended_at"] is not None:
+                    dead = True
+                elif row["host"] == host:
+                    # The process table is the truth here (a driver busy running a long point
+                    # in-process does not heartbeat); silence far beyond the limit only
+                    # matters if the process id was reused.
+                    dead = not process_alive(row["pid"]) or silent_s > 10 * stale_after_s
+                else:
+                    dead = silent_s > stale_after_s
                 if dead:
                     reclaimed += self._hand_back(cursor, row["session_id"], "abandoned", now)
                     cursor.execute("UPDATE sessions SET ended_at = COALESCE(ended_at, ?), "

@@ -55,14 +55,12 @@ def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
 
 
-def _check_device(config: SweepConfig, executor: SweepExecutor) -> None:
+def _check_device(config: SweepConfig, scheduler: str | None) -> None:
     """A local run asking for CUDA must have it here; Dask workers are checked where they run
     (the point fails with the message of runner.resolve_device)."""
     import torch
 
-    from krenorm.experiments.executors import DaskSweepExecutor
-
-    if (config.execution.device == "cuda" and not isinstance(executor, DaskSweepExecutor)
+    if (config.execution.device == "cuda" and scheduler is None
             and not torch.cuda.is_available()):
         raise ConfigError("execution.device = 'cuda' but CUDA is not available on this machine; "
                           "use 'cpu' or 'auto'.")
@@ -112,10 +110,21 @@ class _Driver:
                 if self.store.status(spec.content_hash) == "running":
                     self.elsewhere += 1
                 continue
+            try:
+                future = self.executor.submit(run_experiment, spec,
+                                              self.config.execution.device)
+            except BaseException as error:
+                # Not submitted: give the claim back (a pool that broke between two results
+                # refuses new work; restart it and carry on).
+                self.store.release(claim)
+                if not self.executor.is_worker_loss(error):
+                    raise
+                queue.appendleft(spec)
+                self.executor.restart()
+                continue
             self.tries[spec.content_hash] += 1
             if self.tries[spec.content_hash] > 1:
                 self.retries += 1
-            future = self.executor.submit(run_experiment, spec, self.config.execution.device)
             self.in_flight[future] = (spec, claim)
 
     def _settle(self, future: concurrent.futures.Future, spec: ExperimentSpec, claim: Claim,
@@ -181,31 +190,30 @@ def run_sweep(config: SweepConfig | str | Path, db: str | Path | None = None,
     start = time.perf_counter()
     if not isinstance(config, SweepConfig):
         config = load_sweep_config(config)
+    _check_device(config, scheduler)
     db_path = Path(db if db is not None else config.db)
-    with ResultsStore(db_path) as store:
+    executor = make_executor(workers, scheduler, config.execution.threads_per_worker)
+    with executor, ResultsStore(db_path) as store:
         store.register(config.name, config.points)
         reclaimed = store.reclaim_abandoned(stale_after_s)
         statuses = store.statuses(config.name)
         queue = collections.deque(spec for spec in config.points
                                   if statuses[spec.content_hash] != "done")
         skipped = len(config.points) - len(queue)
-        executor = make_executor(workers, scheduler, config.execution.threads_per_worker)
-        with executor:
-            _check_device(config, executor)
-            session_id = store.open_session(config.name, executor.description)
-            driver = _Driver(config, store, executor, session_id, heartbeat_every_s)
-            columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-                       MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-            reason = "interrupted"
-            try:
-                with Progress(*columns, disable=not progress) as bar:
-                    task = bar.add_task(f"{config.name} ({executor.description})",
-                                        total=len(config.points), completed=skipped)
-                    driver.run(queue, lambda steps: bar.advance(task, steps))
-                reason = "finished"
-            finally:
-                driver.release_all()
-                store.close_session(session_id, reason)
+        session_id = store.open_session(config.name, executor.description)
+        driver = _Driver(config, store, executor, session_id, heartbeat_every_s)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        reason = "interrupted"
+        try:
+            with Progress(*columns, disable=not progress) as bar:
+                task = bar.add_task(f"{config.name} ({executor.description})",
+                                    total=len(config.points), completed=skipped)
+                driver.run(queue, lambda steps: bar.advance(task, steps))
+            reason = "finished"
+        finally:
+            driver.release_all()
+            store.close_session(session_id, reason)
     return SweepResult(config.name, str(db_path), executor.description, len(config.points),
                        skipped, driver.completed, driver.failed, driver.elsewhere,
                        driver.retries, driver.worker_losses, reclaimed,
