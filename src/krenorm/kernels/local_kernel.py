@@ -72,11 +72,21 @@ class LocalKernel:
 
     def contract_test_diagonals(self, weights: torch.Tensor, x_test: torch.Tensor
                                 ) -> torch.Tensor:
-        """Σ_ij W_ij K_ij(x0, x0) (B): each test point's Np×Np patch kernel, weighted. A vector
-        of weights means a diagonal W."""
-        test, test_norms = self._test_patches(x_test)
-        if weights.ndim == 1:
-            return self.activation.kernel_(test_norms, test_norms.clone(), test_norms) @ weights
-        dots = test @ test.transpose(1, 2)  # (B, Np, Np)
-        kernel = self.activation.kernel_(test_norms[:, :, None], dots, test_norms[:, None, :])
-        return (kernel * weights.to(kernel)).sum((1, 2))
+        """Σ_ij W_ij K_ij(x0, x0) for a batch x0 (B); see `weighted_test_diagonals`."""
+        return weighted_test_diagonals(weights, x_test, *self.geometry, self.activation,
+                                       self.lambda0)
+
+
+def weighted_test_diagonals(weights: torch.Tensor, x_test: torch.Tensor, mask, stride=1,
+                            padding=0, activation: str | Activation = "erf",
+                            lambda0: float = 1.0) -> torch.Tensor:
+    """Σ_ij W_ij K_ij(x0, x0) (B): each test point's Np×Np patch kernel, weighted — never a
+    test×test matrix. A vector of weights means a diagonal W."""
+    act = get_activation(activation)
+    test = scaled_patches(x_test, mask, stride, padding, lambda0)  # (B, Np, M)
+    norms = (test**2).sum(-1)  # (B, Np)
+    if weights.ndim == 1:
+        return act.kernel_(norms, norms.clone(), norms) @ weights.to(norms)
+    dots = test @ test.transpose(1, 2)  # (B, Np, Np)
+    kernel = act.kernel_(norms[:, :, None], dots, norms[:, None, :])
+    return (kernel * weights.to(kernel)).sum((1, 2))

@@ -14,10 +14,9 @@ from krenorm.kernels.grams import (
     compute_local_blocks,
     fc_kernel,
     fc_kernel_diagonal,
-    local_cross_blocks,
     local_diagonal_blocks,
-    local_test_diagonals,
 )
+from krenorm.kernels.local_kernel import LocalKernel, weighted_test_diagonals
 
 
 def nngp_kernel(
@@ -39,11 +38,12 @@ def nngp_kernel(
             return blocks.contract(ones) / (lambda1 * blocks.n_patches**2)
         diagonal = local_diagonal_blocks(x, *geometry)
         return diagonal.sum(0) / (lambda1 * diagonal.shape[0])
-    cross = local_cross_blocks(x, z, *geometry)
-    n_patches = cross.shape[0]
+    local = LocalKernel(z, *geometry)
+    n_patches = local.n_patches
     if spec.kind == "cnn-gap":
-        return cross.sum((0, 1)) / (lambda1 * n_patches**2)
-    return torch.diagonal(cross, dim1=0, dim2=1).sum(-1) / (lambda1 * n_patches)
+        ones = torch.ones(n_patches, n_patches, dtype=torch.float64)
+        return local.contract_cross(ones, x) / (lambda1 * n_patches**2)
+    return local.contract_cross_diagonal(torch.ones(n_patches), x) / (lambda1 * n_patches)
 
 
 def nngp_diagonal(
@@ -53,10 +53,10 @@ def nngp_diagonal(
     check_positive("lambda1", lambda1)
     if spec.kind == "fc":
         return fc_kernel_diagonal(x, spec.activation, lambda0) / lambda1
-    diagonals = local_test_diagonals(
-        x, spec.mask, spec.stride, spec.padding, spec.activation, lambda0
-    )
-    n_patches = diagonals.shape[0]
+    geometry = (spec.mask, spec.stride, spec.padding, spec.activation, lambda0)
+    n_patches = spec.n_patches(tuple(x.shape[1:]))
     if spec.kind == "cnn-gap":
-        return diagonals.sum((0, 1)) / (lambda1 * n_patches**2)
-    return torch.diagonal(diagonals, dim1=0, dim2=1).sum(-1) / (lambda1 * n_patches)
+        ones = torch.ones(n_patches, n_patches, dtype=torch.float64)
+        return weighted_test_diagonals(ones, x, *geometry) / (lambda1 * n_patches**2)
+    ones = torch.ones(n_patches, dtype=torch.float64)
+    return weighted_test_diagonals(ones, x, *geometry) / (lambda1 * n_patches)
