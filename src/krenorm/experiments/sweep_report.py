@@ -145,9 +145,9 @@ def _mean_and_error(values: list[float]) -> tuple[float, float]:
 
 def plot_loss_vs_width(rows: list[SweepRow], path: str | Path) -> Path:
     """Test loss against width N (log axis), one panel per architecture: theory at width N as a
-    line, sampled networks as points with error bars (seed standard error, or the chain's
-    standard error for one seed), N → ∞ as a dashed line; one colour per (dataset, P, T, λ0,
-    λ1, activation) that varies in the sweep."""
+    line with a band of ± its standard error over seeds, sampled networks as points with error
+    bars (seed standard error, or the chain's standard error for one seed), N → ∞ as a dashed
+    line; one colour per (dataset, P, T, λ0, λ1, activation) that varies in the sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,11 +172,14 @@ def plot_loss_vs_width(rows: list[SweepRow], path: str | Path) -> Path:
             label = ", ".join(f"{_CURVE_LABELS[name]}={_value(value)}"
                               for name, value in zip(varying, key, strict=True))
             widths = sorted(by_width)
-            theory = [(w, _mean_and_error(by_width[w]["theory_loss"])[0]) for w in widths
+            theory = [(w, *_mean_and_error(by_width[w]["theory_loss"])) for w in widths
                       if by_width[w]["theory_loss"]]
             if theory:
-                axis.plot(*zip(*theory, strict=True), "-", color=colour,
-                          label=f"theory {label}".strip())
+                x, mean, error = (list(column) for column in zip(*theory, strict=True))
+                axis.plot(x, mean, "-", color=colour, label=f"theory {label}".strip())
+                axis.fill_between(x, [m - e for m, e in zip(mean, error, strict=True)],
+                                  [m + e for m, e in zip(mean, error, strict=True)],
+                                  color=colour, alpha=0.12, linewidth=0)
             network = [(w, *_mean_and_error(by_width[w]["network_loss"])) for w in widths
                        if by_width[w]["network_loss"]]
             if network:
