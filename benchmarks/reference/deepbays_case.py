@@ -12,7 +12,10 @@ Grayscale of one channel return the image unchanged). This script does that step
 calls deepbays' own `filter_by_label` and `normalizeDataset`, so the arrays are deepbays' arrays.
 They are fed to deepbays as float64 (an exact widening), so every deepbays computation is float64.
 
-Each (P, architecture) runs in a fresh subprocess so peak RSS belongs to that run alone.
+Each (P, architecture) runs in a fresh subprocess so peak RSS belongs to that run alone, with
+`--threads` intra-op threads for torch and numpy's BLAS (default 1: deepbays issues many small
+torch operations, and with 2 threads on a busy 2-core machine they spin-wait — one CONV_1HL solve
+at P = 200 took 40 min instead of about a minute).
 Output per P in OUT/P{P}/:
   data.npz      x_train (P, 784) float64, y_train (P,), x_test (Pt, 784), y_test (Pt,) exactly as
                 fed to deepbays; train_index / test_index into the official MNIST splits
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -131,7 +135,7 @@ def run_single(architecture: str, n_train: int, n_test: int, out: Path, root: Pa
     evaluations = _count_calls(model, "computeActionGrad" if model_type == "CONV"
                                else "effectiveAction")
     np.random.seed(SOLVER_NOISE_SEED)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     # CONV_1HL.preprocess needs labels as a torch tensor (it calls .to()); FC_1HL takes arrays.
     model.preprocess(x_train, torch.from_numpy(y_train) if model_type == "CONV" else y_train)
     preprocessed = time.perf_counter()
@@ -145,6 +149,7 @@ def run_single(architecture: str, n_train: int, n_test: int, out: Path, root: Pa
         torch.from_numpy(y_test) if model_type == "CONV" else y_test
     )
     predicted = time.perf_counter()
+    cpu_seconds = time.process_time() - cpu_start
     record = {
         "architecture": architecture,
         "deepbays_class": type(model).__name__,
@@ -154,6 +159,7 @@ def run_single(architecture: str, n_train: int, n_test: int, out: Path, root: Pa
         "test_loss": float(loss), "bias2": float(bias2), "variance": float(variance),
         "seconds_preprocess": preprocessed - start, "seconds_optimize": solved - preprocessed,
         "seconds_predict": predicted - solved, "seconds_total": predicted - start,
+        "cpu_seconds_total": cpu_seconds,
         "peak_rss_mb_before_solve": rss_before, "peak_rss_mb_after_solve": rss_after_solve,
         "peak_rss_mb": peak_rss_mb(), "torch_threads": torch.get_num_threads(),
         "solver_evaluations": evaluations[0],
@@ -182,13 +188,17 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=500)
     parser.add_argument("--arch", nargs="+", choices=["fc", "cnn"], default=["fc", "cnn"])
     parser.add_argument("--root", type=Path, default=Path("data"), help="has MNIST/raw/")
+    parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per run")
     parser.add_argument("--single", action="store_true", help="one (P, arch) in this process")
     args = parser.parse_args()
     if args.single:
         run_single(args.arch[0], args.p[0], args.n_test, args.out, args.root)
         return
+    # Read by torch and by numpy's BLAS when the child process starts.
+    thread_variables = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    child_env = os.environ | dict.fromkeys(thread_variables, str(args.threads))
     print(f"{'arch':5} {'P':>5} {'Q̄ (FC) / tr Q̄/Np (CNN)':>24} {'test loss':>12} "
-          f"{'bias²':>10} {'variance':>10} {'solve+predict s':>16} {'peak MB':>9}")
+          f"{'bias²':>10} {'variance':>10} {'solve+predict s':>16} {'CPU s':>8} {'peak MB':>9}")
     for n_train in args.p:
         for architecture in args.arch:
             out = args.out / f"P{n_train}"
@@ -196,7 +206,7 @@ def main() -> None:
                 [sys.executable, __file__, str(args.out / f"P{n_train}"), "--single", "--p",
                  str(n_train), "--n-test", str(args.n_test), "--arch", architecture,
                  "--root", str(args.root)],
-                check=True, stdout=subprocess.DEVNULL,
+                check=True, stdout=subprocess.DEVNULL, env=child_env,
             )
             record = json.loads((out / f"{architecture}.json").read_text())
             q_bar = np.asarray(record["q_bar"])
@@ -204,6 +214,7 @@ def main() -> None:
             print(f"{architecture:5} {n_train:>5} {float(summary):>24.10f} "
                   f"{record['test_loss']:>12.8f} {record['bias2']:>10.6f} "
                   f"{record['variance']:>10.6f} {record['seconds_total']:>16.2f} "
+                  f"{record['cpu_seconds_total']:>8.2f} "
                   f"{record['peak_rss_mb']:>9.0f}")
 
 
