@@ -133,7 +133,7 @@ class DiagonalBlocksBasis(GramBasis):
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         flat = self.stack.reshape(self.stack.shape[0], -1)
-        return (coefficients @ flat).reshape(self.n_samples, self.n_samples) * self.scale
+        return (coefficients.to(flat) @ flat).reshape(self.n_samples, self.n_samples) * self.scale
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
         return self.stack.reshape(self.stack.shape[0], -1) @ matrix.reshape(-1) * self.scale
@@ -180,13 +180,14 @@ class GramLinearAction(EffectiveAction):
         a_inverse = spd_inverse(factor)
         log_det = 2 * torch.log(torch.diagonal(factor)).sum()
         value = float(log_det + self.y.to(v) @ v) / self.width
-        gradient = self.basis.project(a_inverse - torch.outer(v, v)) / self.width
+        # Q̄ lives on the CPU (it is small); the P×P algebra runs where the kernels are.
+        gradient = self.basis.project(a_inverse - torch.outer(v, v)).to(q_bar) / self.width
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
             solved = a_inverse @ self.basis.combine(direction)  # A⁻¹ K_R(V)
             u = solved @ v
             term = -solved @ a_inverse + torch.outer(u, v) + torch.outer(v, u)
-            return self.basis.project(term) / self.width
+            return self.basis.project(term).to(direction) / self.width
 
         return ActionEvaluation(q_bar, value, gradient, hessian_vector)
 
@@ -230,11 +231,11 @@ class SpectralAction(EffectiveAction):
         return matrix.reshape(1) if self.structure.kind == "diagonal" else matrix
 
     def block_inverses(self, q_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """M_μ⁻¹ (P, D, D), w_μ (P, D) and ln det A."""
-        q = self._as_matrix(q_bar)
+        """M_μ⁻¹ (P, D, D), w_μ (P, D) and ln det A (on the kernel's device)."""
+        q = self._as_matrix(q_bar).to(self.eigenvalues)
         n_outputs = q.shape[0]
         blocks = self.eigenvalues[:, None, None] * q + self.temperature * torch.eye(
-            n_outputs, dtype=q.dtype
+            n_outputs, dtype=q.dtype, device=q.device
         )
         factor = _cholesky(blocks, "A = T·1 + K_R(Q̄)")
         log_det = float(2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum())
@@ -247,15 +248,16 @@ class SpectralAction(EffectiveAction):
         lam = self.eigenvalues
         value = (log_det + float((self.projected_targets * w).sum())) / self.width
         outer = w[:, :, None] * w[:, None, :]
-        gradient = torch.einsum("p,pab->ab", lam, inverses - outer) / self.width
+        gradient = torch.einsum("p,pab->ab", lam, inverses - outer).to(q_bar) / self.width
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
-            v = self._as_matrix(direction)
+            v = self._as_matrix(direction).to(lam)
             scaled = lam[:, None, None] * v  # K_R(V) block per eigen-direction
             solved = inverses @ scaled  # M⁻¹ λ V
             u = (solved @ w[:, :, None])[:, :, 0]
             cross = u[:, :, None] * w[:, None, :]
             term = -solved @ inverses + cross + cross.mT
-            return self._from_matrix(torch.einsum("p,pab->ab", lam, term) / self.width)
+            return self._from_matrix(torch.einsum("p,pab->ab", lam, term).to(direction)
+                                     / self.width)
 
         return ActionEvaluation(q_bar, value, self._from_matrix(gradient), hessian_vector)

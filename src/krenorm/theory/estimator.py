@@ -77,9 +77,9 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
         """Posterior mean (and standard deviation of the network output, no label noise)."""
         check_is_fitted(self, "theory_")
         prediction = self.theory_.predict(_as_tensor(X))
-        mean = prediction.mean.numpy()
+        mean = prediction.mean.cpu().numpy()
         if return_std:
-            return mean, np.sqrt(prediction.variance.numpy())
+            return mean, np.sqrt(prediction.variance.cpu().numpy())
         return mean
 
     def test_loss(self, X, y) -> tuple[float, float, float]:

@@ -36,7 +36,9 @@ class TheoryConfig:
 
     fixed_q_bar: use this Q̄ instead of solving — the Gaussian process with kernel K_R(Q̄), i.e.
     an infinite-width network with retuned readout priors (λ1/Q̄ for FC, λ1/q̄_i per patch for an
-    LCN; a diagonal Q̄ for a CNN without pooling)."""
+    LCN; a diagonal Q̄ for a CNN without pooling).
+    device: where kernels and P×P algebra run ('cpu', 'cuda', ...; float64 throughout); Q̄ and
+    the solver stay on the CPU."""
 
     architecture: ArchitectureSpec
     width: float
@@ -53,6 +55,7 @@ class TheoryConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     memory_limit: int | None = None
     fixed_q_bar: tuple | None = None
+    device: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "temperature", "lambda0", "lambda1", "tolerance"):
@@ -140,6 +143,9 @@ class FittedTheory:
         spec = config.architecture
         self.config = config
         self.x_train, self.y_train = _validate_training_set(spec, x_train, y_train)
+        if config.device is not None:
+            self.x_train = self.x_train.to(config.device)
+            self.y_train = self.y_train.to(config.device)
         self.n_train = self.x_train.shape[0]
         self.n_outputs = 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
         self.conjugate_q: float | None = None
@@ -235,7 +241,7 @@ class FittedTheory:
     def _prepare_spectral(self) -> None:
         action = self.action
         inverses, w, _ = action.block_inverses(self.q_bar)
-        q = action._as_matrix(self.q_bar)
+        q = action._as_matrix(self.q_bar).to(inverses)
         self._q_matrix = q
         self._alpha = action.eigenvectors @ w  # (P, D)
         self._spectral_variance_weights = torch.diagonal(q @ inverses @ q, dim1=-2, dim2=-1)
@@ -251,7 +257,7 @@ class FittedTheory:
 
     def predict(self, x: torch.Tensor, batch_size: int | None = None) -> Prediction:
         """Posterior mean and variance of the output at x (batched over test points)."""
-        x = torch.as_tensor(x, dtype=torch.float64)
+        x = torch.as_tensor(x, dtype=torch.float64).to(self.x_train.device)
         if x.shape[1:] != self.x_train.shape[1:]:
             expected = ", ".join(map(str, self.x_train.shape[1:]))
             raise ValueError(f"test inputs must have shape (Pt, {expected}), got {tuple(x.shape)}.")
@@ -287,7 +293,7 @@ class FittedTheory:
     def test_loss(self, x: torch.Tensor, y: torch.Tensor,
                   batch_size: int | None = None) -> TestLoss:
         """ε_g = (1/Pt) Σ [(y − m)² + v], with its bias² and variance parts."""
-        y = torch.as_tensor(y, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64).to(self.x_train.device)
         check_finite("y", y)
         prediction = self.predict(x, batch_size)
         if y.shape != prediction.mean.shape:

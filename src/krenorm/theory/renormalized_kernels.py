@@ -109,7 +109,8 @@ class PooledKernels(FullyConnectedKernels):
     def __init__(self, *args, **kwargs):
         RenormalizedKernels.__init__(self, *args, **kwargs)
         self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
-        self.ones = torch.ones(self.n_patches, self.n_patches, dtype=torch.float64)
+        self.ones = torch.ones(self.n_patches, self.n_patches, dtype=torch.float64,
+                               device=self.x_train.device)
         self.base = self.base_kernel(self.x_train)
 
     def base_kernel(self, x, z=None):
