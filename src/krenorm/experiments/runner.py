@@ -7,9 +7,8 @@ hands workers everything ready.
 Metrics are a function of the spec alone (up to floating-point summation order); timings, hosts
 and solver traces go to diagnostics and provenance.
 
-Device: sampled networks run on the requested device ('cpu', 'cuda', 'auto'). The theory code
-(krenorm.theory) builds its tensors on the CPU, so theory runs in float64 on the CPU whatever
-the device; provenance says so ('theory_device').
+Device: sampled networks and the theory's kernels and P×P algebra (float64) run on the requested
+device ('cpu', 'cuda', 'auto'); Q̄ and the solver stay on the CPU. Provenance records both.
 """
 
 from __future__ import annotations
@@ -86,12 +85,13 @@ def _q_bar_summary(q_bar: list) -> dict:
     return out
 
 
-def _theory(spec: ExperimentSpec, dataset, infinite: bool) -> tuple[dict, dict]:
+def _theory(spec: ExperimentSpec, dataset, infinite: bool, device: torch.device
+            ) -> tuple[dict, dict]:
     start = time.perf_counter()
     options = {} if infinite else spec.theory.solver_options()
     fit = fit_theory(dataset.x_train, dataset.y_train, spec.architecture, spec.width,
                      spec.temperature, spec.lambda0, spec.lambda1, infinite_width=infinite,
-                     **options)
+                     device=str(device), **options)
     loss = fit.test_loss(dataset.x_test, dataset.y_test)
     summary = fit.summary()
     converged = True if infinite else bool(summary.diagnostics.get("converged", True))
@@ -135,15 +135,15 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
     bias² + variance on the test set (THEORY.md §6) and the train error.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
-    network_device = resolve_device(device)
+    target_device = resolve_device(device)
     dataset = load_point_data(spec.data)
     parts: dict[str, tuple[dict, dict]] = {}
     if spec.theory is not None and spec.theory.finite:
-        parts["theory"] = _theory(spec, dataset, infinite=False)
+        parts["theory"] = _theory(spec, dataset, infinite=False, device=target_device)
     if spec.theory is not None and spec.theory.infinite:
-        parts["theory_infinite"] = _theory(spec, dataset, infinite=True)
+        parts["theory_infinite"] = _theory(spec, dataset, infinite=True, device=target_device)
     if spec.network is not None:
-        parts["network"] = _network(spec, dataset, network_device)
+        parts["network"] = _network(spec, dataset, target_device)
     metrics = {f"{name}.{key}": value for name, (part, _) in parts.items()
                for key, value in part.items()}
     diagnostics = {name: part for name, (_, part) in parts.items()}
@@ -156,12 +156,12 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "device": str(network_device) if spec.network is not None else None,
-        "theory_device": "cpu" if spec.theory is not None else None,
+        "device": str(target_device) if spec.network is not None else None,
+        "theory_device": str(target_device) if spec.theory is not None else None,
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mib": _peak_rss_mib(),
-        "cuda_device": (torch.cuda.get_device_name(network_device)
-                        if network_device.type == "cuda" else None),
+        "cuda_device": (torch.cuda.get_device_name(target_device)
+                        if target_device.type == "cuda" else None),
         "spec_hash": spec.content_hash,
         "data": dataset.provenance.to_dict(),
         "data_sha256": data_fingerprint(dataset),
