@@ -54,42 +54,52 @@ def test_identity_activation_reproduces_linear_closed_form(resample_ess_fraction
     assert solution.steps[-1].chi == 30.0
 
 
-def test_erf_solver_matches_grid_quadrature_of_single_neuron_law():
-    # D = 2: the single-neuron law is integrated on a 601² grid (±12 prior sd; the mass beyond
-    # 90 % of the box is < 1e-20) and the fixed point solved by plain damped iteration.
-    # The solver's Monte-Carlo scatter over seeds was ≤ 6e-4 (train), ≤ 3e-3 (test), ≤ 7e-3
-    # (kernel) with 8192 particles; tolerances are 2–3× the worst seed.
+def _grid_saddle_point(x, x_test, y, regime, fluctuations):
+    """Reference for D = 2: the single-neuron law on a 401² grid (±12 prior sd; the mass beyond
+    90 % of the box is < 1e-20), the fixed point on Ĉ by plain damped iteration."""
+    half_width = 12 * math.sqrt(regime.first_layer_prior_variance)
+    grid = torch.linspace(-half_width, half_width, 401, dtype=torch.float64)
+    nodes = torch.cartesian_prod(grid, grid)
+    log_prior = -0.5 * (nodes**2).sum(1) / regime.first_layer_prior_variance
+    features, test_features = torch.erf(nodes @ x.T), torch.erf(nodes @ x_test.T)
+    strength = regime.g_w * regime.chi / regime.width
+    fluctuation = regime.g_w / regime.width if fluctuations else 0.0
+    system = regime.kappa * torch.eye(len(y), dtype=torch.float64)
+    kernel = nngp_kernel_hat(x, None, "erf")
+    for _ in range(3000):
+        inverse = torch.linalg.inv(kernel + system)
+        log_tilt = 0.5 * strength * (features @ (inverse @ y)) ** 2
+        log_tilt = log_tilt - 0.5 * fluctuation * ((features @ inverse) * features).sum(1)
+        weights = torch.softmax(log_prior + log_tilt, 0)
+        update = regime.g_w * (features.T * weights) @ features
+        if (update - kernel).norm() < 1e-12:
+            break
+        kernel = kernel + 0.3 * (update - kernel)
+    solved = torch.linalg.solve(kernel + system, y)
+    test_mean = (regime.g_w * (features.T * weights) @ test_features).T @ solved
+    return kernel, kernel @ solved, test_mean
+
+
+@pytest.mark.parametrize(("fluctuations", "width"), [(False, 20), (True, 4)])
+def test_erf_solver_matches_grid_quadrature_of_single_neuron_law(fluctuations, width):
+    # χ = N. The solver's Monte-Carlo scatter over seeds was ≤ 6e-4 (train), ≤ 3e-3 (test),
+    # ≤ 7e-3 (kernel) with 8192 particles; tolerances are 2–3× the worst seed.
     generator = torch.Generator().manual_seed(5)
     x = 1.5 * torch.randn(6, 2, generator=generator, dtype=torch.float64)
     x_test = torch.randn(4, 2, generator=generator, dtype=torch.float64)
     y = torch.sign(x[:, 0])
-    regime = ScalingRegime(chi=20.0, width=20, input_dim=2, kappa=0.05)
-    half_width = 12 * math.sqrt(regime.first_layer_prior_variance)
-    grid = torch.linspace(-half_width, half_width, 601, dtype=torch.float64)
-    nodes = torch.cartesian_prod(grid, grid)
-    log_prior = -0.5 * (nodes**2).sum(1) / regime.first_layer_prior_variance
-    features, test_features = torch.erf(nodes @ x.T), torch.erf(nodes @ x_test.T)
-    tilt = regime.g_w * regime.chi / regime.width
-    system = regime.kappa * torch.eye(6, dtype=torch.float64)
-    train_mean = torch.zeros(6, dtype=torch.float64)
-    for _ in range(2000):
-        weights = torch.softmax(
-            log_prior + 0.5 * tilt * (features @ ((y - train_mean) / regime.kappa)) ** 2, 0
-        )
-        kernel = regime.g_w * (features.T * weights) @ features
-        update = kernel @ torch.linalg.solve(kernel + system, y)
-        if (update - train_mean).norm() < 1e-12:
-            break
-        train_mean = train_mean + 0.3 * (update - train_mean)
-    test_mean = (regime.g_w * (features.T * weights) @ test_features).T @ torch.linalg.solve(
-        kernel + system, y
-    )
-    nngp = nngp_kernel_hat(x, None, "erf")
-    assert _relative(kernel, nngp) > 0.2  # the law is strongly adapted: the check has teeth
+    regime = ScalingRegime(chi=float(width), width=width, input_dim=2, kappa=0.05)
+    kernel, train_mean, test_mean = _grid_saddle_point(x, x_test, y, regime, fluctuations)
+    # Teeth: the law is strongly adapted, and at N = 4 the fluctuation term moves Ĉ by ~6 %.
+    assert _relative(kernel, nngp_kernel_hat(x, None, "erf")) > 0.2
+    if fluctuations:
+        without = _grid_saddle_point(x, x_test, y, regime, False)[0]
+        assert _relative(kernel, without) > 0.04
 
     solution = solve_adaptive_tree_level(
-        x, y, x_test, regime, "erf", AdaptiveSolverSettings(n_particles=8192, seed=0)
-    )
+        x, y, x_test, regime, "erf", AdaptiveSolverSettings(n_particles=8192, seed=0),
+        fluctuations=fluctuations,
+    )  # fmt: skip
     assert solution.converged
     assert _relative(solution.train_mean, train_mean) < 2e-3
     assert _relative(solution.test_mean, test_mean) < 8e-3

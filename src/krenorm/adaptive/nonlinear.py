@@ -1,21 +1,24 @@
-"""Tree-level adaptive theory for a nonlinear φ (ADAPTIVE.md, Saddle point).
+"""Adaptive saddle point for a nonlinear φ (ADAPTIVE.md, Saddle point).
 
-Single-neuron law at tree level (the fluctuation term −(Ĉ+κ)⁻¹ of M dropped):
+Single-neuron law, M = (g_w/N)[χ t tᵀ − c (Ĉ + κ)⁻¹]:
 
-    p(v) ∝ N(v; 0, (g_v/D) I) · exp{(a/2) (t·φ(Xv))²},   a = g_w χ/N,   t = (y − f̄)/κ,
-    Ĉ = g_w E_p[φ(Xv) φ(Xv)ᵀ],   f̄ = Ĉ (Ĉ + κ)⁻¹ y.
+    p(v) ∝ N(v; 0, (g_v/D) I) · exp{(a/2)(t·φ)² − (c g_w/2N) φᵀ(Ĉ + κ)⁻¹φ},  φ = φ(Xv),
+    a = g_w χ/N,  t = (Ĉ + κ)⁻¹y = (y − f̄)/κ,  Ĉ = g_w E_p[φφᵀ],  f̄ = Ĉ(Ĉ + κ)⁻¹y,
 
-Solved by a fixed point on the training predictor f̄ (Anderson-accelerated, plain damping as the
-fallback), annealed in χ from the NNGP solution (a cold start diverges at large χ).
+with c = 0 at tree level (fluctuations=False) and c = 1 for the full saddle point.
+
+Solved by a fixed point on Ĉ (Anderson-accelerated, plain damping as the fallback), annealed in
+χ from the NNGP solution Ĉ = K̂ (a cold start diverges at large χ).
 
 Single-neuron averages: self-normalised importance sampling over a particle set, with an MCMC
 fallback when the effective sample size collapses (a resample–move sequential Monte Carlo
 sampler). The particles start as prior draws; at every point they are distributed as an
-"anchor" law p_anchor (tilt a₀, t₀), and any (a, t) is reached by the weights
+"anchor" law (the prior times the tilt τ₀ at which they were last moved), and any tilt τ is
+reached by the weights
 
-    w_s ∝ exp{(a/2)(t·φ_s)² − (a₀/2)(t₀·φ_s)²},   ESS = (Σw)²/Σw².
+    w_s ∝ exp{τ(φ_s) − τ₀(φ_s)},   ESS = (Σw)²/Σw².
 
-Within one χ the particles are fixed, so the map f̄ ↦ f̄' is deterministic. The next χ is the
+Within one χ the particles are fixed, so the map Ĉ ↦ Ĉ' is deterministic. The next χ is the
 largest (at most max_anneal_ratio times the last) whose weights at the current f̄ keep a
 conditional ESS ≥ target_ess_fraction (adaptive tempering, see _next_chi). When the ESS at the
 solved fixed point falls below resample_ess_fraction, the particles are resampled (systematic)
@@ -100,10 +103,12 @@ class AnnealStep:
 
 @dataclass(frozen=True)
 class AdaptiveSolution:
-    """Tree-level adaptive prediction of a nonlinear network at one χ."""
+    """Adaptive prediction of a nonlinear network at one χ (tree level, or the full saddle
+    point when fluctuations is True)."""
 
     regime: ScalingRegime
     activation: str
+    fluctuations: bool
     train_mean: torch.Tensor
     test_mean: torch.Tensor
     test_variance: torch.Tensor
@@ -132,6 +137,7 @@ class AdaptiveSolution:
         return {
             "regime": self.regime.to_dict(),
             "activation": self.activation,
+            "fluctuations": self.fluctuations,
             "train_mean": self.train_mean.tolist(),
             "test_mean": self.test_mean.tolist(),
             "test_variance": self.test_variance.tolist(),
@@ -155,35 +161,65 @@ def _predictor(kernel: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Ten
     return y - kappa * torch.cholesky_solve(y[:, None], factor)[:, 0]
 
 
+@dataclass(frozen=True)
+class _Tilt:
+    """ln of the single-neuron tilt: (a/2)(t·φ)² − (c/2) φᵀBφ, with B = (Ĉ + κ)⁻¹ and
+    c = g_w/N for the full saddle point, c = 0 (B unused) at tree level."""
+
+    strength: float
+    t: torch.Tensor
+    fluctuation: float
+    inverse: torch.Tensor | None
+
+    def log_tilt(self, features: torch.Tensor) -> torch.Tensor:
+        value = 0.5 * self.strength * (features @ self.t) ** 2
+        if self.fluctuation:
+            value = value - 0.5 * self.fluctuation * ((features @ self.inverse) * features).sum(-1)
+        return value
+
+    def with_strength(self, strength: float) -> _Tilt:
+        return _Tilt(strength, self.t, self.fluctuation, self.inverse)
+
+
+def _tilt_from_kernel(kernel, y, kappa, strength, fluctuation) -> _Tilt:
+    """t = (Ĉ + κ)⁻¹y and, with fluctuations, B = (Ĉ + κ)⁻¹ (one Cholesky)."""
+    eye = torch.eye(len(y), dtype=torch.float64)
+    factor, info = torch.linalg.cholesky_ex(kernel + kappa * eye)
+    if int(info) != 0:
+        raise ValueError("Ĉ + κ is not positive definite; increase kappa or n_particles.")
+    t = torch.cholesky_solve(y[:, None], factor)[:, 0]
+    inverse = torch.cholesky_inverse(factor) if fluctuation else None
+    return _Tilt(strength, t, fluctuation, inverse)
+
+
 class _ParticleLaw:
     """Particles v_s (S, D) with their features φ(X v_s) (S, P), distributed as the anchor law
-    prior · exp{(a₀/2)(t₀·φ)²}; weights to any other (a, t) by the module-docstring formula."""
+    prior · exp(anchor tilt); weights to any other tilt by the module-docstring formula."""
 
-    def __init__(self, x, activation: Activation, variance, particles, anchor_tilt, anchor_t):
+    def __init__(self, x, activation: Activation, variance, particles, anchor: _Tilt | None):
         self.x = x
         self.activation = activation
         self.variance = variance
         self.particles = particles
         self.features = activation(particles @ x.T)
-        self.anchor_log_tilt = 0.5 * anchor_tilt * (self.features @ anchor_t) ** 2
+        zero = torch.zeros(len(particles), dtype=torch.float64)
+        self.anchor_log_tilt = zero if anchor is None else anchor.log_tilt(self.features)
 
-    def log_weights(self, tilt: float, t: torch.Tensor) -> torch.Tensor:
-        return 0.5 * tilt * (self.features @ t) ** 2 - self.anchor_log_tilt
+    def log_weights(self, tilt: _Tilt) -> torch.Tensor:
+        return tilt.log_tilt(self.features) - self.anchor_log_tilt
 
-    def weights(self, tilt: float, t: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.log_weights(tilt, t), 0)
+    def weights(self, tilt: _Tilt) -> torch.Tensor:
+        return torch.softmax(self.log_weights(tilt), 0)
 
     def kernel(self, weights: torch.Tensor, g_w: float) -> torch.Tensor:
         return g_w * (self.features.T * weights) @ self.features
 
-    def log_target(self, v: torch.Tensor, tilt: float, t: torch.Tensor):
+    def log_target(self, v: torch.Tensor, tilt: _Tilt):
         """ln p(v) up to a constant and its gradient, for a batch of v."""
         v = v.detach().requires_grad_(True)
         with torch.enable_grad():
-            value = (
-                -0.5 * (v * v).sum(1) / self.variance
-                + 0.5 * tilt * (self.activation(v @ self.x.T) @ t) ** 2
-            )
+            features = self.activation(v @ self.x.T)
+            value = -0.5 * (v * v).sum(1) / self.variance + tilt.log_tilt(features)
             (gradient,) = torch.autograd.grad(value.sum(), v)
         return value.detach(), gradient
 
@@ -233,16 +269,23 @@ def _damped_fixed_point(step_map, start, scale, settings):
     return x, settings.max_iterations, residual, False
 
 
-def _solve_fixed_point(law: _ParticleLaw, y, start, tilt, g_w, kappa, settings):
-    """f̄ = Ĉ(f̄)(Ĉ(f̄) + κ)⁻¹y at fixed particles: Anderson, then damping if that fails."""
+def _solve_fixed_point(law: _ParticleLaw, y, start, strength, fluctuation, g_w, kappa, settings):
+    """Ĉ = g_w E_p[φφᵀ] with p tilted by (Ĉ + κ)⁻¹ (through t, and B with fluctuations), at
+    fixed particles: Anderson on the entries of Ĉ, then damping if that fails. Returns
+    Ĉ, iterations, residual |Ĉ' − Ĉ|_F/|Ĉ_start|_F, convergence."""
+    size = len(y)
 
-    def step_map(train_mean: torch.Tensor) -> torch.Tensor:
-        weights = law.weights(tilt, (y - train_mean) / kappa)
-        return _predictor(law.kernel(weights, g_w), y, kappa)
+    def step_map(flat_kernel: torch.Tensor) -> torch.Tensor:
+        kernel = flat_kernel.reshape(size, size)
+        tilt = _tilt_from_kernel(0.5 * (kernel + kernel.T), y, kappa, strength, fluctuation)
+        return law.kernel(law.weights(tilt), g_w).reshape(-1)
 
-    scale = float(y.norm())
-    result = _anderson_fixed_point(step_map, start, scale, settings)
-    return result if result[3] else _damped_fixed_point(step_map, start, scale, settings)
+    scale = float(start.norm())
+    result = _anderson_fixed_point(step_map, start.reshape(-1), scale, settings)
+    if not result[3]:
+        result = _damped_fixed_point(step_map, start.reshape(-1), scale, settings)
+    kernel, iterations, residual, converged = result
+    return kernel.reshape(size, size), iterations, residual, converged
 
 
 def _systematic_resample(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -263,7 +306,7 @@ def _log_transition(start, end, start_drift, epsilon, factor) -> torch.Tensor:
     return -(whitened**2).sum(0) / (4 * epsilon)
 
 
-def _mala_moves(law: _ParticleLaw, particles, tilt, t, moves, generator):
+def _mala_moves(law: _ParticleLaw, particles, tilt: _Tilt, moves, generator):
     """Preconditioned MALA on every particle (preconditioner Σ = particle covariance, so
     v' = v + ε Σ∇ln p + √(2ε) L ξ with Σ = LLᵀ); ε starts at 0.5 and adapts multiplicatively
     towards acceptance 0.57 after each move. Returns the moved particles, mean acceptance."""
@@ -271,13 +314,13 @@ def _mala_moves(law: _ParticleLaw, particles, tilt, t, moves, generator):
     covariance = torch.cov(particles.T).reshape(d, d)
     scale = float(torch.diagonal(covariance).mean())
     factor = torch.linalg.cholesky(covariance + 1e-9 * scale * torch.eye(d, dtype=torch.float64))
-    value, gradient = law.log_target(particles, tilt, t)
+    value, gradient = law.log_target(particles, tilt)
     epsilon, acceptances = 0.5, []
     for _ in range(moves):
         drift = gradient @ covariance
         noise = torch.randn(particles.shape, generator=generator, dtype=torch.float64)
         proposal = particles + epsilon * drift + math.sqrt(2 * epsilon) * noise @ factor.T
-        new_value, new_gradient = law.log_target(proposal, tilt, t)
+        new_value, new_gradient = law.log_target(proposal, tilt)
         new_drift = new_gradient @ covariance
 
         log_ratio = (
@@ -296,14 +339,13 @@ def _mala_moves(law: _ParticleLaw, particles, tilt, t, moves, generator):
     return particles, sum(acceptances) / len(acceptances)
 
 
-def _next_chi(law: _ParticleLaw, y, train_mean, chi, regime, settings) -> float:
+def _next_chi(law: _ParticleLaw, tilt: _Tilt, chi, regime, settings) -> float:
     """Largest χ' ≤ min(χ_target, ratio·χ) whose incremental weights w' = p_χ'/p_χ at the current
-    f̄ keep a conditional ESS (Σ W w')² / (Σ W w'²) ≥ target_ess_fraction · S, W the current
-    normalised weights (Zhou, Johansen & Aston 2016), by bisection in ln χ'. From χ = 0 (the
-    NNGP start) the search reaches down to 2⁻³⁰ χ_target."""
-    t = (y - train_mean) / regime.kappa
-    half_squared_field = 0.5 * (law.features @ t) ** 2
-    current = law.weights(regime.g_w * chi / regime.width, t)
+    Ĉ keep a conditional ESS (Σ W w')² / (Σ W w'²) ≥ target_ess_fraction · S, W the current
+    normalised weights (Zhou, Johansen & Aston 2016), by bisection in ln χ'. Only the data term
+    carries χ. From χ = 0 (the NNGP start) the search reaches down to 2⁻³⁰ χ_target."""
+    half_squared_field = 0.5 * (law.features @ tilt.t) ** 2
+    current = law.weights(tilt)
     goal = settings.target_ess_fraction
 
     def conditional_ess(candidate: float) -> float:
@@ -343,8 +385,12 @@ def solve_adaptive_tree_level(
     regime: ScalingRegime,
     activation: str | Activation = "erf",
     settings: AdaptiveSolverSettings | None = None,
+    fluctuations: bool = False,
 ) -> AdaptiveSolution:
-    """Annealed tree-level saddle point, resample–move importance sampling (module docstring)."""
+    """Annealed adaptive saddle point, resample–move importance sampling (module docstring).
+
+    fluctuations=False: tree level; True: the full saddle point of ADAPTIVE.md, whose
+    single-neuron tilt also carries −(g_w/2N) φᵀ(Ĉ + κ)⁻¹φ."""
     settings = settings or AdaptiveSolverSettings()
     act = get_activation(activation)
     x_train, y, x_test = _check_inputs(x_train, y_train, x_test, regime)
@@ -352,8 +398,9 @@ def solve_adaptive_tree_level(
     variance, kappa, g_w = regime.first_layer_prior_variance, regime.kappa, regime.g_w
     shape = (settings.n_particles, regime.input_dim)
     particles = math.sqrt(variance) * torch.randn(shape, generator=generator, dtype=torch.float64)
-    law = _ParticleLaw(x_train, act, variance, particles, 0.0, torch.zeros_like(y))
-    train_mean = _predictor(nngp_kernel_hat(x_train, None, act, g_w, regime.g_v), y, kappa)
+    law = _ParticleLaw(x_train, act, variance, particles, None)
+    fluctuation = g_w / regime.width if fluctuations else 0.0
+    kernel = nngp_kernel_hat(x_train, None, act, g_w, regime.g_v)
     steps: list[AnnealStep] = []
     chi = 0.0
     while chi < regime.chi:
@@ -363,22 +410,23 @@ def solve_adaptive_tree_level(
                 f"χ = {chi:.4g} < {regime.chi:.4g}; raise max_anneal_steps or lower "
                 "target_ess_fraction."
             )
-        chi = _next_chi(law, y, train_mean, chi, regime, settings)
-        tilt = g_w * chi / regime.width
-        train_mean, iterations, residual, converged = _solve_fixed_point(
-            law, y, train_mean, tilt, g_w, kappa, settings
-        )
+        current = _tilt_from_kernel(kernel, y, kappa, g_w * chi / regime.width, fluctuation)
+        chi = _next_chi(law, current, chi, regime, settings)
+        strength = g_w * chi / regime.width
+        fixed_point = (strength, fluctuation, g_w, kappa, settings)
+        kernel, iterations, residual, converged = _solve_fixed_point(law, y, kernel, *fixed_point)
+        tilt = _tilt_from_kernel(kernel, y, kappa, strength, fluctuation)
+        weights = law.weights(tilt)
         moves, acceptances = 0, []
-        weights = law.weights(tilt, (y - train_mean) / kappa)
         while _ess(weights) < settings.resample_ess_fraction * len(weights) and moves < 3:
-            t = (y - train_mean) / kappa
             chosen = law.particles[_systematic_resample(weights, generator)]
-            moved, acceptance = _mala_moves(law, chosen, tilt, t, settings.mcmc_moves, generator)
-            law = _ParticleLaw(x_train, act, variance, moved, tilt, t)
-            train_mean, iterations, residual, converged = _solve_fixed_point(
-                law, y, train_mean, tilt, g_w, kappa, settings
+            moved, acceptance = _mala_moves(law, chosen, tilt, settings.mcmc_moves, generator)
+            law = _ParticleLaw(x_train, act, variance, moved, tilt)
+            kernel, iterations, residual, converged = _solve_fixed_point(
+                law, y, kernel, *fixed_point
             )
-            weights = law.weights(tilt, (y - train_mean) / kappa)
+            tilt = _tilt_from_kernel(kernel, y, kappa, strength, fluctuation)
+            weights = law.weights(tilt)
             moves, acceptances = moves + 1, [*acceptances, acceptance]
         acceptance = sum(acceptances) / len(acceptances) if acceptances else None
         steps.append(
@@ -395,7 +443,8 @@ def solve_adaptive_tree_level(
     return AdaptiveSolution(
         regime=regime,
         activation=act.name,
-        train_mean=train_mean,
+        fluctuations=fluctuations,
+        train_mean=y - kappa * tilt.t,
         test_mean=cross.T @ torch.cholesky_solve(y[:, None], factor)[:, 0],
         test_variance=(test_diagonal - (cross * solved).sum(0)).clamp_min(0.0) / regime.chi,
         hidden_kernel=hidden,
