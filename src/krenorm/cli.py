@@ -314,3 +314,27 @@ def cnfa_command(
     console.print(cnfa_table(experiment.report))
     json_path, figure_path = write_cnfa_outputs(experiment, out)
     console.print(f"report: {json_path}; figure: {figure_path}")
+
+
+@app.command("adaptive")
+def adaptive_command(
+    config: str = typer.Argument(..., help="Study config TOML (see examples/adaptive_study.toml)."),
+    output: str = typer.Option(
+        "results/adaptive_study", help="Directory for results.json, report.md and the figures."
+    ),
+) -> None:
+    """Kernel rescaling vs adaptation across χ: NNGP / rescaling / adaptive theory vs sampled
+    networks; hidden-kernel alignment with yyᵀ and top eigenvector of ⟨VᵀV⟩ vs teacher."""
+    from rich.console import Console
+
+    from krenorm.adaptive.study import StudyConfig, run_study, write_study_outputs
+
+    console = Console()
+    try:
+        study = StudyConfig.from_toml(config)
+    except (ValueError, TypeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    result = run_study(study, log=console.print)
+    files = write_study_outputs(result, output)
+    console.print(f"report: {files['report']}; results: {files['results']}")

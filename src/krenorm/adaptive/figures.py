@@ -1,0 +1,148 @@
+"""Figures of the rescaling-versus-adaptation study (matplotlib, Agg backend).
+
+error_vs_chi.png      per experiment: relative error of the test mean predictor of each
+                      theory against sampled networks, and the test loss of theories and
+                      networks (± 2 standard errors), versus χ
+alignment_vs_chi.png  kernel–target alignment yᵀĈy/(|Ĉ|_F yᵀy) of the hidden kernel
+teacher_vs_chi.png    overlap of the top eigenvector of ⟨VᵀV⟩/N with the teacher, and its
+                      eigenvalue over the prior variance g_v/D (the spike)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+#: Line style per method, shared by the three figures.
+METHOD_STYLES = {
+    "network": {"color": "black", "marker": "o", "linestyle": "none", "label": "sampled networks"},
+    "nngp": {"color": "tab:gray", "marker": "s", "linestyle": ":", "label": "NNGP"},
+    "corrected": {"color": "tab:blue", "marker": "^", "linestyle": "--",
+                  "label": "rescaling (standard-scaling correction)"},
+    "tree-level": {"color": "tab:red", "marker": "v", "linestyle": "-",
+                   "label": "adaptation (tree level)"},
+    "full-saddle": {"color": "tab:orange", "marker": "D", "linestyle": "-.",
+                    "label": "adaptation (full saddle point)"},
+    "oracle": {"color": "tab:green", "marker": "x", "linestyle": "-", "label": "exact oracle"},
+}  # fmt: skip
+
+
+def _series(result, experiment: str, method: str, attribute: str):
+    points = [p for p in result.points if p.experiment == experiment]
+    xs, ys = [], []
+    for point in points:
+        entry = point.method(method)
+        if entry is not None:
+            value = getattr(entry, attribute)
+            if value is not None and not math.isnan(value):
+                xs.append(point.chi)
+                ys.append(value)
+    return xs, ys
+
+
+def _methods(result) -> list[str]:
+    present = {m.method for p in result.points for m in p.methods}
+    return [name for name in METHOD_STYLES if name in present]
+
+
+def _panel(axis, result, experiment, attribute, skip=()):
+    for method in _methods(result):
+        if method in skip:
+            continue
+        xs, ys = _series(result, experiment, method, attribute)
+        if xs:
+            axis.plot(xs, ys, **METHOD_STYLES[method])
+    axis.set_xscale("log")
+    axis.set_xlabel("χ (1 = standard, N = mean-field)")
+
+
+def _experiments(result) -> list[str]:
+    return [experiment.name for experiment in result.config.experiments]
+
+
+def _figure(rows: int, columns: int):
+    figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    return figure, axes
+
+
+def _finish(figure, axes, path: Path) -> Path:
+    handles, labels = {}, {}
+    for axis in axes.flat:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+            labels[label] = label
+    figure.legend(list(handles.values()), list(labels), loc="lower center",
+                  ncol=min(3, len(labels)), fontsize=8, frameon=False)  # fmt: skip
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_error_vs_chi(result, path: Path) -> Path:
+    """Top: relative error of each theory's test mean against the networks; bottom: test loss."""
+    experiments = _experiments(result)
+    figure, axes = _figure(2, len(experiments))
+    for column, experiment in enumerate(experiments):
+        top, bottom = axes[0, column], axes[1, column]
+        _panel(top, result, experiment, "mean_error", skip=("network",))
+        top.set_yscale("log")
+        top.set_ylabel("|m − m_net| / |m_net|")
+        top.set_title(experiment)
+        _panel(bottom, result, experiment, "test_loss", skip=("network",))
+        points = [p for p in result.points if p.experiment == experiment]
+        bottom.errorbar(
+            [p.chi for p in points], [p.method("network").test_loss for p in points],
+            yerr=[2 * p.network_stderr for p in points], **METHOD_STYLES["network"],
+        )  # fmt: skip
+        bottom.set_yscale("log")
+        bottom.set_ylabel("test loss")
+    return _finish(figure, axes, path)
+
+
+def plot_alignment_vs_chi(result, path: Path) -> Path:
+    """Kernel–target alignment of the hidden kernel versus χ."""
+    experiments = _experiments(result)
+    figure, axes = _figure(1, len(experiments))
+    for column, experiment in enumerate(experiments):
+        axis = axes[0, column]
+        _panel(axis, result, experiment, "alignment")
+        axis.set_ylabel("alignment of Ĉ with yyᵀ")
+        axis.set_title(experiment)
+    return _finish(figure, axes, path)
+
+
+def plot_teacher_vs_chi(result, path: Path) -> Path:
+    """Top eigenvector of ⟨VᵀV⟩/N against the teacher, and the spike eigenvalue."""
+    experiments = _experiments(result)
+    figure, axes = _figure(2, len(experiments))
+    for column, experiment in enumerate(experiments):
+        top, bottom = axes[0, column], axes[1, column]
+        _panel(top, result, experiment, "teacher_overlap")
+        top.set_ylabel("|top eigenvector · teacher|")
+        top.set_ylim(0, 1.05)
+        top.set_title(experiment)
+        _panel(bottom, result, experiment, "spike")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("top eigenvalue / (g_v/D)")
+    return _finish(figure, axes, path)
+
+
+def write_study_figures(result, directory: str | Path) -> dict[str, Path]:
+    """The three study figures as PNG files in `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "error of theories vs χ": plot_error_vs_chi(result, directory / "error_vs_chi.png"),
+        "hidden-kernel alignment vs χ": plot_alignment_vs_chi(
+            result, directory / "alignment_vs_chi.png"
+        ),
+        "top eigenvector of ⟨VᵀV⟩/N vs teacher": plot_teacher_vs_chi(
+            result, directory / "teacher_vs_chi.png"
+        ),
+    }
