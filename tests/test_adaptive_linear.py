@@ -142,14 +142,15 @@ def test_correction_at_chi_one_minimises_theory_action():
 def test_correction_error_against_oracle_shrinks_with_width():
     x, y, x_test, _ = _teacher_data(40, 20, 25, seed=6)
     errors = []
-    for width in (20, 80, 320):
+    for width in (80, 320, 1280):
         regime = ScalingRegime(chi=1.0, width=width, input_dim=20, kappa=0.1)
         oracle = linear_oracle(x, y, x_test, regime).prediction
         corrected = standard_corrected_linear(x, y, x_test, regime).prediction
         errors.append(_relative(corrected.test_mean, oracle.test_mean))
-    # The saddle point is O(1/N): a 16-fold width increase must cut the error at least 4-fold.
-    assert errors[1] < errors[0] and errors[2] < errors[1]
-    assert errors[2] < errors[0] / 4
+    # The saddle point is O(1/N) (THEORY.md §5): each 4-fold width increase must cut the error
+    # by more than 2.5 (measured 3.2 and 3.8; an O(1/√N) error would give 2).
+    assert errors[1] < errors[0] / 2.5
+    assert errors[2] < errors[1] / 2.5
 
 
 def test_tree_level_error_falls_as_chi_grows_to_width():

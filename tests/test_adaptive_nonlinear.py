@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from krenorm.adaptive.nonlinear import AdaptiveSolverSettings, solve_adaptive_tree_level
+from krenorm.adaptive.nonlinear import AdaptiveSolverSettings, solve_adaptive_saddle_point
 from krenorm.adaptive.scaling import ScalingRegime, nngp_kernel_hat
 from krenorm.adaptive.tasks import hermite_polynomial, hermite_task, make_task, teacher_directions
 from krenorm.adaptive.tree_level import tree_level_linear
@@ -41,7 +41,7 @@ def test_identity_activation_reproduces_linear_closed_form(resample_ess_fraction
     settings = AdaptiveSolverSettings(
         n_particles=4096, seed=1, resample_ess_fraction=resample_ess_fraction
     )
-    solution = solve_adaptive_tree_level(x, y, x_test, regime, "identity", settings)
+    solution = solve_adaptive_saddle_point(x, y, x_test, regime, "identity", settings)
     assert solution.converged
     assert _relative(solution.test_mean, exact.prediction.test_mean) < 3e-3
     assert _relative(solution.weight_covariance, exact.prediction.weight_covariance) < 0.12
@@ -96,7 +96,7 @@ def test_erf_solver_matches_grid_quadrature_of_single_neuron_law(fluctuations, w
         without = _grid_saddle_point(x, x_test, y, regime, False)[0]
         assert _relative(kernel, without) > 0.04
 
-    solution = solve_adaptive_tree_level(
+    solution = solve_adaptive_saddle_point(
         x, y, x_test, regime, "erf", AdaptiveSolverSettings(n_particles=8192, seed=0),
         fluctuations=fluctuations,
     )  # fmt: skip
@@ -114,7 +114,7 @@ def test_settings_and_inputs_are_validated():
     regime = ScalingRegime(chi=1.0, width=4, input_dim=3)
     x = torch.zeros(5, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="D = 3"):
-        solve_adaptive_tree_level(x, torch.zeros(5), x, regime)
+        solve_adaptive_saddle_point(x, torch.zeros(5), x, regime)
 
 
 def test_tasks_have_the_documented_targets():

@@ -378,7 +378,7 @@ def _check_inputs(x_train, y_train, x_test, regime):
     return x_train, y, x_test
 
 
-def solve_adaptive_tree_level(
+def solve_adaptive_saddle_point(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_test: torch.Tensor,

@@ -29,7 +29,7 @@ from krenorm.adaptive.correction import (
 )
 from krenorm.adaptive.linear_oracle import linear_oracle
 from krenorm.adaptive.linear_theory import predict_at_scale
-from krenorm.adaptive.nonlinear import AdaptiveSolverSettings, solve_adaptive_tree_level
+from krenorm.adaptive.nonlinear import AdaptiveSolverSettings, solve_adaptive_saddle_point
 from krenorm.adaptive.sampled import NetworkSamplingSettings, sample_network
 from krenorm.adaptive.scaling import (
     ScalingRegime,
@@ -254,7 +254,7 @@ def _linear_methods(experiment, data, regime, config, network_mean, teacher):
             )
         )
     if config.full_saddle:
-        solution = solve_adaptive_tree_level(
+        solution = solve_adaptive_saddle_point(
             x, y, x_test, regime, experiment.activation, config.solver, fluctuations=True
         )
         loss = solution.test_loss(y_test)
@@ -312,7 +312,9 @@ def _nonlinear_methods(experiment, data, regime, config, network_mean, teacher):
         )
     variants = (("tree-level", False), ("full-saddle", True))
     for name, fluctuations in variants[: 2 if config.full_saddle else 1]:
-        solution = solve_adaptive_tree_level(x, y, x_test, regime, act, config.solver, fluctuations)
+        solution = solve_adaptive_saddle_point(
+            x, y, x_test, regime, act, config.solver, fluctuations
+        )
         loss = solution.test_loss(y_test)
         details = _solver_details(solution)
         results.append(
