@@ -140,8 +140,8 @@ class MahalanobisPatchKernel:
 
     def features(self, x: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
         """(Np, P, r) position-major features Rᵀ p_r(x): the patches themselves for M = I,
-        otherwise a Conv2d with filters Rᵀ (never materialising the patches). Position-major
-        keeps every batched product below contiguous."""
+        otherwise a Conv2d with filters Rᵀ (never materialising the patches). Position-major,
+        so that the per-position products below are batched matrix products."""
         if factor is None:
             return self.to_patches(x).transpose(0, 1)  # a strided view: bmm reads it in place
         factor = factor.to(x)
