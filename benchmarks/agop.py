@@ -73,8 +73,7 @@ def agop_case(method: str, n_images: int) -> dict:
     peak = peak_rss_mb() - before
     exact = {name: brute_force_patch_agop(model, name, images) for name in layers}
     error = max(
-        float((result[name] - exact[name]).abs().max() / exact[name].abs().max())
-        for name in layers
+        float((result[name] - exact[name]).abs().max() / exact[name].abs().max()) for name in layers
     )
     return {"method": method, "images": n_images, "wall": wall, "cpu": cpu, "peak_mb": peak,
             "error": error}  # fmt: skip
@@ -132,8 +131,10 @@ def main() -> None:
     }  # fmt: skip
     reference = rows["brute-force"]["cpu"]
     for method, row in rows.items():
-        print(f"| {method} | {row['wall']:.3f} | {row['cpu']:.3f} | {reference / row['cpu']:.1f}× "
-              f"| {row['peak_mb']:.0f} | {row['error']:.1e} |")
+        print(
+            f"| {method} | {row['wall']:.3f} | {row['cpu']:.3f} | {reference / row['cpu']:.1f}× "
+            f"| {row['peak_mb']:.0f} | {row['error']:.1e} |"
+        )
 
     print(f"\nConvRFM (ntk, mask 7, 1 round) on the star task, torch threads {args.threads}")
     print("| n train | dtype | fit wall s | fit CPU s | peak MB | test acc | val acc by round |")
@@ -142,8 +143,11 @@ def main() -> None:
         for dtype in args.dtypes.split(","):
             row = run_in_subprocess(["--convrfm-case", f"{n_train}:{dtype}"], args.threads)
             rounds = ", ".join(f"{score:.3f}" for score in row["validation_by_round"])
-            print(f"| {n_train} | {dtype} | {row['wall']:.1f} | {row['cpu']:.1f} | "
-                  f"{row['peak_mb']:.0f} | {row['test_accuracy']:.3f} | {rounds} |", flush=True)
+            print(
+                f"| {n_train} | {dtype} | {row['wall']:.1f} | {row['cpu']:.1f} | "
+                f"{row['peak_mb']:.0f} | {row['test_accuracy']:.3f} | {rounds} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
