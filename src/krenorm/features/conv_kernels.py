@@ -34,7 +34,7 @@ from krenorm.features.patch_kernels import (
     kernel_partials,
     kernel_value,
 )
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, check_allocation
 from krenorm.kernels.patches import extract_patches, patch_grid
 
 Layout = Literal["aligned", "all-pairs"]
@@ -229,6 +229,7 @@ class MahalanobisPatchKernel:
         cols = max(1, pairs // rows)
         right_source = self._feature_source(z, factor)
         left_source = right_source if symmetric else self._feature_source(x, factor)
+        check_allocation("the kernel matrix", x.shape[0] * z.shape[0], x.dtype, None)
         out = x.new_empty(x.shape[0], z.shape[0])
         for row in range(0, x.shape[0], rows):
             left, left_norms = left_source(row, row + rows)
