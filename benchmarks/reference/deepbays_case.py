@@ -14,8 +14,8 @@ They are fed to deepbays as float64 (an exact widening), so every deepbays compu
 
 Each (P, architecture) runs in a fresh subprocess so peak RSS belongs to that run alone, with
 `--threads` intra-op threads for torch and numpy's BLAS (default 1: deepbays issues many small
-torch operations, and with 2 threads on a busy 2-core machine they spin-wait — one CONV_1HL solve
-at P = 200 took 40 min instead of about a minute).
+torch operations, and with 2 threads on a busy 2-core machine they spin-wait — the CONV_1HL run
+at P = 200 took 2406 s instead of 136 s).
 Output per P in OUT/P{P}/:
   data.npz      x_train (P, 784) float64, y_train (P,), x_test (Pt, 784), y_test (Pt,) exactly as
                 fed to deepbays; train_index / test_index into the official MNIST splits
