@@ -20,6 +20,7 @@ from krenorm.adaptive.linear_theory import (
     LinearPrediction,
     check_linear_data,
     linear_kernel_hat,
+    posterior_test_loss,
     predict_at_scale,
 )
 from krenorm.adaptive.rescaling import RescalingSolution, solve_rescaling
@@ -53,14 +54,7 @@ class ScaledKernelPrediction:
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
         """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
-        y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
-        if y_test.shape != self.test_mean.shape:
-            raise ValueError(
-                f"y_test has {y_test.numel()} entries, predictions {self.test_mean.numel()}."
-            )
-        bias2 = float(((y_test - self.test_mean) ** 2).mean())
-        variance = float(self.test_variance.mean())
-        return {"bias2": bias2, "variance": variance, "loss": bias2 + variance}
+        return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:
         return {

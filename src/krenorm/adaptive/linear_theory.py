@@ -26,6 +26,19 @@ from krenorm.adaptive.scaling import ScalingRegime
 THEORY_METHODS = ("nngp", "corrected", "tree-level")
 
 
+def posterior_test_loss(
+    y_test: torch.Tensor, test_mean: torch.Tensor, test_variance: torch.Tensor
+) -> dict[str, float]:
+    """Posterior-averaged instantaneous test MSE (THEORY.md §4):
+    (1/Pt) Σ (y − E f)² (bias²) + (1/Pt) Σ Var f (variance)."""
+    y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
+    if y_test.shape != test_mean.shape:
+        raise ValueError(f"y_test has {y_test.numel()} entries, predictions {test_mean.numel()}.")
+    bias2 = float(((y_test - test_mean) ** 2).mean())
+    variance = float(test_variance.mean())
+    return {"bias2": bias2, "variance": variance, "loss": bias2 + variance}
+
+
 @dataclass(frozen=True)
 class LinearPrediction:
     """Posterior predictions of a width-N linear network at one χ.
@@ -49,14 +62,7 @@ class LinearPrediction:
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
         """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
-        y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
-        if y_test.shape != self.test_mean.shape:
-            raise ValueError(
-                f"y_test has {y_test.numel()} entries, predictions {self.test_mean.numel()}."
-            )
-        bias2 = float(((y_test - self.test_mean) ** 2).mean())
-        variance = float(self.test_variance.mean())
-        return {"bias2": bias2, "variance": variance, "loss": bias2 + variance}
+        return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:
         return {

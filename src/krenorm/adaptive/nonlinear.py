@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from krenorm._validation import check_finite, check_vectors
+from krenorm.adaptive.linear_theory import posterior_test_loss
 from krenorm.adaptive.scaling import ScalingRegime, nngp_kernel_hat
 from krenorm.kernels.activations import Activation, get_activation
 
@@ -126,12 +127,7 @@ class AdaptiveSolution:
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
         """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
-        y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
-        if y_test.shape != self.test_mean.shape:
-            raise ValueError(f"y_test has {y_test.numel()} entries, need {self.test_mean.numel()}.")
-        bias2 = float(((y_test - self.test_mean) ** 2).mean())
-        variance = float(self.test_variance.mean())
-        return {"bias2": bias2, "variance": variance, "loss": bias2 + variance}
+        return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:
         return {

@@ -121,8 +121,8 @@ def sample_network(
         thin=settings.thin,
         seed=settings.seed,
     )
-    per_replica = torch.zeros(settings.n_replicas, regime.input_dim, regime.input_dim)
-    per_replica = per_replica.to(torch.float64)
+    shape = (settings.n_replicas, regime.input_dim, regime.input_dim)
+    per_replica = torch.zeros(shape, dtype=torch.float64)
     records = 0
     for stop in range(burn_in + settings.thin, settings.n_steps + 1, settings.thin):
         run.advance(until_step=stop)
