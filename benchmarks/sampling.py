@@ -210,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput-step-size", type=float, default=1e-4)
     parser.add_argument("--precision-replicas", type=int, default=16)
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per sampler")
+    parser.add_argument("--parts", nargs="+", default=["throughput", "precision"],
+                        choices=("throughput", "precision"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared, oversubscribed machine)")
     args = parser.parse_args(argv)
@@ -222,11 +224,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"data: {source}, P = {args.n_train}, Pt = {args.n_test}, N = {args.width}, "
           f"T = {args.temperature}, λ0 = λ1 = 1, erf, {args.dtype}, device {args.device}, "
           f"{torch.get_num_threads()} torch threads")
-    print("\n### Throughput (replica-steps per second)\n")
-    print("| arch | sampler | R | ours | deepbays | ratio | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    run_throughput(x_train, y_train, args.width, args.replicas, args.steps, args.temperature,
-                   args.throughput_step_size, dtype, args.device)
+    if "throughput" in args.parts:
+        print("\n### Throughput (replica-steps per second)\n")
+        print("| arch | sampler | R | ours | deepbays | ratio | peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|")
+        run_throughput(x_train, y_train, args.width, args.replicas, args.steps,
+                       args.temperature, args.throughput_step_size, dtype, args.device)
+    if "precision" in args.parts:
+        run_precision(args, (x_train, y_train, x_test, y_test), dtype)
+    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+
+
+def run_precision(args: argparse.Namespace, data: tuple[torch.Tensor, ...],
+                  dtype: torch.dtype) -> None:
+    """Part 2 table: each sampler, FC and CNN, until a 1 % standard error or the time cap."""
     print("\n### Wall time to a test-loss estimate with 1 % standard error\n")
     print("| arch | sampler | R | steps | seconds | test loss | τ (records) | acceptance | η |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -234,12 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     for architecture in ("fc", "cnn"):
         for sampler, (burn_in, thin) in schedule.items():
             row = time_to_precision(
-                sampler, architecture, args.width, (x_train, y_train, x_test, y_test),
-                args.temperature, args.precision_replicas, burn_in, thin, 0.01, args.time_cap,
-                dtype, args.device,
+                sampler, architecture, args.width, data, args.temperature,
+                args.precision_replicas, burn_in, thin, 0.01, args.time_cap, dtype, args.device,
             )
             print(_format_precision(row), flush=True)
-    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
 
 
 if __name__ == "__main__":
