@@ -12,7 +12,7 @@ Then krenorm alone on MNIST 0 vs 1 through krenorm.data (balanced classes, ±1 l
 P = 2000 with mask 7 (16 patches) and P = 1000 with mask 4 (49 patches).
 
     bash benchmarks/reference/setup.sh && .venv-ref/bin/python benchmarks/reference/prepare_mnist.py
-    .venv/bin/python benchmarks/theory.py [--p 100 200 500] [--reuse] [--skip-large]
+    .venv/bin/python benchmarks/theory.py [--p 100 200 500] [--reuse] [--skip-large] [--threads 1]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def ours_on_arrays(data_path: Path, kind: str) -> dict:
+def ours_on_arrays(data_path: Path, kind: str, hessian_check: bool = True) -> dict:
     """Fit and predict on deepbays' arrays; time everything after the arrays are in memory."""
     from krenorm.architectures import ArchitectureSpec
     from krenorm.theory import fit_theory
@@ -49,7 +49,7 @@ def ours_on_arrays(data_path: Path, kind: str) -> dict:
     y_train, y_test = torch.as_tensor(arrays["y_train"]), torch.as_tensor(arrays["y_test"])
     start = time.perf_counter()
     fit = fit_theory(x_train, y_train, ArchitectureSpec(kind, "erf", MASK, MASK), WIDTH,
-                     TEMPERATURE)
+                     TEMPERATURE, hessian_check=hessian_check)
     loss = fit.test_loss(x_test, y_test)
     seconds = time.perf_counter() - start
     diagnostics = fit.diagnostics.to_dict()
@@ -86,14 +86,17 @@ def _subprocess(arguments: list[str]) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def _reference(out: Path, n_train: int, n_test: int, reuse: bool) -> Path:
+def _reference(out: Path, n_train: int, n_test: int, reuse: bool, threads: int) -> Path:
     case = out / f"P{n_train}"
-    if not (reuse and (case / "cnn.json").exists() and (case / "fc.json").exists()):
+    saved = [case / f"{kind}.json" for kind in ("fc", "cnn")]
+    if not (reuse and all(path.exists() and json.loads(path.read_text())["P_test"] == n_test
+                          for path in saved)):
         if not REFERENCE_PYTHON.exists():
             raise SystemExit("no .venv-ref: run benchmarks/reference/setup.sh and "
                              "prepare_mnist.py first (see the module docstring).")
         subprocess.run([str(REFERENCE_PYTHON), str(REFERENCE_SCRIPT), str(out), "--p",
-                        str(n_train), "--n-test", str(n_test)], check=True)
+                        str(n_train), "--n-test", str(n_test), "--threads", str(threads)],
+                       check=True)
     return case
 
 
@@ -105,33 +108,42 @@ def relative_difference(ours, reference) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p", type=int, nargs="+", default=[100, 200, 500])
-    parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_theory"))
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("runs/deepbays_case"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads on both sides (deepbays_case.py defaults to 1)")
     parser.add_argument("--reuse", action="store_true", help="reuse saved deepbays results")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--single", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.single:
         if args.single[0] == "arrays":
-            print(json.dumps(ours_on_arrays(Path(args.single[1]), args.single[2])))
+            print(json.dumps(ours_on_arrays(Path(args.single[1]), args.single[2],
+                                            args.single[3] == "check")))
         else:
             print(json.dumps(ours_large(*(int(v) for v in args.single[1:]))))
         return
 
     rows = []
     for n_train in args.p:
-        case = _reference(args.out, n_train, args.n_test, args.reuse)
+        case = _reference(args.out, n_train, args.n_test, args.reuse, args.threads)
         for kind in ("fc", "cnn"):
             reference = json.loads((case / f"{kind}.json").read_text())
-            ours = _subprocess(["--single", "arrays", str(case / "data.npz"), kind])
-            rows.append((n_train, kind, reference, ours))
+            ours = _subprocess(["--threads", str(args.threads), "--single", "arrays",
+                                str(case / "data.npz"), kind, "check"])
+            fast = _subprocess(["--threads", str(args.threads), "--single", "arrays",
+                                str(case / "data.npz"), kind, "no-check"])
+            rows.append((n_train, kind, reference, ours, fast))
     header = (f"{'P':>5} {'arch':>4} {'deepbays s':>11} {'ours s':>8} {'speed-up':>9} "
+              f"{'no H-check s':>12} {'speed-up':>9} "
               f"{'deepbays MB':>12} {'ours MB':>8} {'ΔQ̄ rel':>9} {'Δε_g rel':>9} {'ε_g':>9}")
     lines = [header, "-" * len(header)]
-    for n_train, kind, reference, ours in rows:
+    for n_train, kind, reference, ours, fast in rows:
         lines.append(
             f"{n_train:>5} {kind:>4} {reference['seconds_total']:>11.2f} {ours['seconds']:>8.3f} "
             f"{reference['seconds_total'] / ours['seconds']:>8.0f}× "
+            f"{fast['seconds']:>12.3f} {reference['seconds_total'] / fast['seconds']:>8.0f}× "
             f"{reference['peak_rss_mb']:>12.0f} {ours['peak_rss_mb']:>8.0f} "
             f"{relative_difference(ours['q_bar'], reference['q_bar']):>9.1e} "
             f"{abs(ours['test_loss'] - reference['test_loss']) / reference['test_loss']:>9.1e} "
@@ -146,7 +158,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for n_train, mask in LARGE_CASES:
-        ours = _subprocess(["--single", "large", str(n_train), str(mask), str(args.n_test)])
+        ours = _subprocess(["--threads", str(args.threads), "--single", "large", str(n_train),
+                            str(mask), str(args.n_test)])
         print(f"{n_train:>5} {ours['n_patches']:>7} {ours['seconds']:>8.1f} "
               f"{ours['solve_seconds']:>8.1f} {ours['peak_rss_mb']:>8.0f} "
               f"{ours['iterations']:>10} {ours['gradient_norm']:>8.1e} "

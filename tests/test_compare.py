@@ -56,7 +56,7 @@ def test_mask_larger_than_the_images_is_refused_before_work():
 def test_shipped_configs_are_valid():
     demo = load_config(demo_config_path())
     assert {spec.kind for spec in demo.architectures} == {"fc", "cnn", "lcn"}
-    assert demo.networks.widths
+    assert all(len(demo.network_widths(spec.kind)) == 2 for spec in demo.architectures)
     cifar = load_config(Path(__file__).parents[1] / "examples" / "lkr_cifar.toml")
     assert cifar.data.dataset == "cifar10" and cifar.retuned_priors
 

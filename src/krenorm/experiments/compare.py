@@ -162,10 +162,12 @@ def run_compare(config: CompareConfig, output_dir: str | Path | None = None,
                                         dataset.y_test)
     check_image_shape(config, tuple(x_train.shape[1:]))
     hyper, networks = config.hyper, config.networks
-    widths = sorted(set(config.theory_widths) | {float(w) for w in networks.widths})
+    sampled = {float(w) for spec in config.architectures for w in config.network_widths(spec.kind)}
+    widths = sorted(set(config.theory_widths) | sampled)
     rows: list[ComparisonRow] = []
     order_parameters: dict = {}
-    n_tasks = len(config.architectures) * (1 + len(widths) + len(networks.widths))
+    n_tasks = sum(1 + len(widths) + len(config.network_widths(spec.kind))
+                  for spec in config.architectures)
     with Progress(disable=not progress, transient=False) as bar:
         task = bar.add_task(config.name, total=n_tasks)
         for spec in config.architectures:
@@ -189,7 +191,7 @@ def run_compare(config: CompareConfig, output_dir: str | Path | None = None,
                     rows.append(_theory_row(spec, "retuned-infinite", width, retuned, x_test,
                                             y_test, seconds))
                 bar.advance(task)
-            for width in networks.widths:
+            for width in config.network_widths(kind):
                 bar.update(task, description=f"{kind}: sampling N = {width}")
                 summary = sample_posterior(
                     spec, int(width), x_train, y_train, x_test, y_test, hyper.temperature,

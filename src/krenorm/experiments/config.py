@@ -63,6 +63,12 @@ class CompareConfig:
     retuned_priors: bool = False
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Per-architecture sampled widths (from `network_widths` in [[architectures]]), overriding
+    #: networks.widths — sampling cost grows very differently with N for FC, CNN and LCN.
+    network_widths_by_kind: dict = field(default_factory=dict)
+
+    def network_widths(self, kind: str) -> tuple[int, ...]:
+        return tuple(self.network_widths_by_kind.get(kind, self.networks.widths))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -109,8 +115,9 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
         raise ConfigError("architectures must be a non-empty array of tables "
                           "([[architectures]] with kind = 'fc' | 'cnn' | 'lcn' | 'cnn-gap').")
     architectures = []
+    widths_by_kind = {}
     for index, entry in enumerate(raw_architectures):
-        allowed = {"kind", "mask", "stride", "padding"}
+        allowed = {"kind", "mask", "stride", "padding", "network_widths"}
         if not isinstance(entry, dict) or set(entry) - allowed or "kind" not in entry:
             raise ConfigError(f"architectures[{index}] needs 'kind' and may set only "
                               f"{sorted(allowed)}, got {entry!r}.")
@@ -123,6 +130,13 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
                                                   entry.get("padding", 0)))
         except ValueError as error:
             raise ConfigError(f"architectures[{index}]: {error}") from error
+        if "network_widths" in entry:
+            chosen = entry["network_widths"]
+            if not isinstance(chosen, list):
+                raise ConfigError(f"architectures[{index}].network_widths must be a list.")
+            for width in chosen:
+                _positive(f"architectures[{index}].network_widths[...]", width, integer=True)
+            widths_by_kind[entry["kind"]] = tuple(chosen)
     theory = _section(raw, "theory", {"widths"})
     widths = theory.get("widths", [])
     if not isinstance(widths, list) or not widths:
@@ -150,6 +164,7 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
         retuned_priors=bool(raw.get("retuned_priors", False)),
         source=source,
         notes=tuple(raw.get("notes", ())),
+        network_widths_by_kind=widths_by_kind,
     )
 
 
