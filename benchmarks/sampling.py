@@ -7,26 +7,33 @@ with R = 1, 16, 64 replicas batched in one pass. A fixed, stable step size is us
 Part 2 — wall time (burn-in included) until the posterior test loss has a standard error of
 1 % of its value (pooled integrated autocorrelation time), per sampler, with a time cap.
 
-Reference hook: `reference_throughput(loop, task)` times any external Langevin loop — the
-deepbays comparison passes a callable that runs deepbays' loop on `task` (same network, data,
-T, λ0, λ1, η) and returns its replica-steps per second; `run_throughput(..., reference=loop)`
-adds that column and the ratio ours/reference to the table.
+Reference: `reference_throughput(loop, task)` times any external Langevin loop on `task` (same
+network, data, T, λ0, λ1, η); `run_throughput(..., reference=loop)` adds its single-chain steps
+per second and the ratio ours/reference to the table. `deepbays_loop` is such a loop: it saves
+the task to an .npz and runs benchmarks/reference/deepbays_langevin.py --task in .venv-ref
+(made by benchmarks/reference/setup.sh) with the same torch thread count as ours.
 
     .venv/bin/python benchmarks/sampling.py                  # full run (MNIST 0 vs 1)
     .venv/bin/python benchmarks/sampling.py --quick          # smoke run
+    .venv/bin/python benchmarks/sampling.py --no-reference   # without the deepbays column
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from krenorm.architectures import ArchitectureSpec
@@ -64,6 +71,43 @@ def reference_throughput(loop: ReferenceLoop, task: ReferenceTask) -> float:
     if not math.isfinite(rate) or rate <= 0:
         raise ValueError(f"reference loop returned {rate!r}; it must return steps per second.")
     return rate
+
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_PYTHON = REPOSITORY_ROOT / ".venv-ref" / "bin" / "python"
+REFERENCE_SCRIPT = REPOSITORY_ROOT / "benchmarks" / "reference" / "deepbays_langevin.py"
+
+
+def deepbays_loop(threads: int) -> ReferenceLoop | None:
+    """A reference loop running deepbays' Langevin (one chain) in .venv-ref with `threads` torch
+    threads, or None (after saying how to set it up) when .venv-ref is absent."""
+    if not REFERENCE_PYTHON.exists():
+        print("deepbays reference not set up: run benchmarks/reference/setup.sh")
+        return None
+
+    def loop(task: ReferenceTask) -> float:
+        # deepbays needs its own interpreter (.venv-ref), so the task crosses as an .npz file.
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "task.npz"
+            np.savez(
+                path, x_train=task.x_train.numpy(), y_train=task.y_train.numpy(),
+                architecture=task.architecture, width=task.width, mask=task.mask,
+                stride=task.stride, activation=task.activation, temperature=task.temperature,
+                lambda0=task.lambda0, lambda1=task.lambda1, step_size=task.step_size,
+                n_steps=task.n_steps,
+            )
+            completed = subprocess.run(
+                [str(REFERENCE_PYTHON), str(REFERENCE_SCRIPT), "--task", str(path),
+                 "--threads", str(threads)],
+                capture_output=True, text=True, check=False,
+            )
+        if completed.returncode != 0:
+            raise RuntimeError(f"deepbays reference failed:\n{completed.stderr.strip()}")
+        # The script prints one JSON line; anything deepbays prints on import comes before it.
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        return float(result["steps_per_second"])
+
+    return loop
 
 
 def load_data(n_train: int, n_test: int) -> tuple[torch.Tensor, ...]:
@@ -142,7 +186,7 @@ def run_throughput(
 
 def _format_throughput(row: dict) -> str:
     reference = "—" if row["reference"] is None else f"{row['reference']:.1f}"
-    ratio = "—" if row["ratio"] is None else f"{row['ratio']:.1f}×"
+    ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}×"
     return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | "
             f"{row['replica_steps_per_s']:.1f} | {reference} | {ratio} | "
             f"{row['peak_rss_mib']:.0f} |")
@@ -214,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
                         choices=("throughput", "precision"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared, oversubscribed machine)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip deepbays' Langevin loop (the reference column stays empty)")
     args = parser.parse_args(argv)
     if args.quick:
         args.replicas, args.steps, args.time_cap = [1, 4], 3, 20.0
@@ -225,11 +271,14 @@ def main(argv: list[str] | None = None) -> None:
           f"T = {args.temperature}, λ0 = λ1 = 1, erf, {args.dtype}, device {args.device}, "
           f"{torch.get_num_threads()} torch threads")
     if "throughput" in args.parts:
-        print("\n### Throughput (replica-steps per second)\n")
+        reference = None if args.no_reference else deepbays_loop(args.threads)
+        print("\n### Throughput (ours: replica-steps per second; deepbays: one-chain steps per "
+              "second)\n")
         print("| arch | sampler | R | ours | deepbays | ratio | peak RSS MiB |")
         print("|---|---|---|---|---|---|---|")
         run_throughput(x_train, y_train, args.width, args.replicas, args.steps,
-                       args.temperature, args.throughput_step_size, dtype, args.device)
+                       args.temperature, args.throughput_step_size, dtype, args.device,
+                       reference=reference)
     if "precision" in args.parts:
         run_precision(args, (x_train, y_train, x_test, y_test), dtype)
     print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
