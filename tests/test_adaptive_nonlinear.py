@@ -14,15 +14,6 @@ from krenorm.adaptive.tasks import hermite_polynomial, hermite_task, make_task, 
 from krenorm.adaptive.tree_level import tree_level_linear
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # Thousands of small (S, P) products: one thread is ~10× faster on a loaded 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 

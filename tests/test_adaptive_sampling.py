@@ -13,14 +13,6 @@ from krenorm.adaptive.sampled import NetworkSamplingSettings, sample_network
 from krenorm.adaptive.scaling import ScalingRegime
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("chi", [1.0, 12.0])
 def test_sampled_linear_network_agrees_with_oracle(chi):
     generator = torch.Generator().manual_seed(0)

@@ -9,16 +9,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from krenorm.features.agop import brute_force_patch_agop, conv_patches, patch_agop
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small dense linear algebra (eigh of d×d metrics, per-position bmm) is much faster on one
-    # thread on a shared 2-core machine, where OpenMP barriers dominate under load.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class ResidualCNN(nn.Module):
     """Circular-padded stem, a residual block (skip path around two convs, the second strided
     and grouped), a strided conv without padding, and a linear readout."""

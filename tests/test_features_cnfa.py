@@ -16,16 +16,6 @@ from krenorm.features.figures import (
 from krenorm.features.small_cnn import SmallCNN
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small dense linear algebra (eigh of d×d metrics, per-position bmm) is much faster on one
-    # thread on a shared 2-core machine, where OpenMP barriers dominate under load.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_agreement_measures():
     a = torch.tensor([[2.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
     assert math.isclose(pearson_agreement(a, 2 * a + 5), 1.0, rel_tol=1e-12)  # mean removed

@@ -11,16 +11,6 @@ from krenorm.features.rfm import RFMClassifier, RFMRegressor
 from krenorm.features.synthetic import bars_task, star_task
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small dense linear algebra (eigh of d×d metrics, per-position bmm) is much faster on one
-    # thread on a shared 2-core machine, where OpenMP barriers dominate under load.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def star_data():
     return star_task(50, seed=1), star_task(50, seed=2), star_task(300, seed=3)

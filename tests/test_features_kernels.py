@@ -14,17 +14,6 @@ from krenorm.features.metric import psd_matrix_power, update_metric
 from krenorm.features.ridge import solve_kernel_ridge
 from krenorm.kernels import extract_patches, get_activation, nngp_kernel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small dense linear algebra (eigh of d×d metrics, per-position bmm) is much faster on one
-    # thread on a shared 2-core machine, where OpenMP barriers dominate under load.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 DOUBLE = torch.float64
 
 

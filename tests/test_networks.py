@@ -24,15 +24,6 @@ from krenorm.networks import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batched linear algebra is much faster single-threaded on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _images(n: int, seed: int, shape=(2, 7, 7)) -> torch.Tensor:
     return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64)

@@ -25,16 +25,6 @@ from krenorm.networks import (
     sample_posterior,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny batched linear algebra is much faster single-threaded on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # --- exact oracle: linear FC network ------------------------------------------------------------
 
 

@@ -10,17 +10,6 @@ from krenorm.kernels import fc_kernel, get_activation
 from krenorm.spectra.dual import derivative_dual_kernel, tree_kernel
 from krenorm.spectra.trees import cnn_tree, mlp_tree
 
-
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two threads spin-wait on each other
-    (measured 49 s → 8 s for the spectra tests under load); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # (a, b, c) with |ρ| < 1 so that κ is smooth in b there.
 TRIPLES = torch.tensor(
     [[1.0, 0.3, 0.8], [0.5, -0.4, 2.0], [2.0, 0.0, 1.0], [1.3, 0.9, 1.1]], dtype=torch.float64

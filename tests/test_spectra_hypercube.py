@@ -27,16 +27,6 @@ from krenorm.spectra.hypercube import (
 from krenorm.spectra.trees import ArchitectureTree, TreeNode, cnn_tree, lcn_tree, mlp_tree
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two threads spin-wait on each other
-    (measured 49 s → 8 s for the spectra tests under load); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def all_points(dimension):
     """Every x ∈ {±1}^d, row index = bit mask of the −1 entries."""
     masks = torch.arange(1 << dimension)

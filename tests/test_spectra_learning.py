@@ -21,16 +21,6 @@ from krenorm.spectra.learning_index import (
 from krenorm.spectra.trees import ArchitectureTree, TreeNode, cnn_tree, mlp_tree
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two threads spin-wait on each other
-    (measured 49 s → 8 s for the spectra tests under load); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("depth", [1, 3])
 def test_mlp_learning_index_is_the_degree(depth):
     tree = mlp_tree(64, depth, "relu", bias_variance=0.1)

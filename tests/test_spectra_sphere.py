@@ -19,16 +19,6 @@ from krenorm.spectra.sphere import (
 from krenorm.spectra.trees import ArchitectureTree, TreeNode, mlp_tree
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: on the shared 2-core machine two threads spin-wait on each other
-    (measured 49 s → 8 s for the spectra tests under load); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("dimension", [2, 3, 7, 60])
 def test_gegenbauer_polynomials_are_orthogonal_with_harmonic_norms(dimension):
     points, weights = sphere_measure_rule(dimension, 30)
