@@ -139,35 +139,41 @@ class LocalGramBlocks:
         return torch.triu_indices(self.n_patches, self.n_patches).T
 
     def _pair_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        """Map symmetric Np×Np weights W to per-pair coefficients of Σ_ij W_ij K_ij:
-        W_ii on the diagonal, and W_ij for each i < j (its transpose partner added separately)."""
-        if weights.shape != (self.n_patches, self.n_patches):
+        """Map symmetric Np×Np weights W (any leading batch axes) to per-pair coefficients of
+        Σ_ij W_ij K_ij: W_ii on the diagonal, W_ij for each i < j (its transpose partner is
+        added separately)."""
+        if weights.shape[-2:] != (self.n_patches, self.n_patches):
             raise ValueError(
-                f"weights must be ({self.n_patches}, {self.n_patches}), got {tuple(weights.shape)}."
+                f"weights must be (..., {self.n_patches}, {self.n_patches}), got "
+                f"{tuple(weights.shape)}."
             )
         i, j = self.pair_index.T
-        return weights.to(self.pairs)[i, j]
+        return weights.to(self.pairs)[..., i, j]
 
     def contract(self, weights: torch.Tensor) -> torch.Tensor:
-        """Σ_ij W_ij K_ij for symmetric W: D + S + Sᵀ with D the diagonal part and S = Σ_{i<j}."""
+        """Σ_ij W_ij K_ij for symmetric W (batched over leading axes): D + S + Sᵀ with D the
+        diagonal part and S = Σ_{i<j}; both come from one pass over the stored blocks."""
         coefficients = self._pair_weights(weights)
         i, j = self.pair_index.T
-        diagonal = i == j
+        diagonal = (i == j).to(coefficients)
+        split = torch.stack([coefficients * diagonal, coefficients * (1 - diagonal)], -2)
         flat = self.pairs.reshape(self.pairs.shape[0], -1)
-        upper = (coefficients * ~diagonal) @ flat
-        on_diagonal = (coefficients * diagonal) @ flat
-        upper = upper.reshape(self.n_samples, self.n_samples)
-        return on_diagonal.reshape_as(upper) + upper + upper.T
+        products = (split.reshape(-1, flat.shape[0]) @ flat).reshape(
+            *split.shape[:-1], self.n_samples, self.n_samples)
+        on_diagonal, upper = products[..., 0, :, :], products[..., 1, :, :]
+        return on_diagonal + upper + upper.transpose(-1, -2)
 
     def frobenius(self, matrix: torch.Tensor) -> torch.Tensor:
-        """F_ij = ⟨K_ij, B⟩_F for a symmetric P×P matrix B; F is symmetric since
-        ⟨K_ji, B⟩ = ⟨K_ijᵀ, B⟩ = ⟨K_ij, Bᵀ⟩."""
-        values = self.pairs.reshape(self.pairs.shape[0], -1) @ matrix.reshape(-1).to(self.pairs)
-        out = torch.zeros(self.n_patches, self.n_patches, dtype=values.dtype, device=values.device)
+        """F_ij = ⟨K_ij, B⟩_F for symmetric P×P matrices B (batched over leading axes); F is
+        symmetric since ⟨K_ji, B⟩ = ⟨K_ijᵀ, B⟩ = ⟨K_ij, Bᵀ⟩. One pass over the blocks."""
+        batch = matrix.shape[:-2]
+        flat = self.pairs.reshape(self.pairs.shape[0], -1)
+        values = (flat @ matrix.reshape(-1, flat.shape[1]).to(self.pairs).T).T  # (m, n_pairs)
+        out = values.new_zeros(values.shape[0], self.n_patches, self.n_patches)
         i, j = self.pair_index.T
-        out[i, j] = values
-        out[j, i] = values
-        return out
+        out[:, i, j] = values
+        out[:, j, i] = values
+        return out.reshape(*batch, self.n_patches, self.n_patches)
 
     def diagonal_blocks(self) -> torch.Tensor:
         """(Np, P, P) stack of K_ii."""

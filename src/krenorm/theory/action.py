@@ -133,10 +133,14 @@ class DiagonalBlocksBasis(GramBasis):
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         flat = self.stack.reshape(self.stack.shape[0], -1)
-        return (coefficients.to(flat) @ flat).reshape(self.n_samples, self.n_samples) * self.scale
+        combined = coefficients.to(flat) @ flat
+        return combined.reshape(*coefficients.shape[:-1], self.n_samples, self.n_samples) * (
+            self.scale)
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
-        return self.stack.reshape(self.stack.shape[0], -1) @ matrix.reshape(-1) * self.scale
+        flat = self.stack.reshape(self.stack.shape[0], -1)
+        values = (flat @ matrix.reshape(-1, flat.shape[1]).T).T
+        return values.reshape(*matrix.shape[:-2], flat.shape[0]) * self.scale
 
 
 def _check_targets(y: torch.Tensor, n_samples: int) -> torch.Tensor:
@@ -184,9 +188,11 @@ class GramLinearAction(EffectiveAction):
         gradient = self.basis.project(a_inverse - torch.outer(v, v)).to(q_bar) / self.width
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
+            # Batched over leading axes of `direction`: one pass over the blocks per call.
             solved = a_inverse @ self.basis.combine(direction)  # A⁻¹ K_R(V)
             u = solved @ v
-            term = -solved @ a_inverse + torch.outer(u, v) + torch.outer(v, u)
+            cross = u[..., :, None] * v
+            term = -solved @ a_inverse + cross + cross.transpose(-1, -2)
             return self.basis.project(term).to(direction) / self.width
 
         return ActionEvaluation(q_bar, value, gradient, hessian_vector)
