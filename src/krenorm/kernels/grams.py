@@ -233,14 +233,13 @@ def compute_local_blocks(
     for i in range(n_patches):
         for start in range(i, n_patches, step):
             stop = min(start + step, n_patches)
-            block = _local_kernel_from_patches(
-                act,
-                patches_by_position[i : i + 1],
-                patches_by_position[start:stop],
-                norms[i : i + 1],
-                norms[start:stop],
-            )[0]
-            pairs[offset : offset + stop - start] = block
+            # Dot products straight into the storage, then κ in place: no block-sized copies.
+            block = pairs[offset : offset + stop - start]
+            torch.matmul(patches_by_position[i][None], patches_by_position[start:stop].mT,
+                         out=block)
+            kernel = act.kernel_(norms[i][None, :, None], block, norms[start:stop][:, None, :])
+            if kernel.data_ptr() != block.data_ptr():
+                block.copy_(kernel)
             offset += stop - start
     return LocalGramBlocks(pairs=pairs, n_patches=n_patches)
 
