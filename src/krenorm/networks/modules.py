@@ -147,8 +147,8 @@ class ReplicatedNetwork(nn.Module):
 
     # --- data ---------------------------------------------------------------------------------
 
-    def prepare(self, x: torch.Tensor) -> PreparedInputs:
-        """Scale inputs for the first layer once: patches r_i(x)/√M in Conv2d layout (P, Np, M)."""
+    def check_inputs(self, x: torch.Tensor) -> None:
+        """Refuse non-tensors, a per-sample shape other than the network's, and NaN/inf."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"inputs must be a torch.Tensor, got {type(x).__name__}.")
         if tuple(x.shape[1:]) != self.input_shape:
@@ -157,6 +157,10 @@ class ReplicatedNetwork(nn.Module):
                 f"{self.input_shape}."
             )
         check_finite("inputs", x)
+
+    def prepare(self, x: torch.Tensor) -> PreparedInputs:
+        """Scale inputs for the first layer once: patches r_i(x)/√M in Conv2d layout (P, Np, M)."""
+        self.check_inputs(x)
         x = x.to(dtype=self.first_layer.dtype, device=self.first_layer.device)
         patches = extract_patches(x, self.spec.mask, self.spec.stride, self.spec.padding)
         return PreparedInputs(patches / math.sqrt(patches.shape[-1]), self.kind)
@@ -222,14 +226,7 @@ class FCNetwork(ReplicatedNetwork):
 
     def prepare(self, x: torch.Tensor) -> PreparedInputs:
         """x/√N0, flattened to (P, N0)."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"inputs must be a torch.Tensor, got {type(x).__name__}.")
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"inputs have per-sample shape {tuple(x.shape[1:])}, the network was built for "
-                f"{self.input_shape}."
-            )
-        check_finite("inputs", x)
+        self.check_inputs(x)
         flat = x.reshape(x.shape[0], -1).to(
             dtype=self.first_layer.dtype, device=self.first_layer.device
         )
