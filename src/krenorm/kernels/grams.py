@@ -223,6 +223,7 @@ def compute_local_blocks(
     patches = scaled_patches(x, mask, stride, padding, lambda0, dtype, device)
     patches_by_position = patches.transpose(0, 1).contiguous()  # (Np, P, M)
     norms = (patches_by_position**2).sum(-1)  # (Np, P)
+    linked = act.link_inputs(patches_by_position, norms)
     n_patches, n_samples = norms.shape
     n_pairs = n_patches * (n_patches + 1) // 2
     check_allocation("the local Gram blocks", n_pairs * n_samples**2, patches.dtype, memory_limit)
@@ -235,9 +236,9 @@ def compute_local_blocks(
             stop = min(start + step, n_patches)
             # Dot products straight into the storage, then κ in place: no block-sized copies.
             block = pairs[offset : offset + stop - start]
-            torch.matmul(patches_by_position[i][None], patches_by_position[start:stop].mT,
-                         out=block)
-            kernel = act.kernel_(norms[i][None, :, None], block, norms[start:stop][:, None, :])
+            torch.matmul(linked[i][None], linked[start:stop].mT, out=block)
+            kernel = act.kernel_from_linked_(norms[i][None, :, None], block,
+                                             norms[start:stop][:, None, :])
             if kernel.data_ptr() != block.data_ptr():
                 block.copy_(kernel)
             offset += stop - start

@@ -30,16 +30,19 @@ class LocalKernel:
         self.chunk_bytes = chunk_bytes
         train = scaled_patches(x_train, mask, stride, padding, lambda0)  # (P, Np, M)
         self.n_samples, self.n_patches, _ = train.shape
-        self.train_by_position = train.transpose(0, 1).contiguous()  # (Np, P, M)
-        self.train_norms = (self.train_by_position**2).sum(-1)  # (Np, P)
+        by_position = train.transpose(0, 1).contiguous()  # (Np, P, M)
+        self.train_norms = (by_position**2).sum(-1)  # (Np, P)
+        self.train_by_position = self.activation.link_inputs(by_position, self.train_norms)
 
     def _test_patches(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test patches prepared by `Activation.link_inputs` (B, Np, M) and their |x|² (B, Np)."""
         test = scaled_patches(x_test, *self.geometry, self.lambda0,
                               dtype=self.train_by_position.dtype,
                               device=self.train_by_position.device)
         if test.shape[1:] != self.train_by_position.shape[::2]:
             raise ValueError("test and training images must have the same channels and size.")
-        return test, (test**2).sum(-1)  # (B, Np, M), (B, Np)
+        norms = (test**2).sum(-1)
+        return self.activation.link_inputs(test, norms), norms
 
     def batch_size(self, all_pairs: bool = True) -> int:
         """Test points per batch so that one batch of cross kernels fits the chunk budget."""
@@ -52,8 +55,8 @@ class LocalKernel:
         batch, n_patches, _ = test.shape
         dots = test.reshape(batch * n_patches, -1) @ self.train_by_position.reshape(
             n_patches * self.n_samples, -1).T  # [(b, i), (j, ν)]
-        kernel = self.activation.kernel_(test_norms.reshape(-1, 1), dots,
-                                         self.train_norms.reshape(1, -1))
+        kernel = self.activation.kernel_from_linked_(test_norms.reshape(-1, 1), dots,
+                                                     self.train_norms.reshape(1, -1))
         kernel = kernel.view(batch, n_patches * n_patches, self.n_samples)
         return torch.matmul(weights.reshape(1, 1, -1).to(kernel), kernel)[:, 0]
 
@@ -65,8 +68,8 @@ class LocalKernel:
         out = test.new_zeros(test.shape[0], self.n_samples)
         for i in range(self.n_patches):
             dots = test[:, i] @ self.train_by_position[i].T
-            kernel = self.activation.kernel_(test_norms[:, i, None], dots,
-                                             self.train_norms[i][None, :])
+            kernel = self.activation.kernel_from_linked_(test_norms[:, i, None], dots,
+                                                         self.train_norms[i][None, :])
             out.add_(kernel, alpha=float(weights[i]))
         return out
 

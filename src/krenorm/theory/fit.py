@@ -176,6 +176,7 @@ class FittedTheory:
         config = self.config
         self.action = self.kernels.action(self.y_train, config.width, config.temperature)
         structure = self.action.structure
+        action_value = None
         if config.fixed_q_bar is not None:
             self.q_bar = torch.as_tensor(config.fixed_q_bar, dtype=torch.float64).reshape(
                 structure.identity().shape)
@@ -189,9 +190,11 @@ class FittedTheory:
                 saddle = self._continuation()
             self.q_bar = saddle.q_bar
             self.diagnostics = saddle.diagnostics
-        evaluation = self.action.evaluate(self.q_bar)
+            action_value = saddle.diagnostics.action
+        if action_value is None:
+            action_value = self.action(self.q_bar)
         prior_at_infinity = structure.prior_value(structure.identity())
-        self.log_evidence = (-config.width / 2 * (evaluation.value - prior_at_infinity)
+        self.log_evidence = (-config.width / 2 * (action_value - prior_at_infinity)
                              - self.n_train * self.n_outputs / 2 * math.log(2 * math.pi))
         if isinstance(self.action, SpectralAction):
             self._prepare_spectral()
