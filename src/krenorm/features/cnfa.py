@@ -62,6 +62,17 @@ class Agreement:
 
 
 @dataclass(frozen=True)
+class PointAgreement:
+    """Pearson and cosine agreement of two fixed matrices (no images, so no interval)."""
+
+    pearson: float
+    cosine: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ConvergencePoint:
     """Agreement of WᵀW with G^α when G uses the first `n_images` images."""
 
@@ -83,6 +94,9 @@ class LayerCNFA:
     AGOP as well as the trained ones? (the baseline of Radhakrishnan et al.'s feature-ansatz
     comparisons). At initialization Δ is close to isotropic, so G_0 ≈ c W_0ᵀW_0 and the
     `initialization` agreement is high by construction, especially at α = 1.
+    isotropic_initialization: W_0ᵀ W_0 against (W_0ᵀ W_0)^α, no gradients at all — the value
+    `initialization` takes when Δ_0 is exactly isotropic (G_0 = c W_0ᵀW_0); 1 at α = 1. How
+    close `initialization` is to it measures how little that baseline says about gradients.
     convergence: `trained` measures with G_T from the first n images.
     """
 
@@ -91,6 +105,7 @@ class LayerCNFA:
     trained: Agreement
     initialization: Agreement
     initial_filters: Agreement
+    isotropic_initialization: PointAgreement
     convergence: tuple[ConvergencePoint, ...]
 
     def to_dict(self) -> dict:
@@ -100,6 +115,7 @@ class LayerCNFA:
             "trained": self.trained.to_dict(),
             "initialization": self.initialization.to_dict(),
             "initial_filters": self.initial_filters.to_dict(),
+            "isotropic_initialization": self.isotropic_initialization.to_dict(),
             "convergence": [point.to_dict() for point in self.convergence],
         }
 
@@ -274,6 +290,7 @@ def cnfa_report(
         trained_moment = result.filter_second_moment()
         initial_moment = initial[name].filter_second_moment()
         curves = _convergence(result, alphas, sizes)
+        isotropic = _powers(initial_moment, alphas)
         for alpha in alphas:
             entries.append(
                 LayerCNFA(
@@ -282,6 +299,10 @@ def cnfa_report(
                     trained=_agreement(trained_moment, trained_powers[alpha], confidence),
                     initialization=_agreement(initial_moment, initial_powers[alpha], confidence),
                     initial_filters=_agreement(initial_moment, trained_powers[alpha], confidence),
+                    isotropic_initialization=PointAgreement(
+                        pearson=pearson_agreement(initial_moment, isotropic[alpha]),
+                        cosine=cosine_agreement(initial_moment, isotropic[alpha]),
+                    ),
                     convergence=curves[alpha],
                 )
             )

@@ -110,12 +110,14 @@ def run_cnfa_experiment(
 
 def cnfa_table(report: CNFAReport):
     """A rich Table: per layer and α, Pearson and cosine of WᵀW with G^α for the trained network
-    (with its bootstrap interval), the network at initialization and the initial filters."""
+    (with its bootstrap interval), the network at initialization, the initial filters, and the
+    network at initialization with an exactly isotropic Δ (no gradients)."""
     from rich.table import Table
 
     table = Table(title=f"CNFA on {report.n_images} images ({report.estimator} AGOP)")
     for column in ("layer", "α", "Pearson trained", "Pearson init net", "Pearson init filters",
-                   "cosine trained", "cosine init net", "cosine init filters"):  # fmt: skip
+                   "Pearson init, isotropic Δ", "cosine trained", "cosine init net",
+                   "cosine init filters"):  # fmt: skip
         table.add_column(column, justify="left" if column == "layer" else "right")
     for entry in report.layers:
         low, high = entry.trained.pearson_interval
@@ -125,6 +127,7 @@ def cnfa_table(report: CNFAReport):
             f"{entry.trained.pearson:.3f} [{low:.3f}, {high:.3f}]",
             f"{entry.initialization.pearson:.3f}",
             f"{entry.initial_filters.pearson:.3f}",
+            f"{entry.isotropic_initialization.pearson:.3f}",
             f"{entry.trained.cosine:.3f}",
             f"{entry.initialization.cosine:.3f}",
             f"{entry.initial_filters.cosine:.3f}",
