@@ -49,6 +49,15 @@ def test_report_structure_and_convergence_endpoint():
             low, high = agreement.pearson_interval
             assert -1 <= low <= high <= 1
         assert [p.n_images for p in entry.convergence] == [1, 2, 4, 8, 12]
+        # The gradient-free reference: W0ᵀW0 against its own α-th power (eigh of the stack).
+        filters = dict(initial.named_modules())[entry.layer].weight.detach()
+        moment = filters.reshape(filters.shape[0], -1).T @ filters.reshape(filters.shape[0], -1)
+        values, vectors = torch.linalg.eigh(moment)
+        power = vectors @ torch.diag(values.clamp_min(0) ** entry.alpha) @ vectors.T
+        assert math.isclose(entry.isotropic_initialization.pearson,
+                            pearson_agreement(moment, power), rel_tol=1e-9)
+        if entry.alpha == 1.0:
+            assert math.isclose(entry.isotropic_initialization.pearson, 1.0, rel_tol=1e-12)
         assert math.isclose(entry.convergence[-1].pearson, entry.trained.pearson, rel_tol=1e-9)
     assert set(report.to_dict()) == {"layers", "n_images", "n_bootstrap", "confidence", "estimator"}
     assert len(report.table()) == 4
@@ -60,7 +69,8 @@ def test_trained_cnn_on_mnist_beats_initialization_baseline():
     initial filters do (the `initial_filters` baseline), with non-overlapping 95% bootstrap
     intervals over 64 held-out images and a margin of at least 0.03 for every layer (observed
     margins 0.06–0.43). The `initialization` baseline (network at init: W0ᵀW0 vs its own G0) is
-    printed too: it is high by construction (G0 ≈ c W0ᵀW0 for near-isotropic Δ0)."""
+    printed too with its gradient-free reference W0ᵀW0 vs (W0ᵀW0)^α: it is high by construction
+    (G0 ≈ c W0ᵀW0 for near-isotropic Δ0; docs/features.md "CNFA")."""
     from krenorm.data import DatasetUnavailableError
     from krenorm.features.cnfa_experiment import run_cnfa_experiment
 
@@ -81,7 +91,8 @@ def test_trained_cnn_on_mnist_beats_initialization_baseline():
             f"{entry.trained.pearson_interval}, initial filters "
             f"{entry.initial_filters.pearson:.3f} "
             f"{entry.initial_filters.pearson_interval}, network at init "
-            f"{entry.initialization.pearson:.3f}"
+            f"{entry.initialization.pearson:.3f} (gradient-free reference "
+            f"{entry.isotropic_initialization.pearson:.3f})"
         )
     message = "\n".join(lines)
     assert experiment.test_accuracy > 0.8, message

@@ -91,8 +91,8 @@ class LayerCNFA:
     trained: W_Tᵀ W_T against G_T^α (trained filters, trained network's AGOP).
     initialization: W_0ᵀ W_0 against G_0^α, the same measure for the network at initialization.
     initial_filters: W_0ᵀ W_0 against G_T^α — do the random initial filters explain the trained
-    AGOP as well as the trained ones? (the baseline of Radhakrishnan et al.'s feature-ansatz
-    comparisons). At initialization Δ is close to isotropic, so G_0 ≈ c W_0ᵀW_0 and the
+    AGOP as well as the trained ones? (the informative baseline, docs/features.md). At
+    initialization Δ is close to isotropic, so G_0 ≈ c W_0ᵀW_0 and the
     `initialization` agreement is high by construction, especially at α = 1.
     isotropic_initialization: W_0ᵀ W_0 against (W_0ᵀ W_0)^α, no gradients at all — the value
     `initialization` takes when Δ_0 is exactly isotropic (G_0 = c W_0ᵀW_0); 1 at α = 1. How

@@ -96,8 +96,9 @@ def plot_metric_spectra(spectra: Sequence[Sequence[float]], labels: Sequence[str
 
 def plot_cnfa_report(report: CNFAReport) -> Figure:
     """Left: Pearson agreement of WᵀW with G^α per (layer, α) for the trained network and both
-    baselines, with bootstrap intervals. Right: the trained Pearson against the number of images."""
-    figure = Figure(figsize=(9, 3.4), layout="constrained")
+    baselines, with bootstrap intervals, and the gradient-free reference of the initialization
+    baseline as a black tick. Right: the trained Pearson against the number of images."""
+    figure = Figure(figsize=(9, 4.0), layout="constrained")
     bars, curves = figure.subplots(1, 2)
     labels = [f"{entry.layer}\nα={entry.alpha:g}" for entry in report.layers]
     positions = range(len(labels))
@@ -114,9 +115,14 @@ def plot_cnfa_report(report: CNFAReport) -> Figure:
             [v.pearson_interval[1] - v.pearson for v in values],
         ]
         bars.bar([p + offset for p in positions], heights, width=0.27, yerr=errors, label=name)
+    bars.scatter(
+        list(positions),
+        [entry.isotropic_initialization.pearson for entry in report.layers],
+        marker="_", s=200, color="black", zorder=3, label="init, isotropic Δ (no gradients)",
+    )
     bars.set_xticks(list(positions), labels, fontsize=7)
     bars.set_ylabel("Pearson(WᵀW, G^α)")
-    bars.legend(fontsize=7, loc="lower left")
+    bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     for entry in report.layers:
         sizes = [point.n_images for point in entry.convergence]
         curves.semilogx(
