@@ -374,3 +374,22 @@ def test_batched_hessian_vectors_and_lobpcg_check_for_many_patches():
             # 4 LOBPCG iterations land within 1.5e-5 here (random SPD Q̄ and saddle points at
             # α = 2 and 80, one with a negative eigenvalue); 1e-4 is the documented accuracy.
             assert dense - 1e-9 <= estimate <= dense + 1e-4, (width, dense, estimate)
+
+
+def test_lobpcg_check_for_a_diagonal_q_bar_with_many_patches():
+    # LCN with 100 patches (mask 2 on 20×20 images): above the dense limit, so the check starts
+    # LOBPCG from the prior's softest coordinates e_i (largest q̄_i). Measured within 5e-9.
+    from krenorm.theory.solvers import _Coordinates, min_hessian_eigenvalue
+    x, y, _, _ = _task(n_train=40, side=20)
+    blocks = local_diagonal_blocks(x, 2, 2)
+    structure = OrderParameterStructure("diagonal", blocks.shape[0])
+    generator = torch.Generator().manual_seed(1)
+    for width in (20.0, 0.5):
+        action = GramLinearAction(DiagonalBlocksBasis(blocks, 1.0), y, width, 0.1, structure)
+        random_point = torch.exp(0.3 * torch.randn(100, dtype=torch.float64, generator=generator))
+        for point in (solve_saddle_point(action, hessian_check=False).q_bar, random_point):
+            evaluation = action.evaluate(point)
+            dense = float(torch.linalg.eigvalsh(
+                _Coordinates(structure, point.dtype).hessian(evaluation))[0])
+            estimate = min_hessian_eigenvalue(action, point, evaluation)
+            assert dense - 1e-9 <= estimate <= dense + 1e-4, (width, dense, estimate)
