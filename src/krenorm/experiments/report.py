@@ -59,6 +59,7 @@ def render_report(result) -> str:
         summary = ", ".join(f"{kind} at N = {a.width:g}: {'agrees' if a.within else 'DISAGREES'}"
                             for kind, a in largest.items())
         lines += ["", f"At the largest sampled width: {summary}.", ""]
+    lines += _sampler_diagnostics(result.rows)
     lines += ["## Theory", ""]
     for spec in config.architectures:
         kind = spec.kind
@@ -82,6 +83,24 @@ def render_report(result) -> str:
                  f"krenorm {result.provenance.get('krenorm')}, torch "
                  f"{result.provenance.get('torch')}.")
     return "\n".join(lines) + "\n"
+
+
+def _sampler_diagnostics(rows) -> list[str]:
+    """Per sampled network: effective sample size of the test loss, acceptance and the sampler's
+    own warnings (short chains relative to τ, split-R̂ > 1.1)."""
+    networks = [r for r in rows if r.source == "network"]
+    if not networks:
+        return []
+    lines = ["## Sampler diagnostics", "",
+             "| architecture | N | replicas × steps | ESS (test loss) | acceptance | notes |",
+             "|---|---|---|---|---|---|"]
+    for r in networks:
+        details = r.details
+        notes = "; ".join(details.get("warnings") or []) or "–"
+        lines.append(f"| {r.architecture} | {_format(r.width)} | {details.get('n_replicas')} × "
+                     f"{details.get('n_steps')} | {_format(details.get('ess'), 4)} | "
+                     f"{_format(details.get('acceptance'), 3)} | {notes} |")
+    return [*lines, ""]
 
 
 def write_report(result) -> Path:

@@ -408,9 +408,11 @@ class PosteriorRun:
         test = estimate_mean(torch.tensor(accumulator.test_errors, dtype=torch.float64))
         train = estimate_mean(torch.tensor(accumulator.train_errors, dtype=torch.float64))
         if not test.reliable:
+            advice = "run longer" + ("" if self.sampler_name == "collapsed"
+                                     else " or use the collapsed sampler")
             notes.append(
                 f"test-loss chain is short: {test.n_samples} records for τ = {test.tau:.1f} "
-                "(want ≥ 50 τ); run longer or use the collapsed sampler."
+                f"(want ≥ 50 τ); {advice}."
             )
         if test.rhat is not None and test.rhat > 1.1:
             notes.append(f"split-R̂ of the test loss is {test.rhat:.3f} > 1.1: not converged.")
