@@ -96,7 +96,7 @@ def _sampler_diagnostics(rows) -> list[str]:
              "|---|---|---|---|---|---|"]
     for r in networks:
         details = r.details
-        notes = "; ".join(details.get("warnings") or []) or "–"
+        notes = " ".join(details.get("warnings") or []) or "–"
         lines.append(f"| {r.architecture} | {_format(r.width)} | {details.get('n_replicas')} × "
                      f"{details.get('n_steps')} | {_format(details.get('ess'), 4)} | "
                      f"{_format(details.get('acceptance'), 3)} | {notes} |")
