@@ -42,7 +42,7 @@ from krenorm.theory.order_parameters import OrderParameterStructure
 SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov"]
 SOLVER_METHODS = ("auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov")
 
-#: Above this many free entries of Q̄ the smallest Hessian eigenvalue comes from Lanczos.
+#: Above this many free entries of Q̄ the smallest Hessian eigenvalue comes from LOBPCG.
 DENSE_HESSIAN_LIMIT = 80
 #: The quick LOBPCG estimate of the smallest Hessian eigenvalue: block size, how many of its
 #: start columns are random (the others are the prior's softest directions), iterations.
