@@ -284,6 +284,25 @@ def test_relu_fc_fit_has_mean_term_and_nngp_limit():
         infinite.test_loss(x_test, y_test).loss, rel=1e-6)
 
 
+def test_relu_fc_saddle_at_large_alpha_by_continuation_and_its_hessian():
+    # α = P/N = 12.5 at T = 0.1: the damped fixed point alone stalls; continuation in N with the
+    # hybrid-Newton polish reaches the stationary point that scipy.optimize.root (hybr, numerical
+    # Jacobian) found by hand-continuation from N = 100: (Q̄, Q) = (0.456279, 0.201658).
+    x, y, _, _ = _task(n_train=25)
+    spec = ArchitectureSpec("fc", "relu")
+    fit = fit_theory(x, y, spec, 2.0, 0.1, lambda1=1.2)
+    diagnostics = fit.diagnostics
+    assert diagnostics["converged"] and diagnostics["gradient_norm"] <= 1e-9
+    assert float(fit.q_bar) == pytest.approx(0.456279, abs=2e-6)
+    assert fit.conjugate_q == pytest.approx(0.201658, abs=2e-6)
+    # A saddle in (Q̄, Q): one eigenvalue of each sign, as at N = ∞, where the Hessian of
+    # −Q̄Q + ln(1 + Q) at (1, 0) is [[0, −1], [−1, −1]] (eigenvalues −1.618, 0.618).
+    assert diagnostics["is_saddle"]
+    wide = fit_theory(x, y, spec, 1e9, 0.1, lambda1=1.2).diagnostics
+    assert torch.allclose(torch.tensor(wide["hessian"]), torch.tensor([[0.0, -1.0], [-1.0, -1.0]]),
+                          atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Solvers
 

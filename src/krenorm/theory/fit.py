@@ -214,6 +214,19 @@ class FittedTheory:
             start = saddle.q_bar
         return saddle  # type: ignore[return-value]
 
+    def _mean_term_continuation(self) -> tuple[float, float, dict]:
+        """(Q̄, Q) followed from near infinite width (N·1000) down to N, warm-starting each
+        solve (the two-parameter counterpart of `_continuation`)."""
+        config = self.config
+        start = (1.0, 0.0)
+        for factor in (1000.0, 100.0, 10.0, 3.0, 1.0):
+            action = self.kernels.action(self.y_train, config.width * factor, config.temperature)
+            q_bar, q, diagnostics = solve_mean_term_saddle(action, config.tolerance, start=start)
+            if diagnostics["converged"]:
+                start = (q_bar, q)
+        diagnostics["method"] = f"continuation in N; {diagnostics['method']}"
+        return q_bar, q, diagnostics
+
     def _fit_mean_term(self) -> None:
         config = self.config
         self.kernels = MeanTermKernels(config.architecture.activation, self.x_train,
@@ -223,6 +236,8 @@ class FittedTheory:
             q_bar, q = 1.0, 0.0
         else:
             q_bar, q, diagnostics = solve_mean_term_saddle(action, config.tolerance)
+            if not diagnostics["converged"]:
+                q_bar, q, diagnostics = self._mean_term_continuation()
             if not diagnostics["converged"]:
                 warnings.warn(f"mean-term saddle point not converged: {diagnostics}",
                               SaddlePointConvergenceWarning, stacklevel=3)
