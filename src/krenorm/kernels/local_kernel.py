@@ -18,8 +18,9 @@ from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, chunk_length
 
 
 class LocalKernel:
-    """A CNN/LCN kernel on a fixed training set: geometry, activation, λ0 and the scaled training
-    patches r_i(x^ν)/√(λ0 M), reused across test batches."""
+    """A CNN/LCN kernel on a fixed training set: geometry, activation, λ0 and the training
+    patches r_i(x^ν)/√(λ0 M) by position, prepared once by `Activation.link_inputs` (with their
+    squared norms) and reused across test batches."""
 
     def __init__(self, x_train: torch.Tensor, mask, stride=1, padding=0,
                  activation: str | Activation = "erf", lambda0: float = 1.0,
