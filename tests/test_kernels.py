@@ -20,6 +20,7 @@ from krenorm.kernels import (
     nngp_diagonal,
     nngp_kernel,
 )
+from krenorm.kernels.local_kernel import LocalKernel
 
 # (a, b, c) triples: small/large variances, positive/negative/zero correlation, ρ = ±1.
 TRIPLES = torch.tensor(
@@ -238,3 +239,28 @@ def test_in_place_separable_kernel_equals_closed_form(name):
     c = torch.tensor([[0.3, 0.0, 1.7]], dtype=torch.float64)
     b = torch.sqrt(a * c) * torch.tensor([[0.2, -1.0, 1.0]], dtype=torch.float64)
     assert torch.allclose(act.kernel_(a, b.clone(), c), act.kernel(a, b, c), atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["erf", "relu", "identity", "tanh"])
+def test_link_prepared_rows_give_the_closed_kernel(name):
+    # Blocks and test-side contractions scale the patch rows by t(|x|²) before the dot products
+    # (`link_inputs`); tanh has no separable form and takes the quadrature path unchanged.
+    act = get_activation(name)
+    x, x_test = _images(n=6, side=8), _images(n=3, side=8, seed=9)
+    rows = torch.randn(4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    rows[1] = 0.0  # a zero patch (ReLU's scale is defined as 0 there)
+    norms = (rows**2).sum(-1)
+    linked = act.link_inputs(rows, norms)
+    expected = act.kernel(norms[:, None], rows @ rows.T, norms[None, :])
+    assert torch.allclose(act.kernel_from_linked_(norms[:, None], linked @ linked.T,
+                                                  norms[None, :]), expected, atol=1e-13)
+    full = local_cross_blocks(x_test, x, mask=4, stride=2, activation=name)  # (Np, Np, 3, 6)
+    blocks = compute_local_blocks(x, mask=4, stride=2, activation=name)
+    assert torch.allclose(blocks.full(), local_cross_blocks(x, x, 4, 2, activation=name),
+                          atol=1e-13)
+    weights = torch.randn(9, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    local = LocalKernel(x, 4, 2, activation=name)
+    assert torch.allclose(local.contract_cross(weights, x_test),
+                          torch.einsum("ij,ijtb->tb", weights, full), atol=1e-12)
+    assert torch.allclose(local.contract_cross_diagonal(torch.diagonal(weights), x_test),
+                          torch.einsum("i,iitb->tb", torch.diagonal(weights), full), atol=1e-12)
