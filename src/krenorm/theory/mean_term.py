@@ -7,7 +7,8 @@ The stationary point is a saddle (not a minimum) in (Q̄, Q):
     ∂S/∂Q̄ = −Q + (1/N)⟨(K − M)/λ1, B⟩ = 0,
     ∂S/∂Q  = −Q̄ + 1/(1 + Q) − (1/N)⟨M, B⟩/(λ1(1 + Q)²) = 0,     B = A⁻¹ − v vᵀ.
 With M = 0 the second equation gives Q̄ = 1/(1 + Q) and the pair reduces to Q̄⁻¹ = 1 + G.
-Solved by a damped fixed point from the infinite-width point (Q̄, Q) = (1, 0).
+Solved by a damped fixed point from the infinite-width point (Q̄, Q) = (1, 0), with a hybrid
+Newton fallback (`solve_mean_term_saddle`) and continuation in N (`fit_theory`).
 """
 
 from __future__ import annotations
@@ -64,9 +65,8 @@ def solve_mean_term_saddle(action: MeanTermAction, tolerance: float = 1e-10,
     the gradient norm grows (a saddle has no descent function to monitor). Where it stalls (large
     α: the map stops contracting) Powell's hybrid Newton method on ∇S = 0 (scipy's "hybr",
     Jacobian from `stationary_point_hessian`) is run from where it stopped and from `start`, and
-    the point with the smaller gradient is kept. `start` defaults
-    to the infinite-width point; `fit_theory` continues in N from near infinite width when this
-    does not converge.
+    the point with the smaller gradient is kept. `start` defaults to the infinite-width point;
+    `fit_theory` continues in N from near infinite width when this does not converge.
     """
     q_bar, q = start
     _, gradient = action.evaluate(q_bar, q)
