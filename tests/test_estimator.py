@@ -55,3 +55,25 @@ def test_n_outputs_is_checked_and_lcn_q_bar_is_a_vector():
         RenormalizedKernelRegressor(n_outputs=2).fit(x, y)
     lcn = RenormalizedKernelRegressor("lcn", width=20, temperature=0.05, mask=3, stride=3).fit(x, y)
     assert lcn.q_bar_.shape == (4,)
+
+
+def test_theory_cli_reports_the_curvature_of_each_kind_of_saddle():
+    # FC + ReLU: a saddle in (Q̄, Q), one Hessian eigenvalue of each sign; CNN: a minimum.
+    from typer.testing import CliRunner
+
+    from krenorm.cli import app
+    from krenorm.data import DatasetUnavailableError, load_dataset
+
+    try:
+        load_dataset("mnist", n_train=40, n_test=40, allow_fetch=False)
+    except DatasetUnavailableError as error:
+        pytest.skip(f"MNIST is not available offline here: {error}")
+    common = ["theory", "--n-train", "40", "--n-test", "40", "--width", "10"]
+    relu = CliRunner().invoke(app, [*common, "--arch", "fc", "--activation", "relu"])
+    assert relu.exit_code == 0, relu.output
+    text = " ".join(relu.output.split())  # rich wraps long lines
+    assert "Hessian eigenvalues in (Q̄, Q) = (-" in text and "a saddle as expected" in text, text
+    cnn = CliRunner().invoke(app, [*common, "--arch", "cnn"])
+    assert cnn.exit_code == 0, cnn.output
+    text = " ".join(cnn.output.split())
+    assert float(text.split("min Hessian eigenvalue=")[1].split()[0]) > 0, text

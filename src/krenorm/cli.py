@@ -86,10 +86,17 @@ def theory_command(
     console.print(f"Q̄: {q}")
     if finite["off_diagonal_share"] is not None:
         console.print(f"share of K_R in off-diagonal blocks: {finite['off_diagonal_share']:.4f}")
+    if "is_saddle" in diagnostics:
+        # FC with a non-odd σ: a saddle in (Q̄, Q), one Hessian eigenvalue of each sign expected.
+        low, high = diagnostics["hessian_eigenvalues"]
+        curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({low:.4g}, {high:.4g}), "
+                     f"{'a saddle as expected' if diagnostics['is_saddle'] else 'NOT a saddle'}")
+    else:
+        smallest = diagnostics.get("min_hessian_eigenvalue")
+        curvature = f"min Hessian eigenvalue={'–' if smallest is None else f'{smallest:.6g}'}"
     console.print(f"solver: {diagnostics.get('method')} converged={diagnostics.get('converged')} "
                   f"|∇S|={diagnostics.get('gradient_norm', float('nan')):.2e} "
-                  f"iterations={diagnostics.get('iterations')} "
-                  f"min Hessian eigenvalue={diagnostics.get('min_hessian_eigenvalue')}")
+                  f"iterations={diagnostics.get('iterations')} {curvature}")
     table = Table("width", "test loss", "bias²", "variance", "train error", "log evidence")
     for label, summary, test in (("finite", finite, result.finite_test),
                                  ("infinite", result.infinite, result.infinite_test)):
