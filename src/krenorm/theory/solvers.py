@@ -97,10 +97,13 @@ class _Coordinates:
         self._flat = self.basis.reshape(self.basis.shape[0], -1)
 
     def to_coordinates(self, q: torch.Tensor) -> torch.Tensor:
-        return self._flat @ q.reshape(-1)
+        """Coordinates of q, batched over leading axes: (..., *shape) → (..., size)."""
+        shape = self.basis.shape[1:]
+        return q.reshape(*q.shape[:q.ndim - len(shape)], -1) @ self._flat.T
 
     def from_coordinates(self, c: torch.Tensor) -> torch.Tensor:
-        return (c @ self._flat).reshape(self.basis.shape[1:])
+        """The inverse map, batched over leading axes: (..., size) → (..., *shape)."""
+        return (c @ self._flat).reshape(*c.shape[:-1], *self.basis.shape[1:])
 
     def hessian(self, evaluation: ActionEvaluation) -> torch.Tensor:
         columns = torch.stack([self.to_coordinates(evaluation.hessian_vector(e))
@@ -162,9 +165,8 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
         # All columns in one call: Gram-linear Hessian-vector products are batched, so a block
         # costs one pass over the kernel blocks instead of one per column.
         columns = torch.as_tensor(np.atleast_2d(block.T), dtype=q_bar.dtype)  # (k, size)
-        directions = (columns @ coordinates._flat).reshape(-1, *coordinates.basis.shape[1:])
-        images = function(directions).reshape(columns.shape[0], -1)
-        return (images @ coordinates._flat.T).T.numpy()
+        images = function(coordinates.from_coordinates(columns))
+        return coordinates.to_coordinates(images).T.numpy()
 
     def inverse_prior_hessian(direction: torch.Tensor) -> torch.Tensor:
         return q_bar * direction * q_bar if structure.kind == "diagonal" else (
@@ -180,9 +182,9 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
     soft = _soft_prior_directions(structure, q_bar, min(size, _START_BLOCK) - _RANDOM_START)
     # Random columns keep the block from being exactly orthogonal to the softest direction of
     # S when symmetry makes the prior's directions miss it.
-    start = np.concatenate([
-        (soft.reshape(soft.shape[0], -1) @ coordinates._flat.T).T.numpy(),
-        np.random.default_rng(0).standard_normal((size, _RANDOM_START))], axis=1)
+    start = np.concatenate([coordinates.to_coordinates(soft).T.numpy(),
+                            np.random.default_rng(0).standard_normal((size, _RANDOM_START))],
+                           axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching tolerance" note
         smallest = float(np.min(scipy.sparse.linalg.lobpcg(
