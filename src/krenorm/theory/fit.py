@@ -29,6 +29,10 @@ from krenorm.theory.solvers import (
     solve_saddle_point,
 )
 
+#: Widths N·factor followed, warm-starting each, when a saddle point is not reached from
+#: infinite width directly (both the Q̄ and the (Q̄, Q) saddles).
+_CONTINUATION_FACTORS = (1000.0, 100.0, 10.0, 3.0, 1.0)
+
 
 @dataclass(frozen=True)
 class TheoryConfig:
@@ -206,7 +210,7 @@ class FittedTheory:
         warm-starting each solve; warns if the target is still not converged."""
         start = None
         saddle = None
-        for factor in (1000.0, 100.0, 10.0, 3.0, 1.0):
+        for factor in _CONTINUATION_FACTORS:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore" if factor > 1 else "default",
                                       SaddlePointConvergenceWarning)
@@ -219,7 +223,7 @@ class FittedTheory:
         solve (the two-parameter counterpart of `_continuation`)."""
         config = self.config
         start = (1.0, 0.0)
-        for factor in (1000.0, 100.0, 10.0, 3.0, 1.0):
+        for factor in _CONTINUATION_FACTORS:
             action = self.kernels.action(self.y_train, config.width * factor, config.temperature)
             q_bar, q, diagnostics = solve_mean_term_saddle(action, config.tolerance, start=start)
             if diagnostics["converged"]:

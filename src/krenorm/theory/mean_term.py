@@ -78,7 +78,7 @@ def solve_mean_term_saddle(action: MeanTermAction, tolerance: float = 1e-10,
         target_q = centred
         target_q_bar = 1 / (1 + target_q) - mean_part / (1 + target_q) ** 2
         candidate = (q_bar + damping * (target_q_bar - q_bar), q + damping * (target_q - q))
-        if candidate[0] <= 0 or candidate[1] <= -1:
+        if not _in_domain(candidate):
             damping /= 2
             continue
         _, trial = action.evaluate(*candidate)
@@ -119,24 +119,26 @@ def _newton_polish(action: MeanTermAction, q_bar: float, q: float
                    ) -> tuple[float, float, float] | None:
     """Powell's hybrid method on ∇S(Q̄, Q) = 0 from (q_bar, q); None if it leaves the domain."""
     def gradient(point: np.ndarray) -> np.ndarray:
-        if point[0] <= 0 or point[1] <= -1:
+        if not _in_domain(point):
             raise _OutsideDomainError
         return action.evaluate(*point)[1]
 
     def jacobian(point: np.ndarray) -> np.ndarray:
-        if point[0] <= 0 or point[1] <= -1:
+        if not _in_domain(point):
             raise _OutsideDomainError
         return stationary_point_hessian(action, *point)
 
     try:
-        result = scipy.optimize.root(gradient, np.array([q_bar, q]), jac=jacobian,
-                                     method="hybr", tol=1e-14)
+        point = scipy.optimize.root(gradient, np.array([q_bar, q]), jac=jacobian,
+                                    method="hybr", tol=1e-14).x
+        return float(point[0]), float(point[1]), float(np.linalg.norm(gradient(point)))
     except (_OutsideDomainError, torch.linalg.LinAlgError):
         return None
-    point = result.x
-    if point[0] <= 0 or point[1] <= -1:
-        return None
-    return float(point[0]), float(point[1]), float(np.linalg.norm(gradient(point)))
+
+
+def _in_domain(point) -> bool:
+    """(Q̄, Q) with Q̄ > 0 and Q > −1, where S is defined."""
+    return point[0] > 0 and point[1] > -1
 
 
 class _OutsideDomainError(Exception):
