@@ -16,7 +16,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from krenorm.data import Dataset, Provenance, hypercube_task, linear_teacher, load_dataset
+from krenorm.data import Dataset, hypercube_task, linear_teacher, load_dataset
+from krenorm.data.synthetic import assemble_synthetic
 
 TASK_NAMES: tuple[str, ...] = ("teacher", "ising", "hermite", "xor", "mnist-0-3")
 
@@ -38,18 +39,10 @@ def _gaussian_inputs(count: int, input_dim: int, generator: np.random.Generator)
 def _synthetic(
     name: str, description: str, x_train, y_train, x_test, y_test, seed: int, steps, directions
 ) -> Dataset:
-    provenance = Provenance(
-        dataset=name,
-        description=description,
-        source=None,
-        classes=(),
-        class_names=(),
-        seed=seed,
-        preprocessing=tuple(steps),
-        parameters=(("n_train", x_train.shape[0]), ("n_test", x_test.shape[0]),
-                    ("input_dim", x_train.shape[1])),
-    )  # fmt: skip
-    return Dataset(name, x_train, y_train, x_test, y_test, provenance, {"directions": directions})
+    sizes = {"n_train": x_train.shape[0], "n_test": x_test.shape[0],
+             "input_dim": x_train.shape[1]}
+    return assemble_synthetic(name, description, (x_train, x_test), (y_train, y_test), seed,
+                              tuple(steps), sizes, {"directions": directions})
 
 
 def _unit(vector: torch.Tensor) -> torch.Tensor:

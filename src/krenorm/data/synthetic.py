@@ -71,7 +71,7 @@ def _noisy(y: torch.Tensor, noise: float, seed: int) -> torch.Tensor:
     return y + noise * _normal(tuple(y.shape), _generator(seed, "noise"))
 
 
-def _assemble(
+def assemble_synthetic(
     name: str,
     description: str,
     inputs: tuple[torch.Tensor, torch.Tensor],
@@ -81,6 +81,8 @@ def _assemble(
     parameters: dict,
     teacher: dict[str, torch.Tensor],
 ) -> Dataset:
+    """A generated data set with its provenance (no source file; `steps` describe how it was
+    made, `parameters` its sizes and knobs, `teacher` its ground-truth objects)."""
     provenance = Provenance(
         dataset=name,
         description=description,
@@ -114,7 +116,7 @@ def linear_teacher(
     def teach(x: torch.Tensor) -> torch.Tensor:
         return x @ weights / math.sqrt(dimension)
 
-    return _assemble(
+    return assemble_synthetic(
         "synthetic-linear", f"synthetic linear teacher (D = {dimension})", (x_train, x_test),
         (_noisy(teach(x_train), noise, seed), teach(x_test)), seed,
         ("inputs x ~ N(0, I_D)", "targets y = w·x/√D, w ~ N(0, I_D)", _noise_step(noise)),
@@ -150,7 +152,7 @@ def fc_teacher(
     def teach(x: torch.Tensor) -> torch.Tensor:
         return sigma(x @ first.T / math.sqrt(dimension)) @ readout / math.sqrt(hidden_units)
 
-    return _assemble(
+    return assemble_synthetic(
         "synthetic-fc", f"synthetic FC {sigma.name} teacher (D = {dimension}, N = {hidden_units})",
         (x_train, x_test), (_noisy(teach(x_train), noise, seed), teach(x_test)), seed,
         ("inputs x ~ N(0, I_D)",
@@ -227,7 +229,7 @@ def local_teacher(
         fields = patches @ flat_filters.T / math.sqrt(patch_dimension)  # (P, Np, N)
         return torch.einsum("pik,ki->p", sigma(fields), readout) / math.sqrt(channels * n_patches)
 
-    return _assemble(
+    return assemble_synthetic(
         "synthetic-local",
         f"synthetic local {sigma.name} CNN teacher (mask {mask_hw}, N = {channels}, "
         f"Np = {n_patches})",
@@ -308,7 +310,7 @@ def hypercube_task(
             raise ValueError(f"target returned shape {tuple(y.shape)}, expected ({x.shape[0]},).")
         check_finite("target values", y)
         targets.append(y)
-    return _assemble(
+    return assemble_synthetic(
         "synthetic-hypercube", f"synthetic hypercube task (d = {dimension}, target {described})",
         (x_train, x_test), (_noisy(targets[0], noise, seed), targets[1]), seed,
         ("inputs x uniform on {±1}^d, with replacement", f"targets y = {described}",
