@@ -221,6 +221,25 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def _method_result(name: str, prediction, y_test: torch.Tensor, network_mean: torch.Tensor,
+                   alignment: float, overlap: float, spike: float, scale: float = math.nan,
+                   details: dict | None = None) -> MethodResult:
+    """A MethodResult from anything with test_loss(y) and test_mean (predictions, solutions)."""
+    loss = prediction.test_loss(y_test)
+    return MethodResult(name, loss["loss"], loss["bias2"], loss["variance"],
+                        _relative(prediction.test_mean, network_mean), alignment, overlap, spike,
+                        scale, details or {})
+
+
+def _saddle_result(name: str, solution, y: torch.Tensor, y_test: torch.Tensor,
+                   network_mean: torch.Tensor, teacher, regime: ScalingRegime) -> MethodResult:
+    """A MethodResult of an adaptive saddle-point solution, with its solver details."""
+    return _method_result(
+        name, solution, y_test, network_mean, kernel_alignment(solution.hidden_kernel, y),
+        teacher_overlap(solution.weight_covariance, teacher),
+        _spike(solution.weight_covariance, regime), details=_solver_details(solution))
+
+
 def _linear_methods(experiment, data, regime, config, network_mean, teacher):
     x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     y_test = y_test.to(torch.float64)
@@ -237,41 +256,18 @@ def _linear_methods(experiment, data, regime, config, network_mean, teacher):
         ("oracle", oracle.prediction, oracle.scale_mean, {"scale_std": oracle.scale_std}),
     )  # fmt: skip
     for name, prediction, scale, details in predictions:
-        loss = prediction.test_loss(y_test)
         isotropic = name == "nngp"
-        results.append(
-            MethodResult(
-                name,
-                loss["loss"],
-                loss["bias2"],
-                loss["variance"],
-                _relative(prediction.test_mean, network_mean),
-                kernel_alignment(prediction.hidden_kernel, y),
-                math.nan if isotropic else teacher_overlap(prediction.weight_covariance, teacher),
-                _spike(prediction.weight_covariance, regime),
-                scale,
-                details,
-            )
-        )
+        results.append(_method_result(
+            name, prediction, y_test, network_mean,
+            kernel_alignment(prediction.hidden_kernel, y),
+            math.nan if isotropic else teacher_overlap(prediction.weight_covariance, teacher),
+            _spike(prediction.weight_covariance, regime), scale, details))
     if config.full_saddle:
         solution = solve_adaptive_saddle_point(
             x, y, x_test, regime, experiment.activation, config.solver, fluctuations=True
         )
-        loss = solution.test_loss(y_test)
-        results.append(
-            MethodResult(
-                "full-saddle",
-                loss["loss"],
-                loss["bias2"],
-                loss["variance"],
-                _relative(solution.test_mean, network_mean),
-                kernel_alignment(solution.hidden_kernel, y),
-                teacher_overlap(solution.weight_covariance, teacher),
-                _spike(solution.weight_covariance, regime),
-                math.nan,
-                _solver_details(solution),
-            )
-        )
+        results.append(_saddle_result("full-saddle", solution, y, y_test, network_mean, teacher,
+                                      regime))
     return results
 
 
@@ -296,41 +292,15 @@ def _nonlinear_methods(experiment, data, regime, config, network_mean, teacher):
         ("nngp", scaled_kernel_prediction(kernel, cross, diagonal, y, regime, 1.0, "nngp")),
         ("corrected", standard_corrected_kernel(kernel, cross, diagonal, y, regime)),
     ):
-        loss = prediction.test_loss(y_test)
-        results.append(
-            MethodResult(
-                name,
-                loss["loss"],
-                loss["bias2"],
-                loss["variance"],
-                _relative(prediction.test_mean, network_mean),
-                kernel_alignment(kernel, y),
-                math.nan,
-                1.0,
-                prediction.scale,
-            )
-        )
+        results.append(_method_result(name, prediction, y_test, network_mean,
+                                      kernel_alignment(kernel, y), math.nan, 1.0,
+                                      prediction.scale))
     variants = (("tree-level", False), ("full-saddle", True))
     for name, fluctuations in variants[: 2 if config.full_saddle else 1]:
         solution = solve_adaptive_saddle_point(
             x, y, x_test, regime, act, config.solver, fluctuations
         )
-        loss = solution.test_loss(y_test)
-        details = _solver_details(solution)
-        results.append(
-            MethodResult(
-                name,
-                loss["loss"],
-                loss["bias2"],
-                loss["variance"],
-                _relative(solution.test_mean, network_mean),
-                kernel_alignment(solution.hidden_kernel, y),
-                teacher_overlap(solution.weight_covariance, teacher),
-                _spike(solution.weight_covariance, regime),
-                math.nan,
-                details,
-            )
-        )
+        results.append(_saddle_result(name, solution, y, y_test, network_mean, teacher, regime))
     return results
 
 
