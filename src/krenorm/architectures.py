@@ -60,3 +60,8 @@ class ArchitectureSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ArchitectureSpec:
+        """Inverse of `to_dict` (configs, stores and checkpoints read specs through this)."""
+        return cls(**raw)
