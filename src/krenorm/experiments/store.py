@@ -170,7 +170,7 @@ class ResultsStore:
                                            isolation_level=None)
         self._connection.row_factory = sqlite3.Row
         self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._enter_wal_mode(busy_timeout_s)
         if mode.lower() != "wal":
             raise ValueError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the "
                              "store on a local file system (not NFS or a read-only mount).")
@@ -181,6 +181,25 @@ class ResultsStore:
         self._create_schema()
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _enter_wal_mode(self, busy_timeout_s: float) -> str:
+        """Switch the file to WAL and return the journal mode SQLite reports.
+
+        Why the retry: the switch needs an exclusive lock, and when two processes open a fresh
+        store at the same moment SQLite can answer SQLITE_BUSY at once, without calling the busy
+        handler (seen in CI as 'database is locked' from the PRAGMA itself). We retry until
+        the same busy timeout as every other statement has passed.
+        """
+        deadline = time.monotonic() + busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                return str(self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.2)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
