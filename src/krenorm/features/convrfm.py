@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from krenorm.features.conv_kernels import MahalanobisPatchKernel, PatchGeometry
+from krenorm.features.conv_kernels import MahalanobisPatchKernel
 from krenorm.features.estimators import FeatureClassifierBase, FeatureRegressorBase
+from krenorm.kernels.patches import PatchGeometry
 
 
 class _ConvRFMParameters:

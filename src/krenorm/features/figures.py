@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from krenorm._validation import check_images
 from krenorm.features.cnfa import CNFAReport
-from krenorm.features.conv_kernels import PatchGeometry
 from krenorm.features.metric import psd_eigh
+from krenorm.kernels.patches import PatchGeometry
 
 
 def top_eigenvectors(metric: torch.Tensor, n_vectors: int) -> tuple[torch.Tensor, torch.Tensor]:

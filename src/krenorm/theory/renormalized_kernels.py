@@ -49,9 +49,9 @@ class RenormalizedKernels(ABC):
         self.n_patches = spec.n_patches(tuple(x_train.shape[1:])) if x_train.ndim == 4 else 1
 
     @property
-    def geometry(self) -> tuple:
-        spec = self.spec
-        return (spec.mask, spec.stride, spec.padding, spec.activation, self.lambda0)
+    def local_options(self) -> dict:
+        """Activation and λ0 of the local kernels (the geometry is `spec.geometry`)."""
+        return {"activation": self.spec.activation, "lambda0": self.lambda0}
 
     @abstractmethod
     def action(self, y: torch.Tensor, width: float, temperature: float) -> EffectiveAction:
@@ -107,14 +107,16 @@ class PooledKernels(FullyConnectedKernels):
 
     def __init__(self, *args, **kwargs):
         RenormalizedKernels.__init__(self, *args, **kwargs)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.local = LocalKernel(self.x_train, self.spec.geometry, **self.local_options,
+                                 chunk_bytes=self.chunk_bytes)
         self.ones = torch.ones(self.n_patches, self.n_patches, dtype=torch.float64,
                                device=self.x_train.device)
         self.base = self.base_kernel(self.x_train)
 
     def base_kernel(self, x, z=None):
         if z is None:
-            blocks = compute_local_blocks(x, *self.geometry, memory_limit=self.memory_limit,
+            blocks = compute_local_blocks(x, self.spec.geometry, **self.local_options,
+                                          memory_limit=self.memory_limit,
                                           chunk_bytes=self.chunk_bytes)
             return blocks.contract(self.ones) / blocks.n_patches**2
         if z is not self.x_train:
@@ -133,11 +135,12 @@ class ConvolutionalKernels(RenormalizedKernels):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.blocks = compute_local_blocks(self.x_train, *self.geometry,
+        self.blocks = compute_local_blocks(self.x_train, self.spec.geometry, **self.local_options,
                                            memory_limit=self.memory_limit,
                                            chunk_bytes=self.chunk_bytes)
         self.basis = LocalBlocksBasis(self.blocks, self.lambda1)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.local = LocalKernel(self.x_train, self.spec.geometry, **self.local_options,
+                                 chunk_bytes=self.chunk_bytes)
 
     def action(self, y, width, temperature):
         structure = OrderParameterStructure("matrix", self.blocks.n_patches)
@@ -165,10 +168,12 @@ class LocallyConnectedKernels(RenormalizedKernels):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.diagonal_blocks = local_diagonal_blocks(self.x_train, *self.geometry,
+        self.diagonal_blocks = local_diagonal_blocks(self.x_train, self.spec.geometry,
+                                                     **self.local_options,
                                                      memory_limit=self.memory_limit)
         self.basis = DiagonalBlocksBasis(self.diagonal_blocks, self.lambda1)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.local = LocalKernel(self.x_train, self.spec.geometry, **self.local_options,
+                                 chunk_bytes=self.chunk_bytes)
 
     def action(self, y, width, temperature):
         structure = OrderParameterStructure("diagonal", self.diagonal_blocks.shape[0])
