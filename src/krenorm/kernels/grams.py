@@ -25,7 +25,8 @@ from krenorm.kernels.patches import IntPair, PatchGeometry
 _KAPPA_TEMPORARIES = 8
 
 
-def _prepare(x: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str | None):
+def _prepare(x: torch.Tensor, dtype: torch.dtype | None,
+             device: torch.device | str | None) -> torch.Tensor:
     dtype = dtype or torch.float64
     return x.to(dtype=dtype, device=device if device is not None else x.device)
 

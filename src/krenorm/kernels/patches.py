@@ -77,7 +77,7 @@ def extract_patches(
     return windows.permute(0, 2, 3, 1, 4, 5).reshape(x.shape[0], out_h * out_w, -1).contiguous()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PatchGeometry:
     """The patches of a torch.nn.Conv2d: mask (kernel size), stride, padding and padding mode.
 
@@ -86,18 +86,19 @@ class PatchGeometry:
     """
 
     mask: tuple[int, int]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    padding_mode: PaddingMode = DEFAULT_PADDING_MODE
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    padding_mode: PaddingMode
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mask", as_pair("mask", self.mask))
-        object.__setattr__(self, "stride", as_pair("stride", self.stride))
-        object.__setattr__(self, "padding", as_pair("padding", self.padding, minimum=0))
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(
-                f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}."
-            )
+    def __init__(self, mask: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+                 padding_mode: PaddingMode = DEFAULT_PADDING_MODE) -> None:
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got "
+                             f"{padding_mode!r}.")
+        object.__setattr__(self, "mask", as_pair("mask", mask))
+        object.__setattr__(self, "stride", as_pair("stride", stride))
+        object.__setattr__(self, "padding", as_pair("padding", padding, minimum=0))
+        object.__setattr__(self, "padding_mode", padding_mode)
 
     @classmethod
     def of(cls, geometry: PatchGeometry | IntPair, stride: IntPair | None = None,
@@ -109,8 +110,7 @@ class PatchGeometry:
                 raise ValueError("pass stride and padding inside the PatchGeometry, not next to "
                                  "it.")
             return geometry
-        return cls(as_pair("mask", geometry), as_pair("stride", 1 if stride is None else stride),
-                   as_pair("padding", 0 if padding is None else padding, minimum=0))
+        return cls(geometry, 1 if stride is None else stride, 0 if padding is None else padding)
 
     @property
     def is_circular(self) -> bool:
