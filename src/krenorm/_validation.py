@@ -57,7 +57,7 @@ def as_pair(name: str, value: int | tuple[int, int], minimum: int = 1) -> tuple[
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def check_targets(name: str, y: torch.Tensor, n_samples: int) -> torch.Tensor:

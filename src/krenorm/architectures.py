@@ -9,7 +9,7 @@ activation names); nothing under `kernels` imports it at run time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from krenorm.kernels.activations import get_activation
 from krenorm.kernels.patches import DEFAULT_PADDING_MODE, IntPair, PaddingMode, PatchGeometry
@@ -38,7 +38,7 @@ class ArchitectureSpec:
 
     def __init__(
         self,
-        kind: ArchitectureKind = "fc",
+        kind: ArchitectureKind | str = "fc",
         activation: str = "erf",
         mask: IntPair | None = None,
         stride: IntPair | None = None,
@@ -60,7 +60,7 @@ class ArchitectureSpec:
             raise ValueError(f"geometry must be a PatchGeometry, got {type(geometry).__name__}.")
         elif any(value is not None for value in (mask, stride, padding, padding_mode)):
             raise ValueError("pass either geometry or mask/stride/padding/padding_mode, not both.")
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "kind", cast(ArchitectureKind, kind))  # checked above
         object.__setattr__(self, "activation", activation)
         object.__setattr__(self, "geometry", geometry)
 

@@ -20,6 +20,7 @@ G = (1/|S|) Σ_{x∈S} Σ_r Σ_o ∇_{u_r} f_o ∇_{u_r} f_oᵀ.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -134,7 +135,7 @@ class MahalanobisPatchKernel:
         left_norms: torch.Tensor,
         right: torch.Tensor,
         right_norms: torch.Tensor,
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, b, c) for position-major features left (Np, A, r), right (Np, B, r) with their
         squared norms (Np, A), (Np, B), broadcast to (Np, A, B) aligned or (Np, A, Np, B)
         all-pairs (positions r of x, then s of z)."""
@@ -150,7 +151,8 @@ class MahalanobisPatchKernel:
     def _mean_over_positions(self, values: torch.Tensor) -> torch.Tensor:
         return values.mean(0) if self.layout == "aligned" else values.mean((0, 2))
 
-    def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None):
+    def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None
+                        ) -> Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """Callable (start, stop) → (features (Np, B, r), squared norms (Np, B)) of
         z[start:stop]; computed once up front when all of z's features fit in chunk_bytes,
         else per call."""

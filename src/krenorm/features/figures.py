@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from krenorm._validation import check_images
@@ -27,7 +28,7 @@ def top_eigenvectors(metric: torch.Tensor, n_vectors: int) -> tuple[torch.Tensor
     return eigenvalues[order], eigenvectors[:, order].T
 
 
-def _symmetric_image(axis, image: torch.Tensor) -> None:
+def _symmetric_image(axis: Axes, image: torch.Tensor) -> None:
     limit = float(image.abs().max()) or 1.0
     axis.imshow(image.cpu().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
     axis.set_xticks([])

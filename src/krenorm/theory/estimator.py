@@ -58,8 +58,8 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
         self.tolerance = tolerance
 
     def _config(self) -> TheoryConfig:
-        spec = ArchitectureSpec(self.architecture, self.activation,  # type: ignore[arg-type]
-                                self.mask, self.stride, self.padding)
+        spec = ArchitectureSpec(self.architecture, self.activation, self.mask, self.stride,
+                                self.padding)
         width = self.width
         if self.infinite_width:
             warnings.warn("infinite_width=True is deprecated; pass width=math.inf.",
