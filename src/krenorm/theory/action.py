@@ -54,16 +54,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ActionEvaluation:
-    """S, its gradient and Hessian-vector product at one point (all in point coordinates).
-
-    data_fit is ln det A + yᵀA⁻¹y (the data term times N; 0 where it was not computed, at
-    N = ∞)."""
+    """S, its gradient and Hessian-vector product at one point (all in point coordinates)."""
 
     point: torch.Tensor
     value: float
     gradient: torch.Tensor
     hessian_vector: Callable[[torch.Tensor], torch.Tensor]
-    data_fit: float = 0.0
 
     @property
     def q_bar(self) -> torch.Tensor:
@@ -114,7 +110,7 @@ class EffectiveAction(ABC):
             return structure.prior_hessian_vector(point, direction) + data.hessian_vector(direction)
 
         return ActionEvaluation(point, prior_value + data.value, prior_gradient + data.gradient,
-                                hessian_vector, data.data_fit)
+                                hessian_vector)
 
     def __call__(self, point: torch.Tensor) -> float:
         return self.evaluate(point).value
@@ -226,7 +222,7 @@ class GramLinearAction(EffectiveAction):
             term = -solved @ a_inverse + cross + cross.transpose(-1, -2)
             return self.basis.project(term).to(direction) / self.width
 
-        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector, data_fit)
+        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector)
 
 
 @dataclass(frozen=True)
@@ -351,4 +347,4 @@ class SpectralAction(EffectiveAction):
                                          / self.width)
 
         return ActionEvaluation(point, data_fit / self.width, structure.from_matrix(gradient),
-                                hessian_vector, data_fit)
+                                hessian_vector)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from krenorm._validation import check_positive, check_targets
+from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.grams import fc_kernel, fc_kernel_diagonal, fc_means
 from krenorm.theory.action import ActionEvaluation, EffectiveAction
 from krenorm.theory.kernel_model import RenormalizedKernels
@@ -125,7 +126,7 @@ class MeanTermAction(EffectiveAction):
             curvature[..., 1] = second * direction[..., 1].to(first)
             return (first + curvature).to(direction) / self.width
 
-        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector, data_fit)
+        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector)
 
 
 class MeanTermKernels(RenormalizedKernels):
@@ -138,6 +139,12 @@ class MeanTermKernels(RenormalizedKernels):
         self.lambda1 = lambda1
         self.kernel = fc_kernel(x_train, None, activation, lambda0)
         self.means = fc_means(x_train, activation, lambda0)
+
+    @classmethod
+    def from_spec(cls, spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
+                  lambda1: float, **_memory_options: Any) -> MeanTermKernels:
+        """The model of an FC spec (dense P×P kernels: the memory options do not apply)."""
+        return cls(spec.activation, x_train, lambda0, lambda1)
 
     def action(self, y: torch.Tensor, width: float, temperature: float) -> MeanTermAction:
         return MeanTermAction(self.kernel, self.means, y, width, temperature, self.lambda1)

@@ -13,6 +13,7 @@ Only cross blocks with the training set and test diagonals are computed, in test
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -120,7 +121,7 @@ class SpectralKernels(ArchitectureKernels):
     def posterior(self, point: torch.Tensor, y: torch.Tensor,
                   temperature: float) -> GaussianPosterior:
         basis = self.spectral_basis(y)
-        q_matrix = point.reshape(1, 1) if basis.n_outputs == 1 else point
+        q_matrix = point.reshape(basis.n_outputs, basis.n_outputs)  # a scalar Q̄ as 1×1
         return SpectralPosterior(basis, q_matrix, temperature, self.base_test_kernels,
                                  self.test_batch_size())
 
@@ -222,19 +223,27 @@ class LocallyConnectedKernels(ArchitectureKernels):
         return self.local.batch_size(all_pairs=False)
 
 
-_KERNELS: dict[str, type[ArchitectureKernels]] = {
-    "fc": FullyConnectedKernels, "cnn-gap": PooledKernels, "cnn": ConvolutionalKernels,
-    "lcn": LocallyConnectedKernels}
+KernelModelFactory = Callable[..., RenormalizedKernels]
+
+#: The kernel model of each (architecture kind, odd activation?). A new effective theory (the
+#: (Q̄, Q) pair of a CNN with ReLU, say) is one more entry here.
+_MODELS: dict[tuple[str, bool], KernelModelFactory] = {
+    ("fc", True): FullyConnectedKernels,
+    ("fc", False): MeanTermKernels.from_spec,
+    ("cnn-gap", True): PooledKernels,
+    ("cnn", True): ConvolutionalKernels,
+    ("lcn", True): LocallyConnectedKernels,
+}
 
 
 def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
                          lambda1: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                          memory_limit: int | None = None) -> RenormalizedKernels:
-    """The kernel model of an architecture: the (Q̄, Q) mean-term model for FC with a non-odd
-    activation. Refuses non-odd activations for CNN/LCN/GAP, whose mean term couples positions
+    """The kernel model of an architecture (the (Q̄, Q) mean-term model for FC with a non-odd
+    activation). Refuses non-odd activations for CNN/LCN/GAP, whose mean term couples positions
     and is not derived here (docs/math/theory.md §3)."""
-    odd = get_activation(spec.activation).odd
-    if spec.is_convolutional and not odd:
+    key = (spec.kind, get_activation(spec.activation).odd)
+    if key not in _MODELS:
         raise NotImplementedError(
             f"the {spec.kind} effective theory with the non-odd activation {spec.activation!r} "
             "needs the mean term that couples patch positions (docs/math/theory.md §3), which "
@@ -243,7 +252,5 @@ def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0:
         )
     if spec.is_convolutional and x_train.ndim != 4:
         raise ValueError(f"the {spec.kind} architecture needs images of shape (P, c, H, W).")
-    if not odd:
-        return MeanTermKernels(spec.activation, x_train, lambda0, lambda1)
-    return _KERNELS[spec.kind](spec, x_train, lambda0, lambda1, chunk_bytes=chunk_bytes,
-                               memory_limit=memory_limit)
+    return _MODELS[key](spec, x_train, lambda0, lambda1, chunk_bytes=chunk_bytes,
+                        memory_limit=memory_limit)
