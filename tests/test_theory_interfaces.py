@@ -24,7 +24,12 @@ from krenorm.theory import (
     fit_theory,
     solve_saddle_point,
 )
-from krenorm.theory.mean_term import MeanTermKernels, solve_mean_term_saddle
+from krenorm.theory.mean_term import (
+    MeanTermKernels,
+    solve_mean_term_saddle,
+    stationary_point_hessian,
+)
+from krenorm.theory.solvers import is_positive_definite
 
 
 def _task(n_train=30, n_test=10, side=6, seed=0):
@@ -165,6 +170,13 @@ def test_mean_term_deprecated_calls_agree_with_the_new_interface():
     assert diagnostics["converged"] and diagnostics["is_saddle"]
     with pytest.warns(DeprecationWarning, match="attribute"):
         assert solution.diagnostics["converged"] is True
+    with pytest.warns(DeprecationWarning, match="hessian"):
+        hessian = stationary_point_hessian(action, q_bar, q)
+    assert torch.allclose(torch.as_tensor(hessian),
+                          torch.tensor(solution.diagnostics.hessian, dtype=torch.float64),
+                          atol=1e-12)
+    with pytest.warns(DeprecationWarning, match="is_admissible"):
+        assert is_positive_definite(action.structure, solution.point)
 
 
 def test_one_diagnostics_type_for_minima_and_saddles():

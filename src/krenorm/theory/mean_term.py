@@ -166,6 +166,17 @@ class MeanTermKernels(RenormalizedKernels):
                                  self.lambda1))
 
 
+def stationary_point_hessian(action: MeanTermAction, q_bar: float, q: float) -> np.ndarray:
+    """Deprecated: the analytic ∂²S/∂(Q̄, Q)² from ``action.evaluate(point).hessian_vector``
+    (the solver reports it as ``SolverDiagnostics.hessian``)."""
+    warnings.warn("stationary_point_hessian is deprecated; use "
+                  "action.evaluate(point).hessian_vector or SolverDiagnostics.hessian.",
+                  DeprecationWarning, stacklevel=2)
+    evaluation = action.evaluate(torch.tensor([q_bar, q], dtype=torch.float64))
+    hessian = evaluation.hessian_vector(torch.eye(2, dtype=torch.float64))
+    return ((hessian + hessian.T) / 2).numpy()
+
+
 def solve_mean_term_saddle(action: MeanTermAction, tolerance: float = 1e-10,
                            max_iterations: int = 2000,
                            start: tuple[float, float] = (1.0, 0.0)

@@ -113,6 +113,13 @@ class _Coordinates:
         return (columns + columns.T) / 2
 
 
+def is_positive_definite(structure: OrderParameterStructure, q: torch.Tensor) -> bool:
+    """Deprecated: ``structure.is_admissible(q)``."""
+    warnings.warn("is_positive_definite is deprecated; use structure.is_admissible.",
+                  DeprecationWarning, stacklevel=2)
+    return structure.is_admissible(q)
+
+
 def gradient_norm(evaluation: ActionEvaluation) -> float:
     """‖∂S‖_F in point coordinates."""
     return float(torch.linalg.norm(evaluation.gradient))
