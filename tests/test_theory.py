@@ -25,7 +25,7 @@ from krenorm.theory.action import (
 )
 from krenorm.theory.fit import fit_theory
 from krenorm.theory.mean_term import MeanTermKernels
-from krenorm.theory.order_parameters import OrderParameterStructure
+from krenorm.theory.order_parameters import DiagonalStructure, MatrixStructure
 from krenorm.theory.solvers import solve_saddle_point
 
 
@@ -93,7 +93,7 @@ def test_linear_fc_approaches_exact_gamma_mixture_as_1_over_n():
 def test_infinite_width_limit_is_the_nngp(kind):
     x, y, x_test, y_test = _task(n_train=30, n_test=12)
     spec = ArchitectureSpec(kind, "erf", mask=3, stride=3)
-    infinite = fit_theory(x, y, spec, 1.0, temperature=0.1, infinite_width=True)
+    infinite = fit_theory(x, y, spec, math.inf, temperature=0.1)
     wide = fit_theory(x, y, spec, 1e8, temperature=0.1)
     # α = 3e-7: Q̄ − 1 = O(α).
     identity = infinite.q_bar
@@ -155,8 +155,8 @@ def test_lcn_equals_infinite_width_lcn_with_per_patch_priors():
 def test_fc_equals_infinite_width_fc_with_renormalized_prior():
     x, y, x_test, _ = _task(n_train=40, n_test=10)
     fit = fit_theory(x, y, ArchitectureSpec("fc", "erf"), 15.0, 0.05, lambda1=0.8)
-    retuned = fit_theory(x, y, ArchitectureSpec("fc", "erf"), 1.0, 0.05,
-                         lambda1=float(fit.effective_priors), infinite_width=True)
+    retuned = fit_theory(x, y, ArchitectureSpec("fc", "erf"), math.inf, 0.05,
+                         lambda1=float(fit.effective_priors))
     assert torch.allclose(fit.predict(x_test).mean, retuned.predict(x_test).mean, atol=1e-12)
     assert torch.allclose(fit.predict(x_test).variance, retuned.predict(x_test).variance,
                           atol=1e-12)
@@ -196,7 +196,7 @@ def test_multi_output_q_bar_is_identity_at_infinite_width_and_reduces_to_scalar(
     y2 = torch.stack([y, torch.tanh(x[:, 0, 0, 0]) + 0.1 * torch.randn(40, generator=gen,
                                                                         dtype=torch.float64)], 1)
     spec = ArchitectureSpec("fc", "erf")
-    infinite = fit_theory(x, y2, spec, 1.0, 0.05, infinite_width=True)
+    infinite = fit_theory(x, y2, spec, math.inf, 0.05)
     assert torch.equal(infinite.q_bar, torch.eye(2, dtype=torch.float64))
     wide = fit_theory(x, y2, spec, 1e9, 0.05)
     assert torch.allclose(wide.q_bar, torch.eye(2, dtype=torch.float64), atol=1e-6)
@@ -229,9 +229,9 @@ def _actions():
     yield "fc-2", SpectralAction(fc_kernel(x), y2, 12.0, 0.1, 1.3), _spd(2, 1)
     blocks = compute_local_blocks(x, 3, 3)
     yield ("cnn", GramLinearAction(LocalBlocksBasis(blocks, 0.7), y, 12.0, 0.1,
-                                   OrderParameterStructure("matrix", 4)), _spd(4, 2))
+                                   MatrixStructure(4)), _spd(4, 2))
     yield ("lcn", GramLinearAction(DiagonalBlocksBasis(local_diagonal_blocks(x, 3, 3), 0.7), y,
-                                   12.0, 0.1, OrderParameterStructure("diagonal", 4)),
+                                   12.0, 0.1, DiagonalStructure(4)),
            torch.tensor([0.7, 1.2, 1.0, 1.5], dtype=torch.float64))
 
 
@@ -256,18 +256,19 @@ def test_mean_term_gradient_and_odd_reduction():
     x, y, _, _ = _task(n_train=25)
     kernels = MeanTermKernels("relu", x, 1.0, 1.2)
     action = kernels.action(y, 10.0, 0.1)
-    _value, gradient = action.evaluate(0.8, 0.3)
+    point = torch.tensor([0.8, 0.3], dtype=torch.float64)
+    gradient = action.evaluate(point).gradient
     step = 1e-6
     for index, shift in enumerate(([step, 0.0], [0.0, step])):
-        plus = action.evaluate(0.8 + shift[0], 0.3 + shift[1])[0]
-        minus = action.evaluate(0.8 - shift[0], 0.3 - shift[1])[0]
+        plus = action(point + torch.tensor(shift, dtype=torch.float64))
+        minus = action(point - torch.tensor(shift, dtype=torch.float64))
         assert gradient[index] == pytest.approx((plus - minus) / (2 * step), rel=1e-6)
     # With M = 0 the stationary Q̄ equals the odd-case saddle point on the same kernel.
     action.mean_outer = torch.zeros_like(action.mean_outer)
-    from krenorm.theory.mean_term import solve_mean_term_saddle
-    q_bar, q, diagnostics = solve_mean_term_saddle(action)
+    solution = solve_saddle_point(action)
+    (q_bar, q), diagnostics = solution.point.tolist(), solution.diagnostics
     odd = solve_saddle_point(SpectralAction(kernels.kernel, y, 10.0, 0.1, 1.2))
-    assert diagnostics["converged"]
+    assert diagnostics.converged
     assert q_bar == pytest.approx(float(odd.q_bar), rel=1e-8)
     assert q_bar == pytest.approx(1 / (1 + q), rel=1e-8)
 
@@ -276,9 +277,9 @@ def test_relu_fc_fit_has_mean_term_and_nngp_limit():
     x, y, x_test, y_test = _task(n_train=30, n_test=10)
     spec = ArchitectureSpec("fc", "relu")
     fit = fit_theory(x, y, spec, 10.0, 0.05)
-    assert fit.diagnostics["converged"] and fit.conjugate_q is not None
+    assert fit.diagnostics.converged and fit.conjugate_q is not None
     wide = fit_theory(x, y, spec, 1e9, 0.05)
-    infinite = fit_theory(x, y, spec, 1.0, 0.05, infinite_width=True)
+    infinite = fit_theory(x, y, spec, math.inf, 0.05)
     assert float(wide.q_bar) == pytest.approx(1.0, abs=1e-6)
     assert wide.test_loss(x_test, y_test).loss == pytest.approx(
         infinite.test_loss(x_test, y_test).loss, rel=1e-6)
@@ -292,14 +293,14 @@ def test_relu_fc_saddle_at_large_alpha_by_continuation_and_its_hessian():
     spec = ArchitectureSpec("fc", "relu")
     fit = fit_theory(x, y, spec, 2.0, 0.1, lambda1=1.2)
     diagnostics = fit.diagnostics
-    assert diagnostics["converged"] and diagnostics["gradient_norm"] <= 1e-9
+    assert diagnostics.converged and diagnostics.gradient_norm <= 1e-9
     assert float(fit.q_bar) == pytest.approx(0.456279, abs=2e-6)
     assert fit.conjugate_q == pytest.approx(0.201658, abs=2e-6)
     # A saddle in (Q̄, Q): one eigenvalue of each sign, as at N = ∞, where the Hessian of
     # −Q̄Q + ln(1 + Q) at (1, 0) is [[0, −1], [−1, −1]] (eigenvalues −1.618, 0.618).
-    assert diagnostics["is_saddle"]
+    assert diagnostics.is_saddle
     wide = fit_theory(x, y, spec, 1e9, 0.1, lambda1=1.2).diagnostics
-    assert torch.allclose(torch.tensor(wide["hessian"]), torch.tensor([[0.0, -1.0], [-1.0, -1.0]]),
+    assert torch.allclose(torch.tensor(wide.hessian), torch.tensor([[0.0, -1.0], [-1.0, -1.0]]),
                           atol=1e-6)
 
 
@@ -312,7 +313,7 @@ def test_solvers_agree(method):
     x, y, _, _ = _task(n_train=30)
     blocks = compute_local_blocks(x, 3, 3)
     action = GramLinearAction(LocalBlocksBasis(blocks, 1.0), y, 8.0, 0.05,
-                              OrderParameterStructure("matrix", 4))
+                              MatrixStructure(4))
     reference = solve_saddle_point(action, method="newton", tolerance=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -372,7 +373,7 @@ def test_batched_hessian_vectors_and_lobpcg_check_for_many_patches():
     x, y, _, _ = _task(n_train=40, side=12)
     blocks = compute_local_blocks(x, 2, 2)
     action = GramLinearAction(LocalBlocksBasis(blocks, 1.0), y, 20.0, 0.1,
-                              OrderParameterStructure("matrix", 36))
+                              MatrixStructure(36))
     q = _spd(36, 3)
     evaluation = action.evaluate(q)
     directions = torch.stack([_symmetric(36, seed) for seed in (4, 5, 6)])
@@ -382,7 +383,7 @@ def test_batched_hessian_vectors_and_lobpcg_check_for_many_patches():
     from krenorm.theory.solvers import _Coordinates, min_hessian_eigenvalue, solve_saddle_point
     for width in (20.0, 0.5):
         action = GramLinearAction(LocalBlocksBasis(blocks, 1.0), y, width, 0.1,
-                                  OrderParameterStructure("matrix", 36))
+                                  MatrixStructure(36))
         saddle = solve_saddle_point(action, hessian_check=False).q_bar
         for point in (q, saddle):
             evaluation = action.evaluate(point)
@@ -401,7 +402,7 @@ def test_lobpcg_check_for_a_diagonal_q_bar_with_many_patches():
     from krenorm.theory.solvers import _Coordinates, min_hessian_eigenvalue
     x, y, _, _ = _task(n_train=40, side=20)
     blocks = local_diagonal_blocks(x, 2, 2)
-    structure = OrderParameterStructure("diagonal", blocks.shape[0])
+    structure = DiagonalStructure(blocks.shape[0])
     generator = torch.Generator().manual_seed(1)
     for width in (20.0, 0.5):
         action = GramLinearAction(DiagonalBlocksBasis(blocks, 1.0), y, width, 0.1, structure)

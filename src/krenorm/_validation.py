@@ -57,4 +57,15 @@ def as_pair(name: str, value: int | tuple[int, int], minimum: int = 1) -> tuple[
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
-    return pair  # type: ignore[return-value]
+    return pair
+
+
+def check_targets(name: str, y: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """Targets must be a finite tensor of shape (P,) or (P, D) with P = n_samples."""
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(y).__name__}.")
+    check_finite(name, y)
+    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
+        raise ValueError(f"{name}: targets must have shape ({n_samples},) or ({n_samples}, D), "
+                         f"got {tuple(y.shape)}.")
+    return y

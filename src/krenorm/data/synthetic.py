@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from krenorm._validation import as_pair, check_finite, check_images
+from krenorm._validation import check_finite, check_images
 from krenorm.data.dataset import Dataset, Provenance
 from krenorm.data.preprocess import check_seed
 from krenorm.kernels.activations import get_activation
-from krenorm.kernels.patches import extract_patches, patch_grid
+from krenorm.kernels.patches import PatchGeometry
 
 HypercubeTarget = Callable[[torch.Tensor], torch.Tensor] | Mapping[tuple[int, ...], float]
 _STREAMS = {"teacher": 0, "train": 1, "test": 2, "noise": 3}
@@ -191,8 +191,8 @@ def local_teacher(
     channels = _check_int("channels", channels, 1)
     noise, seed = _check_noise(noise), check_seed(seed)
     lambda0, lambda1 = _check_precision("lambda0", lambda0), _check_precision("lambda1", lambda1)
-    mask_hw, stride_hw = as_pair("mask", mask), as_pair("stride", stride)
-    padding_hw = as_pair("padding", padding, minimum=0)
+    geometry = PatchGeometry(mask, stride, padding)
+    mask_hw, stride_hw, padding_hw = geometry.mask, geometry.stride, geometry.padding
     sigma = get_activation(activation)
     if images is None:
         if len(image_shape) != 3:
@@ -214,7 +214,7 @@ def local_teacher(
             )
         image_shape = tuple(x_train.shape[1:])
         input_step = "inputs: given images"
-    out_h, out_w = patch_grid(image_shape[1:], mask_hw, stride_hw, padding_hw)
+    out_h, out_w = geometry.grid((image_shape[1], image_shape[2]))
     n_patches = out_h * out_w
     patch_dimension = image_shape[0] * mask_hw[0] * mask_hw[1]
     generator = _generator(seed, "teacher")
@@ -225,7 +225,7 @@ def local_teacher(
     def teach(x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
             return x.new_zeros(0)
-        patches = extract_patches(x, mask_hw, stride_hw, padding_hw)  # (P, Np, M)
+        patches = geometry.patches(x)  # (P, Np, M)
         fields = patches @ flat_filters.T / math.sqrt(patch_dimension)  # (P, Np, N)
         return torch.einsum("pik,ki->p", sigma(fields), readout) / math.sqrt(channels * n_patches)
 

@@ -13,7 +13,7 @@ from krenorm.features.cnfa import (
     cosine_agreement,
     pearson_agreement,
 )
-from krenorm.features.conv_kernels import MahalanobisPatchKernel, PatchGeometry
+from krenorm.features.conv_kernels import MahalanobisPatchKernel
 from krenorm.features.convrfm import ConvRFMClassifier, ConvRFMRegressor
 from krenorm.features.deep_convrfm import DeepConvRFMClassifier, LevelRecord, sample_filters
 from krenorm.features.metric import psd_matrix_power, update_metric
@@ -29,6 +29,7 @@ from krenorm.features.synthetic import (
     star_glyph,
     star_task,
 )
+from krenorm.kernels.patches import PatchGeometry
 
 __all__ = [
     "Agreement",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ def conv_layers(
                 )
             out[item] = named[item]
         elif id(item) in by_module:
-            out[by_module[id(item)]] = item  # type: ignore[assignment]
+            out[by_module[id(item)]] = item
         else:
             raise ValueError(f"{item!r} is not a Conv2d of this model.")
     return out
@@ -166,7 +166,7 @@ class _OutputCapture:
             module.register_forward_hook(self._hook(name)) for name, module in layers.items()
         ]
 
-    def _hook(self, name: str):
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             self.outputs[name].append(output)
             return output.clone()
@@ -336,7 +336,8 @@ def conv_patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     if any((left, right, top, bottom)):
         mode = _PAD_MODES[conv.padding_mode]
         x = F.pad(x, (left, right, top, bottom), mode=mode)
-    return extract_patches(x, conv.kernel_size, conv.stride, 0)
+    mask = (conv.kernel_size[0], conv.kernel_size[1])
+    return extract_patches(x, mask, (conv.stride[0], conv.stride[1]), 0)
 
 
 def conv_from_patches(
@@ -370,7 +371,7 @@ def brute_force_patch_agop(
     dtype, device = _reference_parameters(model)
     images = images.to(device=device, dtype=dtype)
     groups = conv.groups
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}  # the conv's input, its output grid and the patches
 
     def record_input(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         if "input" in state:
@@ -410,4 +411,6 @@ def brute_force_patch_agop(
             total = term if total is None else total + term
     finally:
         model.train(was_training)
+    if total is None:
+        raise ValueError("images is empty; pass at least one image.")
     return total / images.shape[0]

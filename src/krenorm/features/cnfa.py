@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -171,9 +172,16 @@ def _powers(agops: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.T
     }
 
 
+def _per_image(result: PatchAGOP) -> torch.Tensor:
+    """The per-image output covariances (kept by patch_agop(..., keep_per_image=True))."""
+    if result.per_image_output_covariance is None:
+        raise ValueError("the patch-AGOP was computed without keep_per_image=True.")
+    return result.per_image_output_covariance
+
+
 def _resampled_agops(result: PatchAGOP, resamples: torch.Tensor) -> torch.Tensor:
     """(1 + B, groups, d, d): G from all images, then from each multinomial resample of images."""
-    per_image = result.per_image_output_covariance
+    per_image = _per_image(result)
     weights = torch.cat([torch.ones(1, per_image.shape[0]), resamples.to(torch.float64)])
     deltas = torch.einsum("bn,ngkj->bgkj", weights.to(per_image), per_image) / per_image.shape[0]
     return agop_from_output_covariance(result.filters, deltas)
@@ -203,7 +211,7 @@ def _convergence(
     result: PatchAGOP, alphas: Sequence[float], sizes: Sequence[int]
 ) -> dict[float, tuple[ConvergencePoint, ...]]:
     second_moment = result.filter_second_moment()
-    cumulative = result.per_image_output_covariance.cumsum(0)
+    cumulative = _per_image(result).cumsum(0)
     deltas = torch.stack([cumulative[size - 1] / size for size in sizes])
     powered = _powers(agop_from_output_covariance(result.filters, deltas), alphas)
     return {
@@ -257,7 +265,7 @@ def cnfa_report(
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}.")
     alphas = tuple(float(alpha) for alpha in alphas)
-    options = dict(
+    options: dict[str, Any] = dict(
         layers=layers,
         estimator=estimator,
         n_probes=n_probes,

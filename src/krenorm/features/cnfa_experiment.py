@@ -7,6 +7,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from krenorm.features.cnfa import CNFAReport, cnfa_report
 from krenorm.features.small_cnn import (
@@ -15,6 +16,9 @@ from krenorm.features.small_cnn import (
     classification_accuracy,
     train_classifier,
 )
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn (start-up time)
+    from rich.table import Table
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ def run_cnfa_experiment(
     model = SmallCNN(
         x_train.shape[1],
         int(data.y_train.max()) + 1,
-        tuple(x_train.shape[2:]),
+        (x_train.shape[2], x_train.shape[3]),
         tuple(widths),
         kernel_size,
         seed,
@@ -108,7 +112,7 @@ def run_cnfa_experiment(
     )
 
 
-def cnfa_table(report: CNFAReport):
+def cnfa_table(report: CNFAReport) -> Table:
     """A rich Table: per layer and α, Pearson and cosine of WᵀW with G^α for the trained network
     (with its bootstrap interval), the network at initialization, the initial filters, and the
     network at initialization with an exactly isotropic Δ (no gradients)."""

@@ -20,13 +20,13 @@ G = (1/|S|) Σ_{x∈S} Σ_r Σ_o ∇_{u_r} f_o ∇_{u_r} f_oᵀ.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
-from krenorm._validation import as_pair, check_finite, check_images, check_vectors
+from krenorm._validation import check_finite, check_vectors
 from krenorm.features.metric import psd_eigh
 from krenorm.features.patch_kernels import (
     BANDWIDTH_KERNELS,
@@ -35,7 +35,12 @@ from krenorm.features.patch_kernels import (
     kernel_value,
 )
 from krenorm.kernels.memory import check_allocation
-from krenorm.kernels.patches import extract_patches, patch_grid
+from krenorm.kernels.patches import PaddingMode, PatchGeometry
+
+# PatchGeometry lives in krenorm.kernels.patches (one geometry for theory, networks and features);
+# it stays importable from here.
+__all__ = ["PATCH_KERNEL_CHUNK_BYTES", "Layout", "MahalanobisPatchKernel", "PaddingMode",
+           "PatchGeometry"]
 
 Layout = Literal["aligned", "all-pairs"]
 
@@ -44,55 +49,10 @@ Layout = Literal["aligned", "all-pairs"]
 #: be computed once instead of per block (ConvRFM fit at n = 1000, float32: 89 s CPU with
 #: 32 MiB, 45.8 s with 256 MiB; benchmarks/RESULTS.md "agop").
 PATCH_KERNEL_CHUNK_BYTES = 256 * 2**20
-PaddingMode = Literal["zeros", "circular"]
 #: Elementwise temporaries per entry of a κ evaluation (inputs, partials, masks).
 _TEMPORARIES = 10
 #: Eigenvalues of M below this fraction of the largest are dropped from its factor R.
 _RANK_TOLERANCE = 1e-12
-
-
-@dataclass(frozen=True)
-class PatchGeometry:
-    """Patch extraction as torch.nn.Conv2d: mask (kernel size), stride, padding, padding mode."""
-
-    mask: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    padding_mode: PaddingMode = "zeros"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mask", as_pair("mask", self.mask))
-        object.__setattr__(self, "stride", as_pair("stride", self.stride))
-        object.__setattr__(self, "padding", as_pair("padding", self.padding, minimum=0))
-        if self.padding_mode not in ("zeros", "circular"):
-            raise ValueError(
-                f"padding_mode must be 'zeros' or 'circular', got {self.padding_mode!r}."
-            )
-
-    def patches(self, x: torch.Tensor) -> torch.Tensor:
-        """(P, Np, d) patches of images x (P, c, H, W), d = c·q_h·q_w channel-major (Conv2d)."""
-        check_images("x", x)
-        if self.padding_mode == "circular" and any(self.padding):
-            pad_h, pad_w = self.padding
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="circular")
-            return extract_patches(x, self.mask, self.stride, 0)
-        return extract_patches(x, self.mask, self.stride, self.padding)
-
-    def convolve(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-        """Conv2d of images x (P, c, H, W) with filters (k, c, q_h, q_w) in this geometry:
-        output (P, k, H', W') at the patch positions, entry [k, r] = filters[k].flatten() · p_r."""
-        if self.padding_mode == "circular" and any(self.padding):
-            pad_h, pad_w = self.padding
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="circular")
-            return F.conv2d(x, filters, stride=self.stride)
-        return F.conv2d(x, filters, stride=self.stride, padding=self.padding)
-
-    def patch_shape(self, channels: int) -> tuple[int, int, int]:
-        """(c, q_h, q_w): how a patch vector (or a metric eigenvector) reshapes to a filter."""
-        return (channels, *self.mask)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -127,7 +87,7 @@ class MahalanobisPatchKernel:
         """Patch dimension d of inputs shaped like x."""
         if self.geometry is None:
             return x.shape[-1]
-        return x.shape[1] * self.geometry.mask[0] * self.geometry.mask[1]
+        return self.geometry.patch_dimension(x.shape[1])
 
     def metric_factor(self, metric: torch.Tensor, dimension: int) -> torch.Tensor | None:
         """R (d, r) with M = R Rᵀ (eigenvectors scaled by √λ, zero eigenvalues dropped), or None
@@ -161,10 +121,7 @@ class MahalanobisPatchKernel:
         """Np for inputs shaped like x."""
         if self.geometry is None:
             return 1
-        grid = patch_grid(
-            tuple(x.shape[2:]), self.geometry.mask, self.geometry.stride, self.geometry.padding
-        )
-        return grid[0] * grid[1]
+        return self.geometry.n_patches((x.shape[2], x.shape[3]))
 
     def _partners(self, n_positions: int, n_inputs: int) -> int:
         """How many inputs can be compared with `n_inputs` others at once while the κ
@@ -178,7 +135,7 @@ class MahalanobisPatchKernel:
         left_norms: torch.Tensor,
         right: torch.Tensor,
         right_norms: torch.Tensor,
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(a, b, c) for position-major features left (Np, A, r), right (Np, B, r) with their
         squared norms (Np, A), (Np, B), broadcast to (Np, A, B) aligned or (Np, A, Np, B)
         all-pairs (positions r of x, then s of z)."""
@@ -194,7 +151,8 @@ class MahalanobisPatchKernel:
     def _mean_over_positions(self, values: torch.Tensor) -> torch.Tensor:
         return values.mean(0) if self.layout == "aligned" else values.mean((0, 2))
 
-    def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None):
+    def _feature_source(self, z: torch.Tensor, factor: torch.Tensor | None
+                        ) -> Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]:
         """Callable (start, stop) → (features (Np, B, r), squared norms (Np, B)) of
         z[start:stop]; computed once up front when all of z's features fit in chunk_bytes,
         else per call."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from krenorm.features.conv_kernels import MahalanobisPatchKernel, PatchGeometry
+from krenorm.features.conv_kernels import Layout, MahalanobisPatchKernel
 from krenorm.features.estimators import FeatureClassifierBase, FeatureRegressorBase
+from krenorm.kernels.patches import PaddingMode, PatchGeometry
 
 
 class _ConvRFMParameters:
     def __init__(
         self,
         kernel: str = "ntk",
-        layout: str = "aligned",
+        layout: Layout = "aligned",
         mask: int | tuple[int, int] = 3,
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         bandwidth: float | Sequence[float] = 10.0,
         ridge: float | Sequence[float] = 1e-3,
         n_rounds: int = 1,

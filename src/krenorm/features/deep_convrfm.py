@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
             self.levels_.append(
                 LevelRecord(
                     level=level,
-                    input_shape=tuple(x_fit.shape[1:]),
+                    input_shape=(x_fit.shape[1], x_fit.shape[2], x_fit.shape[3]),
                     metric=estimator.metric_,
                     metric_eigenvalues=tuple(psd_eigh(estimator.metric_)[0].flip(0).tolist()),
                     best_round=estimator.best_round_,
@@ -175,7 +176,7 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.final_.classes_
         return self
 
-    def transform(self, X) -> torch.Tensor:
+    def transform(self, X: Any) -> torch.Tensor:
         """Inputs of the last level: X passed through every sampled filter bank and σ."""
         if not hasattr(self, "final_"):
             raise ValueError("this estimator is not fitted yet; call fit first.")
@@ -184,8 +185,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
             x = self._next_level(x, filters)
         return x
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: Any) -> np.ndarray:
         return self.final_.decision_function(self.transform(X))
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         return self.final_.predict(self.transform(X))

@@ -7,6 +7,8 @@ get_params/set_params/clone) and build their MahalanobisPatchKernel in `_kernel(
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -18,7 +20,7 @@ from krenorm.features.ridge import solve_kernel_ridge
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
-def as_tensor(values, dtype: torch.dtype) -> torch.Tensor:
+def as_tensor(values: Any, dtype: torch.dtype) -> torch.Tensor:
     """numpy arrays, lists or tensors → a tensor of dtype (CPU unless already elsewhere)."""
     if isinstance(values, torch.Tensor):
         return values.detach().to(dtype)
@@ -49,7 +51,7 @@ class FeatureMachineBase(BaseEstimator):
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype!r}.")
         return _DTYPES[self.dtype]
 
-    def _targets(self, y) -> torch.Tensor:
+    def _targets(self, y: Any) -> torch.Tensor:
         """One-hot targets over classes_ (classification) or float targets (n, O)."""
         if self._task == "classification":
             labels = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
@@ -112,7 +114,9 @@ class FeatureMachineBase(BaseEstimator):
         self._finish(kernel, history, x_fit, y_fit, x_val, t_val)
         return self
 
-    def _finish(self, kernel, history: RecursionResult, x_fit, y_fit, x_val, t_val) -> None:
+    def _finish(self, kernel: MahalanobisPatchKernel, history: RecursionResult,
+                x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor,
+                t_val: torch.Tensor) -> None:
         best = history.best
         self.history_ = history
         self.metric_ = history.metrics[history.best_round]
@@ -122,18 +126,19 @@ class FeatureMachineBase(BaseEstimator):
         self.validation_score_ = best.validation_score
         centers = torch.cat([x_fit, x_val]) if self.refit else x_fit
         targets = torch.cat([y_fit, t_val]) if self.refit else y_fit
-        gram = history.fit_gram
+        gram, cross = history.fit_gram, history.validation_cross
+        if gram is None or cross is None:
+            raise ValueError("the recursion result carries no Gram of its selected round.")
         if self.refit:
             # K(all, all) from the selected round's K(fit, fit) and K(val, fit): only the
             # validation block is new.
-            cross = history.validation_cross
             corner = kernel.gram(x_val, None, self.metric_, self.bandwidth_)
             gram = torch.cat([torch.cat([gram, cross.T], 1), torch.cat([cross, corner], 1)])
         self.centers_ = centers
         self.coefficients_ = solve_kernel_ridge(gram, targets, self.ridge_)
         self.kernel_ = kernel
 
-    def _outputs(self, X) -> torch.Tensor:
+    def _outputs(self, X: Any) -> torch.Tensor:
         if not hasattr(self, "coefficients_"):
             raise ValueError("this estimator is not fitted yet; call fit first.")
         x = as_tensor(X, self._dtype())
@@ -147,11 +152,11 @@ class FeatureClassifierBase(ClassifierMixin, FeatureMachineBase):
 
     _task: Task = "classification"
 
-    def decision_function(self, X) -> np.ndarray:
+    def decision_function(self, X: Any) -> np.ndarray:
         """Kernel-ridge outputs (n, n_classes)."""
         return self._outputs(X).cpu().numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         winners = self._outputs(X).argmax(1).cpu().numpy()
         return self.classes_[winners]
 
@@ -161,6 +166,6 @@ class FeatureRegressorBase(RegressorMixin, FeatureMachineBase):
 
     _task: Task = "regression"
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         outputs = self._outputs(X).cpu().numpy()
         return outputs[:, 0] if self._vector_target else outputs

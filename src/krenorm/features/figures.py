@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from krenorm._validation import check_images
 from krenorm.features.cnfa import CNFAReport
-from krenorm.features.conv_kernels import PatchGeometry
 from krenorm.features.metric import psd_eigh
+from krenorm.kernels.patches import PatchGeometry
 
 
 def top_eigenvectors(metric: torch.Tensor, n_vectors: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +28,7 @@ def top_eigenvectors(metric: torch.Tensor, n_vectors: int) -> tuple[torch.Tensor
     return eigenvalues[order], eigenvectors[:, order].T
 
 
-def _symmetric_image(axis, image: torch.Tensor) -> None:
+def _symmetric_image(axis: Axes, image: torch.Tensor) -> None:
     limit = float(image.abs().max()) or 1.0
     axis.imshow(image.cpu().numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
     axis.set_xticks([])

@@ -42,7 +42,8 @@ def _singular_threshold(dtype: torch.dtype) -> float:
     return 1e3 * torch.finfo(dtype).eps
 
 
-def _relu_geometry(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+def _relu_geometry(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(√(ac), ρ clipped to [−1, 1], mask of pairs with both patches non-zero)."""
     norm = torch.sqrt(a * c)
     valid = norm > 0

@@ -142,6 +142,8 @@ def run_feature_recursion(
                     best, best_coefficients = point, coefficients
                 if kept is None or point.score > kept[0]:
                     kept = (point.score, gram, cross)
+        # The grids are non-empty (_as_grid), so every round has a best point.
+        assert best is not None and best_coefficients is not None
         eigenvalues = psd_eigh(metric)[0].flip(0)
         metrics.append(metric)
         records.append(
@@ -159,6 +161,7 @@ def run_feature_recursion(
         subset = torch.randperm(x_fit.shape[0], generator=generator)[:agop_samples]
         agop = kernel.agop(x_fit[subset], x_fit, best_coefficients, metric, best.bandwidth)
         metric = update_metric(agop, metric_power, metric_normalisation, metric_threshold)
+    assert kept is not None  # round 0 always runs
     scores = [record.validation_score for record in records]
     best_round = scores.index(max(scores))
     score_name = "accuracy" if task == "classification" else "negative_mse"

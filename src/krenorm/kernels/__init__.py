@@ -1,5 +1,6 @@
 """Activation kernels κ and means μ, Conv2d-exact patches, FC Grams and CNN/LCN local Gram blocks
-(stored once per unordered pair, chunked under a memory budget), NNGP kernels (THEORY.md §2)."""
+(stored once per unordered pair, chunked under a memory budget), NNGP kernels, and the one
+`PatchGeometry` (docs/math/theory.md §1–2)."""
 
 from krenorm.kernels.activations import (
     ACTIVATION_NAMES,
@@ -23,12 +24,13 @@ from krenorm.kernels.grams import (
     scaled_patches,
 )
 from krenorm.kernels.nngp import nngp_diagonal, nngp_kernel
-from krenorm.kernels.patches import extract_patches, patch_grid
+from krenorm.kernels.patches import PatchGeometry, extract_patches, patch_grid
 
 __all__ = [
     "ACTIVATION_NAMES",
     "Activation",
     "LocalGramBlocks",
+    "PatchGeometry",
     "compute_local_blocks",
     "extract_patches",
     "fc_input_gram",

@@ -1,10 +1,13 @@
-"""Input Grams and activation kernels of FC, CNN and LCN networks (THEORY.md §2).
+"""Input Grams and activation kernels of FC, CNN and LCN networks (docs/math/theory.md §2).
 
 FC:       C^{μν} = x^μ·x^ν / (λ0 N0),             K^{μν} = κ(C^{μμ}, C^{μν}, C^{νν})
 CNN/LCN:  C_ij^{μν} = r_i(x^μ)·r_j(x^ν) / (λ0 M), K_ij^{μν} = κ(C_ii^{μμ}, C_ij^{μν}, C_jj^{νν})
 
 Local blocks are stored once per unordered pair i ≤ j (K_ji = K_ijᵀ): `LocalGramBlocks`.
 Test side: cross blocks K_ij(x0, x^ν) and diagonals K_ij(x0, x0) only, never test×test.
+
+The local functions take the patch geometry as a `PatchGeometry`, or as its mask followed by
+stride and padding (zero padding) for brevity: ``compute_local_blocks(x, 3, 3)``.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import torch
 from krenorm._validation import check_images, check_positive, check_vectors
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
-from krenorm.kernels.patches import extract_patches
+from krenorm.kernels.patches import IntPair, PatchGeometry
 
 #: Temporaries of one κ evaluation, in units of its output (inputs, ρ, intermediate terms).
 _KAPPA_TEMPORARIES = 8
 
 
-def _prepare(x: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str | None):
+def _prepare(x: torch.Tensor, dtype: torch.dtype | None,
+             device: torch.device | str | None) -> torch.Tensor:
     dtype = dtype or torch.float64
     return x.to(dtype=dtype, device=device if device is not None else x.device)
 
@@ -104,17 +108,20 @@ def fc_means(
 
 def scaled_patches(
     x: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     lambda0: float = 1.0,
+    *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Patches r_i(x)/√(λ0 M), shape (P, Np, M), so that C_ij^{μν} is a plain dot product."""
+    """Patches r_i(x)/√(λ0 M), shape (P, Np, M), so that C_ij^{μν} is a plain dot product.
+    `mask` is a PatchGeometry, or the mask of one with `stride` and `padding`."""
     check_positive("lambda0", lambda0)
     check_images("x", x)
-    patches = extract_patches(_prepare(x, dtype, device), mask, stride, padding)
+    geometry = PatchGeometry.of(mask, stride, padding)
+    patches = geometry.patches(_prepare(x, dtype, device))
     return patches / (lambda0 * patches.shape[2]) ** 0.5
 
 
@@ -204,11 +211,12 @@ def _local_kernel_from_patches(
 
 def compute_local_blocks(
     x: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
+    *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     memory_limit: int | None = None,
@@ -220,7 +228,7 @@ def compute_local_blocks(
     in chunks of pairs whose temporaries fit `chunk_bytes`.
     """
     act = get_activation(activation)
-    patches = scaled_patches(x, mask, stride, padding, lambda0, dtype, device)
+    patches = scaled_patches(x, mask, stride, padding, lambda0, dtype=dtype, device=device)
     patches_by_position = patches.transpose(0, 1).contiguous()  # (Np, P, M)
     norms = (patches_by_position**2).sum(-1)  # (Np, P)
     linked = act.link_inputs(patches_by_position, norms)
@@ -247,9 +255,9 @@ def compute_local_blocks(
 
 def local_gram_blocks(
     x: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
 ) -> torch.Tensor:
@@ -263,18 +271,20 @@ def local_gram_blocks(
 
 def local_diagonal_blocks(
     x: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
+    *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     memory_limit: int | None = None,
 ) -> torch.Tensor:
     """(Np, P, P) stack of K_ii only: all an LCN or a pool-free CNN needs at infinite width."""
     act = get_activation(activation)
-    patches = scaled_patches(x, mask, stride, padding, lambda0, dtype, device).transpose(0, 1)
+    patches = scaled_patches(x, mask, stride, padding, lambda0, dtype=dtype, device=device)
+    patches = patches.transpose(0, 1)
     n_patches, n_samples, _ = patches.shape
     check_allocation("the diagonal blocks", n_patches * n_samples**2, patches.dtype, memory_limit)
     out = patches.new_empty(n_patches, n_samples, n_samples)
@@ -287,19 +297,22 @@ def local_diagonal_blocks(
 def local_cross_blocks(
     x_test: torch.Tensor,
     x_train: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
+    *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     memory_limit: int | None = None,
 ) -> torch.Tensor:
     """Cross blocks K_ij(x0, x^ν) of shape (Np, Np, Pt, P); callers batch the test set."""
     act = get_activation(activation)
-    test = scaled_patches(x_test, mask, stride, padding, lambda0, dtype, device).transpose(0, 1)
-    train = scaled_patches(x_train, mask, stride, padding, lambda0, test.dtype, test.device)
+    test = scaled_patches(x_test, mask, stride, padding, lambda0, dtype=dtype,
+                          device=device).transpose(0, 1)
+    train = scaled_patches(x_train, mask, stride, padding, lambda0, dtype=test.dtype,
+                           device=test.device)
     train = train.transpose(0, 1)
     if test.shape[0] != train.shape[0] or test.shape[2] != train.shape[2]:
         raise ValueError("test and training images must have the same channels and size.")
@@ -314,17 +327,19 @@ def local_cross_blocks(
 
 def local_test_diagonals(
     x_test: torch.Tensor,
-    mask: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
+    mask: PatchGeometry | IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
+    *,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """K_ij(x0, x0) = κ(C_ii^{00}, C_ij^{00}, C_jj^{00}) of shape (Np, Np, Pt) — no test×test."""
     act = get_activation(activation)
-    test = scaled_patches(x_test, mask, stride, padding, lambda0, dtype, device)  # (Pt, Np, M)
+    test = scaled_patches(x_test, mask, stride, padding, lambda0, dtype=dtype,
+                          device=device)  # (Pt, Np, M)
     cross = torch.einsum("tim,tjm->ijt", test, test)
     norms = (test**2).sum(-1).T  # (Np, Pt)
     return act.kernel_(norms[:, None, :], cross, norms[None, :, :])

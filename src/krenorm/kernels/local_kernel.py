@@ -1,6 +1,6 @@
 """Contractions of local kernels with order-parameter weights, without the (Np, Np, ·, ·) stack.
 
-For test points x0 (THEORY.md §3–4) the theory needs only
+For test points x0 (docs/math/theory.md §3–4) the theory needs only
     Σ_ij W_ij K_ij(x0, x^ν)   (B×P),   Σ_i w_i K_ii(x0, x^ν)   (B×P),   Σ_ij W_ij K_ij(x0, x0)  (B).
 With patches ordered (test point, position) on the left and (position, training point) on the
 right, all cross dot products are one matrix product whose rows/columns read [b, i] × [j, ν]; the
@@ -15,6 +15,7 @@ import torch
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.grams import scaled_patches
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, chunk_length
+from krenorm.kernels.patches import IntPair, PatchGeometry
 
 
 class LocalKernel:
@@ -22,14 +23,15 @@ class LocalKernel:
     patches r_i(x^ν)/√(λ0 M) by position, prepared once by `Activation.link_inputs` (with their
     squared norms) and reused across test batches."""
 
-    def __init__(self, x_train: torch.Tensor, mask, stride=1, padding=0,
-                 activation: str | Activation = "erf", lambda0: float = 1.0,
+    def __init__(self, x_train: torch.Tensor, mask: PatchGeometry | IntPair,
+                 stride: IntPair | None = None, padding: IntPair | None = None,
+                 activation: str | Activation = "erf", lambda0: float = 1.0, *,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES):
-        self.geometry = (mask, stride, padding)
+        self.geometry = PatchGeometry.of(mask, stride, padding)
         self.activation = get_activation(activation)
         self.lambda0 = lambda0
         self.chunk_bytes = chunk_bytes
-        train = scaled_patches(x_train, mask, stride, padding, lambda0)  # (P, Np, M)
+        train = scaled_patches(x_train, self.geometry, lambda0=lambda0)  # (P, Np, M)
         self.n_samples, self.n_patches, _ = train.shape
         by_position = train.transpose(0, 1).contiguous()  # (Np, P, M)
         self.train_norms = (by_position**2).sum(-1)  # (Np, P)
@@ -37,7 +39,7 @@ class LocalKernel:
 
     def _test_patches(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Test patches prepared by `Activation.link_inputs` (B, Np, M) and their |x|² (B, Np)."""
-        test = scaled_patches(x_test, *self.geometry, self.lambda0,
+        test = scaled_patches(x_test, self.geometry, lambda0=self.lambda0,
                               dtype=self.train_by_position.dtype,
                               device=self.train_by_position.device)
         if test.shape[1:] != self.train_by_position.shape[::2]:
@@ -77,12 +79,14 @@ class LocalKernel:
     def contract_test_diagonals(self, weights: torch.Tensor, x_test: torch.Tensor
                                 ) -> torch.Tensor:
         """Σ_ij W_ij K_ij(x0, x0) for a batch x0 (B); see `weighted_test_diagonals`."""
-        return weighted_test_diagonals(weights, x_test, *self.geometry, self.activation,
-                                       self.lambda0)
+        return weighted_test_diagonals(weights, x_test, self.geometry,
+                                       activation=self.activation, lambda0=self.lambda0)
 
 
-def weighted_test_diagonals(weights: torch.Tensor, x_test: torch.Tensor, mask, stride=1,
-                            padding=0, activation: str | Activation = "erf",
+def weighted_test_diagonals(weights: torch.Tensor, x_test: torch.Tensor,
+                            mask: PatchGeometry | IntPair, stride: IntPair | None = None,
+                            padding: IntPair | None = None,
+                            activation: str | Activation = "erf",
                             lambda0: float = 1.0) -> torch.Tensor:
     """Σ_ij W_ij K_ij(x0, x0) (B): each test point's Np×Np patch kernel, weighted — never a
     test×test matrix. A vector of weights means a diagonal W."""

@@ -1,4 +1,4 @@
-"""Infinite-width (NNGP) kernels of the one-hidden-layer architectures (THEORY.md §2).
+"""Infinite-width (NNGP) kernels of the one-hidden-layer architectures (docs/math/theory.md §2).
 
 FC: K/λ1;  CNN and LCN without pooling: (1/(λ1 Np)) Σ_i K_ii (identical);
 CNN with global average pooling: (1/(λ1 Np²)) Σ_ij K_ij.
@@ -6,10 +6,11 @@ CNN with global average pooling: (1/(λ1 Np²)) Σ_ij K_ij.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from krenorm._validation import check_positive
-from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.grams import (
     compute_local_blocks,
     fc_kernel,
@@ -17,6 +18,9 @@ from krenorm.kernels.grams import (
     local_diagonal_blocks,
 )
 from krenorm.kernels.local_kernel import LocalKernel, weighted_test_diagonals
+
+if TYPE_CHECKING:  # annotations only: architectures imports this package's leaves at run time
+    from krenorm.architectures import ArchitectureSpec
 
 
 def nngp_kernel(
@@ -28,17 +32,19 @@ def nngp_kernel(
 ) -> torch.Tensor:
     """NNGP kernel between x and z (z=None: the P×P training kernel; else the cross kernel)."""
     check_positive("lambda1", lambda1)
-    geometry = (spec.mask, spec.stride, spec.padding, spec.activation, lambda0)
     if spec.kind == "fc":
         return fc_kernel(x, z, spec.activation, lambda0) / lambda1
+    geometry = spec.geometry
     if z is None:
         if spec.kind == "cnn-gap":
-            blocks = compute_local_blocks(x, *geometry)
+            blocks = compute_local_blocks(x, geometry, activation=spec.activation,
+                                          lambda0=lambda0)
             ones = torch.ones(blocks.n_patches, blocks.n_patches, dtype=blocks.pairs.dtype)
             return blocks.contract(ones) / (lambda1 * blocks.n_patches**2)
-        diagonal = local_diagonal_blocks(x, *geometry)
+        diagonal = local_diagonal_blocks(x, geometry, activation=spec.activation,
+                                         lambda0=lambda0)
         return diagonal.sum(0) / (lambda1 * diagonal.shape[0])
-    local = LocalKernel(z, *geometry)
+    local = LocalKernel(z, geometry, activation=spec.activation, lambda0=lambda0)
     n_patches = local.n_patches
     if spec.kind == "cnn-gap":
         ones = torch.ones(n_patches, n_patches, dtype=torch.float64)
@@ -53,10 +59,9 @@ def nngp_diagonal(
     check_positive("lambda1", lambda1)
     if spec.kind == "fc":
         return fc_kernel_diagonal(x, spec.activation, lambda0) / lambda1
-    geometry = (spec.mask, spec.stride, spec.padding, spec.activation, lambda0)
     n_patches = spec.n_patches(tuple(x.shape[1:]))
-    if spec.kind == "cnn-gap":
-        ones = torch.ones(n_patches, n_patches, dtype=torch.float64)
-        return weighted_test_diagonals(ones, x, *geometry) / (lambda1 * n_patches**2)
-    ones = torch.ones(n_patches, dtype=torch.float64)
-    return weighted_test_diagonals(ones, x, *geometry) / (lambda1 * n_patches)
+    weights = (torch.ones(n_patches, n_patches, dtype=torch.float64) if spec.kind == "cnn-gap"
+               else torch.ones(n_patches, dtype=torch.float64))
+    scale = n_patches**2 if spec.kind == "cnn-gap" else n_patches
+    return weighted_test_diagonals(weights, x, spec.geometry, activation=spec.activation,
+                                   lambda0=lambda0) / (lambda1 * scale)

@@ -25,7 +25,6 @@ from torch import nn
 from krenorm._validation import check_finite, check_positive
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.activations import Activation, get_activation
-from krenorm.kernels.patches import extract_patches
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ class ReplicatedNetwork(nn.Module):
         """Scale inputs for the first layer once: patches r_i(x)/√M in Conv2d layout (P, Np, M)."""
         self.check_inputs(x)
         x = x.to(dtype=self.first_layer.dtype, device=self.first_layer.device)
-        patches = extract_patches(x, self.spec.mask, self.spec.stride, self.spec.padding)
+        patches = self.spec.geometry.patches(x)
         return PreparedInputs(patches / math.sqrt(patches.shape[-1]), self.kind)
 
     def _as_prepared(self, inputs: PreparedInputs | torch.Tensor) -> PreparedInputs:

@@ -1,28 +1,47 @@
 """Effective actions of one-hidden-layer networks in the proportional limit, saddle-point
-solvers, posterior predictions and the scikit-learn estimator (THEORY.md §3–6)."""
+solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.md §3–6)."""
 
+from typing import Any
+
+from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.fit import (
     FittedTheory,
-    Prediction,
     TestLoss,
     TheoryConfig,
     TheorySummary,
     fit_theory,
 )
-from krenorm.theory.solvers import (
-    SaddlePoint,
-    SaddlePointConvergenceWarning,
-    SolverDiagnostics,
-    solve_saddle_point,
+from krenorm.theory.order_parameters import (
+    DiagonalStructure,
+    MatrixStructure,
+    MeanTermStructure,
+    OrderParameterStructure,
+    ScalarStructure,
 )
+from krenorm.theory.posterior import (
+    CholeskyPosterior,
+    GaussianPosterior,
+    Prediction,
+    SpectralPosterior,
+)
+from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_point
 
 __all__ = [
+    "CholeskyPosterior",
+    "DiagonalStructure",
     "FittedTheory",
+    "GaussianPosterior",
+    "MatrixStructure",
+    "MeanTermStructure",
+    "OrderParameterStructure",
     "Prediction",
     "RenormalizedKernelRegressor",
     "SaddlePoint",
     "SaddlePointConvergenceWarning",
+    "ScalarStructure",
     "SolverDiagnostics",
+    "SolverSettings",
+    "SpectralPosterior",
     "TestLoss",
     "TheoryConfig",
     "TheorySummary",
@@ -31,7 +50,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The estimator imports scikit-learn (seconds of start-up); load it only when asked for.
     if name == "RenormalizedKernelRegressor":
         from krenorm.theory.estimator import RenormalizedKernelRegressor

@@ -1,89 +1,119 @@
-"""Effective actions for renormalized kernels linear in the order parameter (THEORY.md §3).
+"""Effective actions in the proportional limit (docs/math/theory.md §3).
 
-    S(Q̄) = Tr Q̄ − ln det Q̄ + (1/N) [ ln det A + yᵀ A⁻¹ y ],   A = T·1 + K_R(Q̄)
+Every action is S(point) = S₀(point) + (1/N)[ln det A + yᵀA⁻¹y], A = T·1 + K_R(point), with the
+prior part S₀ given by its `OrderParameterStructure`, and implements one interface
+(`EffectiveAction`): value, gradient and Hessian-vector product (`evaluate`), the structure,
+the infinite-width point (`identity`), the training kernel K_R(point) and the same data at
+another width (`at_width`). At N = ∞ the data term vanishes (α = 0) and the stationary point is
+the identity.
 
-Gradient (A⁻¹ never used for predictions, only for this Frobenius contraction):
-    ∂S/∂Q̄ = 1 − Q̄⁻¹ + G,   G_ab = (1/N) ⟨∂K_R/∂Q̄_ab, A⁻¹ − v vᵀ⟩_F,   v = A⁻¹ y
-Hessian-vector product in direction V (symmetric), with u = A⁻¹ K_R(V) v:
-    H[V] = Q̄⁻¹ V Q̄⁻¹ + (1/N) F(−A⁻¹ K_R(V) A⁻¹ + u vᵀ + v uᵀ),   F(B)_ab = ⟨∂K_R/∂Q̄_ab, B⟩_F
-which is THEORY.md's ∂²S/∂Q̄_ab∂Q̄_cd applied to V.
-
-Two implementations share this interface:
+For kernels linear in Q̄ (this module), with v = A⁻¹ y and F(B)_ab = ⟨∂K_R/∂Q̄_ab, B⟩_F:
+    ∂S/∂Q̄ = 1 − Q̄⁻¹ + G,   G = (1/N) F(A⁻¹ − v vᵀ),
+    H[V] = Q̄⁻¹ V Q̄⁻¹ + (1/N) F(−A⁻¹ K_R(V) A⁻¹ + u vᵀ + v uᵀ),   u = A⁻¹ K_R(V) v,
+which is docs/math/theory.md §3's ∂²S/∂Q̄_ab∂Q̄_cd applied to V. Two implementations:
 - `GramLinearAction`: K_R(Q̄) = Σ_ab Q̄_ab K'_ab over P×P blocks (CNN: all pairs, LCN: diagonal);
   one Cholesky of A per evaluation.
 - `SpectralAction`: K_R = (Q̄ ⊗ K)/λ1 with one fixed kernel K (FC, FC with D outputs, CNN-GAP);
-  after one eigendecomposition K = U Λ Uᵀ every evaluation costs O(P·D³).
+  after one eigendecomposition K = U Λ Uᵀ (`SpectralBasis`) every evaluation costs O(P·D³).
+The (Q̄, Q) action of a non-odd activation is `mean_term.MeanTermAction`.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from krenorm._validation import check_positive
+from krenorm._validation import check_positive, check_targets
 from krenorm.kernels.grams import LocalGramBlocks
-from krenorm.theory.order_parameters import OrderParameterStructure
+from krenorm.theory.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
+from krenorm.theory.order_parameters import (
+    MatrixStructure,
+    OrderParameterStructure,
+    PositiveDefiniteStructure,
+    ScalarStructure,
+)
+from krenorm.width import check_width, is_infinite
+
+__all__ = [
+    "ActionEvaluation",
+    "DiagonalBlocksBasis",
+    "EffectiveAction",
+    "GramBasis",
+    "GramLinearAction",
+    "LocalBlocksBasis",
+    "SpectralAction",
+    "SpectralBasis",
+    "spd_inverse",
+]
 
 
 @dataclass(frozen=True)
 class ActionEvaluation:
-    """S, its gradient and Hessian-vector product at one Q̄ (all in Q̄ coordinates)."""
+    """S, its gradient and Hessian-vector product at one point (all in point coordinates)."""
 
-    q_bar: torch.Tensor
+    point: torch.Tensor
     value: float
     gradient: torch.Tensor
     hessian_vector: Callable[[torch.Tensor], torch.Tensor]
 
-
-def spd_inverse(factor: torch.Tensor) -> torch.Tensor:
-    """A⁻¹ = L⁻ᵀ L⁻¹ from the Cholesky factor L (a triangular solve and one product; faster
-    than torch.cholesky_inverse on CPU). Used only for Frobenius contractions, never to predict."""
-    identity = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
-    inverse_factor = torch.linalg.solve_triangular(factor, identity, upper=False)
-    return inverse_factor.mT @ inverse_factor
-
-
-def _cholesky(matrix: torch.Tensor, what: str) -> torch.Tensor:
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if int(info.max()) > 0:
-        raise torch.linalg.LinAlgError(
-            f"{what} is not positive definite (Cholesky failed); increase the temperature T or "
-            "check the kernel for NaN/duplicated inputs."
-        )
-    return factor
+    @property
+    def q_bar(self) -> torch.Tensor:
+        """Deprecated name of `point`."""
+        warnings.warn("ActionEvaluation.q_bar is deprecated; use .point.", DeprecationWarning,
+                      stacklevel=2)
+        return self.point
 
 
 class EffectiveAction(ABC):
-    """S(Q̄) for one data set, width N and temperature T."""
+    """S(point) for one data set, width N and temperature T (docs/math/theory.md §3)."""
 
     structure: OrderParameterStructure
     width: float
     temperature: float
+    #: True when a Hessian-vector product costs about as little as an evaluation (few
+    #: parameters after a one-off decomposition): solvers may then assemble dense Hessians.
+    cheap_hessian: ClassVar[bool] = False
 
     @abstractmethod
-    def data_term(self, q_bar: torch.Tensor) -> ActionEvaluation:
-        """(1/N)[ln det A + yᵀA⁻¹y] with its gradient and Hessian-vector product."""
+    def data_term(self, point: torch.Tensor) -> ActionEvaluation:
+        """(1/N)[ln det A + yᵀA⁻¹y] with its gradient and Hessian-vector product (finite N)."""
 
-    def evaluate(self, q_bar: torch.Tensor) -> ActionEvaluation:
-        """The full action: prior part Tr Q̄ − ln det Q̄ plus the data term."""
-        data = self.data_term(q_bar)
+    @abstractmethod
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        """K_R(point) on the training set (P×P; PD×PD output-major with D outputs)."""
+
+    @abstractmethod
+    def at_width(self, width: float) -> EffectiveAction:
+        """The same data, kernels and temperature at width N = `width` (continuation in N)."""
+
+    def identity(self) -> torch.Tensor:
+        """The infinite-width point (Q̄ = 1; (Q̄, Q) = (1, 0))."""
+        return self.structure.identity()
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        """The full action S₀ + data term. At N = ∞ the data term is identically zero."""
         structure = self.structure
+        prior_value = structure.prior_value(point)
+        prior_gradient = structure.prior_gradient(point)
+        if is_infinite(self.width):
+            return ActionEvaluation(
+                point, prior_value, prior_gradient,
+                lambda direction: structure.prior_hessian_vector(point, direction))
+        data = self.data_term(point)
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
-            return structure.prior_hessian_vector(q_bar, direction) + data.hessian_vector(direction)
+            return structure.prior_hessian_vector(point, direction) + data.hessian_vector(direction)
 
-        return ActionEvaluation(
-            q_bar=q_bar,
-            value=structure.prior_value(q_bar) + data.value,
-            gradient=structure.prior_gradient(q_bar) + data.gradient,
-            hessian_vector=hessian_vector,
-        )
+        return ActionEvaluation(point, prior_value + data.value, prior_gradient + data.gradient,
+                                hessian_vector)
 
-    def __call__(self, q_bar: torch.Tensor) -> float:
-        return self.evaluate(q_bar).value
+    def __call__(self, point: torch.Tensor) -> float:
+        return self.evaluate(point).value
 
 
 class GramBasis(ABC):
@@ -91,11 +121,11 @@ class GramBasis(ABC):
 
     @abstractmethod
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """Σ_ab W_ab K'_ab (P×P)."""
+        """Σ_ab W_ab K'_ab (P×P), batched over leading axes of W."""
 
     @abstractmethod
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
-        """F(B)_ab = ⟨K'_ab, B⟩_F for symmetric B."""
+        """F(B)_ab = ⟨K'_ab, B⟩_F for symmetric B, batched over leading axes."""
 
     @property
     @abstractmethod
@@ -103,7 +133,7 @@ class GramBasis(ABC):
 
 
 class LocalBlocksBasis(GramBasis):
-    """CNN: K'_ab = K_ab/(λ1 Np) over all pairs of patches (THEORY.md §3, local renormalization)."""
+    """CNN: K'_ab = K_ab/(λ1 Np) over all pairs of patches (docs/math/theory.md §3)."""
 
     def __init__(self, blocks: LocalGramBlocks, lambda1: float):
         self.blocks = blocks
@@ -143,12 +173,9 @@ class DiagonalBlocksBasis(GramBasis):
         return values.reshape(*matrix.shape[:-2], flat.shape[0]) * self.scale
 
 
-def _check_targets(y: torch.Tensor, n_samples: int) -> torch.Tensor:
-    if y.ndim not in (1, 2) or y.shape[0] != n_samples:
-        raise ValueError(f"targets must have shape ({n_samples},) or ({n_samples}, D), got "
-                         f"{tuple(y.shape)}.")
-    if not torch.isfinite(y).all():
-        raise ValueError("targets contain NaN or infinite values.")
+def _single_output(y: torch.Tensor, what: str) -> torch.Tensor:
+    if y.ndim != 1:
+        raise ValueError(f"{what} is implemented for one output; pass y of shape (P,).")
     return y
 
 
@@ -164,28 +191,28 @@ class GramLinearAction(EffectiveAction):
         structure: OrderParameterStructure,
     ):
         self.basis = basis
-        self.y = _check_targets(y, basis.n_samples)
-        if self.y.ndim != 1:
-            raise ValueError("local renormalization is implemented for one output; pass y of "
-                             "shape (P,).")
-        self.width = check_positive("width", width)
+        self.y = _single_output(check_targets("y", y, basis.n_samples), "local renormalization")
+        self.width = check_width(width)
         self.temperature = check_positive("temperature", temperature)
         self.structure = structure
 
+    def at_width(self, width: float) -> GramLinearAction:
+        return GramLinearAction(self.basis, self.y, width, self.temperature, self.structure)
+
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.basis.combine(point)
+
     def factorize(self, q_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cholesky factor of A = T·1 + K_R(Q̄) and v = A⁻¹ y."""
-        a = self.basis.combine(q_bar)
-        a.diagonal().add_(self.temperature)
-        factor = _cholesky(a, "A = T·1 + K_R(Q̄)")
-        return factor, torch.cholesky_solve(self.y[:, None].to(a), factor)[:, 0]
+        factor = factor_noisy_kernel(self.basis.combine(q_bar), self.temperature, overwrite=True)
+        return factor, torch.cholesky_solve(self.y[:, None].to(factor), factor)[:, 0]
 
-    def data_term(self, q_bar: torch.Tensor) -> ActionEvaluation:
-        factor, v = self.factorize(q_bar)
+    def data_term(self, point: torch.Tensor) -> ActionEvaluation:
+        factor, v = self.factorize(point)
         a_inverse = spd_inverse(factor)
-        log_det = 2 * torch.log(torch.diagonal(factor)).sum()
-        value = float(log_det + self.y.to(v) @ v) / self.width
+        data_fit = float(log_det_from_factor(factor) + self.y.to(v) @ v)
         # Q̄ lives on the CPU (it is small); the P×P algebra runs where the kernels are.
-        gradient = self.basis.project(a_inverse - torch.outer(v, v)).to(q_bar) / self.width
+        gradient = self.basis.project(a_inverse - torch.outer(v, v)).to(point) / self.width
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
             # Batched over leading axes of `direction`: one pass over the blocks per call.
@@ -195,17 +222,61 @@ class GramLinearAction(EffectiveAction):
             term = -solved @ a_inverse + cross + cross.transpose(-1, -2)
             return self.basis.project(term).to(direction) / self.width
 
-        return ActionEvaluation(q_bar, value, gradient, hessian_vector)
+        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector)
+
+
+@dataclass(frozen=True)
+class SpectralBasis:
+    """K/λ1 = U diag(λ_μ) Uᵀ with targets Y (P, D) and their projections ỹ = Uᵀ Y, computed
+    once per kernel and data set and shared by the actions at every width and the posterior."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    targets: torch.Tensor
+    projected_targets: torch.Tensor
+
+    @classmethod
+    def from_kernel(cls, kernel: torch.Tensor, y: torch.Tensor, lambda1: float = 1.0
+                    ) -> SpectralBasis:
+        """Eigendecomposition of K/λ1; refuses kernels that are not positive semi-definite."""
+        y = check_targets("y", y, kernel.shape[0])
+        check_positive("lambda1", lambda1)
+        targets = y[:, None] if y.ndim == 1 else y
+        eigenvalues, eigenvectors = torch.linalg.eigh(kernel / lambda1)
+        if float(eigenvalues.min()) < -1e-8 * max(1.0, float(eigenvalues.max())):
+            raise ValueError("the kernel is not positive semi-definite "
+                             f"(smallest eigenvalue {float(eigenvalues.min()):.3g}).")
+        return cls(eigenvalues.clamp_min(0), eigenvectors, targets,
+                   eigenvectors.T @ targets.to(kernel))
+
+    @property
+    def n_outputs(self) -> int:
+        return self.targets.shape[1]
+
+    def block_inverses(self, q_matrix: torch.Tensor, temperature: float
+                       ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """M_μ⁻¹ (P, D, D), w_μ = M_μ⁻¹ ỹ_μ (P, D) and ln det A = Σ_μ ln det M_μ, with
+        M_μ = T·1_D + λ_μ Q̄ (on the kernel's device)."""
+        q = q_matrix.to(self.eigenvalues)
+        factor = factor_noisy_kernel(self.eigenvalues[:, None, None] * q, temperature,
+                                     overwrite=True)
+        inverses = spd_inverse(factor)
+        w = (inverses @ self.projected_targets[:, :, None])[:, :, 0]
+        return inverses, w, float(log_det_from_factor(factor).sum())
 
 
 class SpectralAction(EffectiveAction):
-    """S(Q̄) for K_R = (Q̄ ⊗ K)/λ1 on labels stacked output-major (THEORY.md §3, FC and CNN-GAP).
+    """S(Q̄) for K_R = (Q̄ ⊗ K)/λ1 on labels stacked output-major (docs/math/theory.md §3, FC
+    and CNN-GAP).
 
-    With K/λ1 = U diag(λ_μ) Uᵀ and ỹ_μ = (Uᵀ Y)_μ ∈ R^D, A is block diagonal in the eigenbasis:
+    A is block diagonal in the eigenbasis of K/λ1 (`SpectralBasis`):
         ln det A = Σ_μ ln det M_μ,  yᵀA⁻¹y = Σ_μ ỹ_μᵀ M_μ⁻¹ ỹ_μ,  M_μ = T·1_D + λ_μ Q̄,
         G = (1/N) Σ_μ λ_μ (M_μ⁻¹ − w_μ w_μᵀ),  w_μ = M_μ⁻¹ ỹ_μ.
     A scalar Q̄ is the case D = 1.
     """
+
+    cheap_hessian = True
+    structure: PositiveDefiniteStructure
 
     def __init__(
         self,
@@ -215,55 +286,65 @@ class SpectralAction(EffectiveAction):
         temperature: float,
         lambda1: float = 1.0,
     ):
-        y = _check_targets(y, kernel.shape[0])
-        self.width = check_positive("width", width)
+        self._setup(SpectralBasis.from_kernel(kernel, y, lambda1), width, temperature)
+
+    def _setup(self, basis: SpectralBasis, width: float, temperature: float) -> None:
+        self.basis = basis
+        self.width = check_width(width)
         self.temperature = check_positive("temperature", temperature)
-        check_positive("lambda1", lambda1)
-        self.targets = y[:, None] if y.ndim == 1 else y
-        n_outputs = self.targets.shape[1]
-        self.structure = OrderParameterStructure("diagonal" if n_outputs == 1 else "matrix",
-                                                 n_outputs)
-        eigenvalues, self.eigenvectors = torch.linalg.eigh(kernel / lambda1)
-        if float(eigenvalues.min()) < -1e-8 * max(1.0, float(eigenvalues.max())):
-            raise ValueError("the kernel is not positive semi-definite "
-                             f"(smallest eigenvalue {float(eigenvalues.min()):.3g}).")
-        self.eigenvalues = eigenvalues.clamp_min(0)
-        self.projected_targets = self.eigenvectors.T @ self.targets.to(kernel)  # (P, D)
+        n_outputs = basis.n_outputs
+        self.structure = ScalarStructure() if n_outputs == 1 else MatrixStructure(n_outputs)
 
-    def _as_matrix(self, q_bar: torch.Tensor) -> torch.Tensor:
-        return q_bar.reshape(1, 1) if self.structure.kind == "diagonal" else q_bar
+    @classmethod
+    def from_basis(cls, basis: SpectralBasis, width: float, temperature: float
+                   ) -> SpectralAction:
+        """The action on an eigendecomposition already computed (no new eigh)."""
+        action = cls.__new__(cls)
+        action._setup(basis, width, temperature)
+        return action
 
-    def _from_matrix(self, matrix: torch.Tensor) -> torch.Tensor:
-        return matrix.reshape(1) if self.structure.kind == "diagonal" else matrix
+    def at_width(self, width: float) -> SpectralAction:
+        return SpectralAction.from_basis(self.basis, width, self.temperature)
+
+    @property
+    def eigenvalues(self) -> torch.Tensor:
+        return self.basis.eigenvalues
+
+    @property
+    def eigenvectors(self) -> torch.Tensor:
+        return self.basis.eigenvectors
+
+    @property
+    def projected_targets(self) -> torch.Tensor:
+        return self.basis.projected_targets
 
     def block_inverses(self, q_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """M_μ⁻¹ (P, D, D), w_μ (P, D) and ln det A (on the kernel's device)."""
-        q = self._as_matrix(q_bar).to(self.eigenvalues)
-        n_outputs = q.shape[0]
-        blocks = self.eigenvalues[:, None, None] * q + self.temperature * torch.eye(
-            n_outputs, dtype=q.dtype, device=q.device
-        )
-        factor = _cholesky(blocks, "A = T·1 + K_R(Q̄)")
-        log_det = float(2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum())
-        inverses = spd_inverse(factor)
-        w = (inverses @ self.projected_targets[:, :, None])[:, :, 0]
-        return inverses, w, log_det
+        """`SpectralBasis.block_inverses` at this Q̄ and temperature."""
+        return self.basis.block_inverses(self.structure.to_matrix(q_bar), self.temperature)
 
-    def data_term(self, q_bar: torch.Tensor) -> ActionEvaluation:
-        inverses, w, log_det = self.block_inverses(q_bar)
-        lam = self.eigenvalues
-        value = (log_det + float((self.projected_targets * w).sum())) / self.width
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        """(Q̄ ⊗ K)/λ1, rebuilt from the eigendecomposition (O(P³); for inspection)."""
+        vectors = self.basis.eigenvectors
+        kernel = (vectors * self.basis.eigenvalues) @ vectors.T
+        return torch.kron(self.structure.to_matrix(point).to(kernel), kernel)
+
+    def data_term(self, point: torch.Tensor) -> ActionEvaluation:
+        inverses, w, log_det = self.block_inverses(point)
+        lam = self.basis.eigenvalues
+        structure = self.structure
+        data_fit = log_det + float((self.basis.projected_targets * w).sum())
         outer = w[:, :, None] * w[:, None, :]
-        gradient = torch.einsum("p,pab->ab", lam, inverses - outer).to(q_bar) / self.width
+        gradient = torch.einsum("p,pab->ab", lam, inverses - outer).to(point) / self.width
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
-            v = self._as_matrix(direction).to(lam)
+            v = structure.to_matrix(direction).to(lam)
             scaled = lam[:, None, None] * v  # K_R(V) block per eigen-direction
             solved = inverses @ scaled  # M⁻¹ λ V
             u = (solved @ w[:, :, None])[:, :, 0]
             cross = u[:, :, None] * w[:, None, :]
             term = -solved @ inverses + cross + cross.mT
-            return self._from_matrix(torch.einsum("p,pab->ab", lam, term).to(direction)
-                                     / self.width)
+            return structure.from_matrix(torch.einsum("p,pab->ab", lam, term).to(direction)
+                                         / self.width)
 
-        return ActionEvaluation(q_bar, value, self._from_matrix(gradient), hessian_vector)
+        return ActionEvaluation(point, data_fit / self.width, structure.from_matrix(gradient),
+                                hessian_vector)

@@ -1,4 +1,4 @@
-"""scikit-learn estimator over the effective theory (THEORY.md §3–6).
+"""scikit-learn estimator over the effective theory (docs/math/theory.md §3–6).
 
 `RenormalizedKernelRegressor` follows the estimator conventions (constructor stores
 hyper-parameters verbatim, `fit` learns attributes ending in `_`), so it clones, pickles and runs
@@ -6,6 +6,10 @@ inside GridSearchCV, e.g. to choose T, λ0, λ1 by cross-validation or by `log_e
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +20,7 @@ from krenorm.architectures import ArchitectureSpec
 from krenorm.theory.fit import FittedTheory, TestLoss, TheoryConfig
 
 
-def _as_tensor(x) -> torch.Tensor:
+def _as_tensor(x: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.float64) if not isinstance(x, torch.Tensor)
                            else x, dtype=torch.float64)
 
@@ -26,8 +30,9 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
 
     Parameters mirror THEORY.md: architecture 'fc' | 'cnn' | 'lcn' | 'cnn-gap'; width N;
     temperature T; lambda0, lambda1 (prior precisions); activation; mask, stride, padding
-    (Conv2d meaning, ignored for 'fc'); n_outputs (None: taken from y; 'fc' only for > 1);
-    infinite_width (Q̄ = 1, the NNGP). X is (P, c, H, W) images or (P, D) vectors.
+    (Conv2d meaning, ignored for 'fc'); n_outputs (None: taken from y; 'fc' only for > 1).
+    width = math.inf is the infinite-width limit (Q̄ = 1, the NNGP); infinite_width=True is a
+    deprecated spelling of it. X is (P, c, H, W) images or (P, D) vectors.
 
     Fitted attributes: q_bar_ (float for FC/CNN-GAP, vector for LCN, matrix for CNN or FC with
     several outputs), diagnostics_ (dict), log_evidence_, theory_ (the `FittedTheory`).
@@ -55,10 +60,15 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
     def _config(self) -> TheoryConfig:
         spec = ArchitectureSpec(self.architecture, self.activation, self.mask, self.stride,
                                 self.padding)
-        return TheoryConfig(spec, self.width, self.temperature, self.lambda0, self.lambda1,
-                            self.infinite_width, solver=self.solver, tolerance=self.tolerance)
+        width = self.width
+        if self.infinite_width:
+            warnings.warn("infinite_width=True is deprecated; pass width=math.inf.",
+                          DeprecationWarning, stacklevel=3)
+            width = math.inf
+        return TheoryConfig(spec, width, self.temperature, self.lambda0, self.lambda1,
+                            solver=self.solver, tolerance=self.tolerance)
 
-    def fit(self, X, y) -> RenormalizedKernelRegressor:
+    def fit(self, X: Any, y: Any) -> RenormalizedKernelRegressor:
         y_tensor = _as_tensor(y)
         outputs = 1 if y_tensor.ndim == 1 else y_tensor.shape[1]
         if self.n_outputs is not None and outputs != self.n_outputs:
@@ -67,13 +77,12 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
         q = self.theory_.q_bar
         self.q_bar_ = float(q) if q.numel() == 1 and q.ndim <= 1 else q.numpy()
         diagnostics = self.theory_.diagnostics
-        self.diagnostics_ = (diagnostics.to_dict() if hasattr(diagnostics, "to_dict")
-                             else dict(diagnostics or {}))
+        self.diagnostics_ = {} if diagnostics is None else diagnostics.to_dict()
         self.log_evidence_ = float(self.theory_.log_evidence)
         self.n_features_in_ = int(np.prod(self.theory_.x_train.shape[1:]))
         return self
 
-    def predict(self, X, return_std: bool = False):
+    def predict(self, X: Any, return_std: bool = False) -> Any:
         """Posterior mean (and standard deviation of the network output, no label noise)."""
         check_is_fitted(self, "theory_")
         prediction = self.theory_.predict(_as_tensor(X))
@@ -82,12 +91,12 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
             return mean, np.sqrt(prediction.variance.cpu().numpy())
         return mean
 
-    def test_loss(self, X, y) -> tuple[float, float, float]:
-        """(ε_g, bias², variance) of THEORY.md §4."""
+    def test_loss(self, X: Any, y: Any) -> tuple[float, float, float]:
+        """(ε_g, bias², variance) of docs/math/theory.md §4."""
         check_is_fitted(self, "theory_")
         loss: TestLoss = self.theory_.test_loss(_as_tensor(X), _as_tensor(y))
         return loss.loss, loss.bias2, loss.variance
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         check_is_fitted(self, "theory_")
         return self.theory_.summary().to_dict()

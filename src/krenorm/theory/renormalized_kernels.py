@@ -1,7 +1,9 @@
 """Renormalized kernels per architecture: the effective action on the training set and the
-test-side kernels k_R(x0) and K_R(x0, x0) for a given Q̄ (THEORY.md §3–4).
+test-side kernels k_R(x0) and K_R(x0, x0) for a given order parameter (docs/math/theory.md
+§3–4).
 
 FC        K_R = (Q̄/λ1) K                       (scalar; D×D Q̄ ⊗ K with D outputs)
+FC, non-odd σ   K_R = (Q̄/λ1)(K − M) + M/(λ1(1 + Q))   (the pair (Q̄, Q); `mean_term`)
 CNN-GAP   K_R = Q̄ (1/(λ1 Np²)) Σ_ij K_ij        (scalar)
 CNN       K_R = (1/(λ1 Np)) Σ_ij Q̄_ij K_ij      (Np×Np SPD)
 LCN       K_R = (1/(λ1 Np)) Σ_i q̄_i K_ii        (diagonal)
@@ -10,7 +12,9 @@ Only cross blocks with the training set and test diagonals are computed, in test
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -26,19 +30,32 @@ from krenorm.kernels.local_kernel import LocalKernel
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.action import (
     DiagonalBlocksBasis,
-    EffectiveAction,
     GramLinearAction,
     LocalBlocksBasis,
     SpectralAction,
+    SpectralBasis,
 )
-from krenorm.theory.order_parameters import OrderParameterStructure
+from krenorm.theory.kernel_model import RenormalizedKernels
+from krenorm.theory.mean_term import MeanTermKernels
+from krenorm.theory.order_parameters import DiagonalStructure, MatrixStructure
+from krenorm.theory.posterior import GaussianPosterior, SpectralPosterior
+
+__all__ = [
+    "ConvolutionalKernels",
+    "FullyConnectedKernels",
+    "LocallyConnectedKernels",
+    "MeanTermKernels",
+    "PooledKernels",
+    "RenormalizedKernels",
+    "renormalized_kernels",
+]
 
 
-class RenormalizedKernels(ABC):
-    """Training kernels of one architecture, and K_R on test points for any Q̄."""
+class ArchitectureKernels(RenormalizedKernels):
+    """Kernels of an architecture spec on a training set (odd activations)."""
 
     def __init__(self, spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
-                 lambda1: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 lambda1: float, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  memory_limit: int | None = None):
         self.spec = spec
         self.x_train = x_train
@@ -49,158 +66,191 @@ class RenormalizedKernels(ABC):
         self.n_patches = spec.n_patches(tuple(x_train.shape[1:])) if x_train.ndim == 4 else 1
 
     @property
-    def geometry(self) -> tuple:
-        spec = self.spec
-        return (spec.mask, spec.stride, spec.padding, spec.activation, self.lambda0)
+    def local_options(self) -> dict[str, Any]:
+        """Activation and λ0 of the local kernels (the geometry is `spec.geometry`)."""
+        return {"activation": self.spec.activation, "lambda0": self.lambda0}
 
-    @abstractmethod
-    def action(self, y: torch.Tensor, width: float, temperature: float) -> EffectiveAction:
-        """S(Q̄) on the training set."""
-
-    @abstractmethod
-    def train_kernel(self, q_bar: torch.Tensor) -> torch.Tensor:
-        """K_R(Q̄) on the training set (P×P; single output)."""
-
-    @abstractmethod
-    def test_kernels(self, q_bar: torch.Tensor, x_test: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k_R(x0) (B×P) and K_R(x0, x0) (B) for one test batch."""
-
-    def test_batch_size(self) -> int:
-        return 1024
-
-    def off_diagonal_share(self, q_bar: torch.Tensor) -> float | None:
-        """‖K_R − K_R^diag‖_F / ‖K_R‖_F, the share of K_R carried by cross-patch blocks."""
-        return None
+    def _local_kernel(self) -> LocalKernel:
+        return LocalKernel(self.x_train, self.spec.geometry, **self.local_options,
+                           chunk_bytes=self.chunk_bytes)
 
 
-class FullyConnectedKernels(RenormalizedKernels):
-    """FC: K_R = (Q̄/λ1) K with scalar Q̄, or (Q̄ ⊗ K)/λ1 with a D×D Q̄ for D outputs."""
+class SpectralKernels(ArchitectureKernels):
+    """K_R = (Q̄ ⊗ K)/λ1 with one fixed kernel K: the spectral action and posterior, sharing one
+    eigendecomposition of K/λ1 per target set."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.base = self.base_kernel(self.x_train)
+        self._prepare()
+        self.base = self.base_train_kernel()
+        self._basis: tuple[torch.Tensor, SpectralBasis] | None = None
 
-    def base_kernel(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        return fc_kernel(x, z, self.spec.activation, self.lambda0)
+    def _prepare(self) -> None:
+        """Set up what the base kernels need (before `base_train_kernel` runs)."""
 
-    def base_diagonal(self, x: torch.Tensor) -> torch.Tensor:
-        return fc_kernel_diagonal(x, self.spec.activation, self.lambda0)
+    @abstractmethod
+    def base_train_kernel(self) -> torch.Tensor:
+        """K on the training set (P×P)."""
+
+    @abstractmethod
+    def base_test_kernels(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K(x0, x^ν)/λ1 (B×P), K(x0, x0)/λ1 (B)) for one test batch."""
+
+    def spectral_basis(self, y: torch.Tensor) -> SpectralBasis:
+        """The eigendecomposition of K/λ1 with targets y (computed once per y)."""
+        if self._basis is None or self._basis[0] is not y:
+            self._basis = (y, SpectralBasis.from_kernel(self.base, y, self.lambda1))
+        return self._basis[1]
 
     def action(self, y: torch.Tensor, width: float, temperature: float) -> SpectralAction:
-        return SpectralAction(self.base, y, width, temperature, self.lambda1)
+        return SpectralAction.from_basis(self.spectral_basis(y), width, temperature)
 
-    def train_kernel(self, q_bar: torch.Tensor) -> torch.Tensor:
-        if q_bar.numel() != 1:
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        if point.numel() != 1:
             raise ValueError("train_kernel is defined for one output; use the spectral action.")
-        return q_bar.reshape(()) * self.base / self.lambda1
+        return point.reshape(()).to(self.base) * self.base / self.lambda1
 
-    def test_kernels(self, q_bar, x_test):
-        if q_bar.numel() != 1:
+    def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if point.numel() != 1:
             raise ValueError("test_kernels is defined for one output.")
-        scale = q_bar.reshape(()) / self.lambda1
-        return scale * self.base_kernel(x_test, self.x_train), scale * self.base_diagonal(x_test)
+        cross, diagonal = self.base_test_kernels(x_test)
+        scale = point.reshape(()).to(cross)
+        return scale * cross, scale * diagonal
+
+    def posterior(self, point: torch.Tensor, y: torch.Tensor,
+                  temperature: float) -> GaussianPosterior:
+        basis = self.spectral_basis(y)
+        q_matrix = point.reshape(basis.n_outputs, basis.n_outputs)  # a scalar Q̄ as 1×1
+        return SpectralPosterior(basis, q_matrix, temperature, self.base_test_kernels,
+                                 self.test_batch_size())
 
 
-class PooledKernels(FullyConnectedKernels):
+class FullyConnectedKernels(SpectralKernels):
+    """FC: K_R = (Q̄/λ1) K with scalar Q̄, or (Q̄ ⊗ K)/λ1 with a D×D Q̄ for D outputs."""
+
+    def base_train_kernel(self) -> torch.Tensor:
+        return fc_kernel(self.x_train, None, self.spec.activation, self.lambda0)
+
+    def base_test_kernels(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activation, lambda0 = self.spec.activation, self.lambda0
+        return (fc_kernel(x_test, self.x_train, activation, lambda0) / self.lambda1,
+                fc_kernel_diagonal(x_test, activation, lambda0) / self.lambda1)
+
+
+class PooledKernels(SpectralKernels):
     """CNN with global average pooling: a scalar Q̄ on (1/Np²) Σ_ij K_ij (global, like FC)."""
 
-    def __init__(self, *args, **kwargs):
-        RenormalizedKernels.__init__(self, *args, **kwargs)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+    def _prepare(self) -> None:
+        self.local = self._local_kernel()
         self.ones = torch.ones(self.n_patches, self.n_patches, dtype=torch.float64,
                                device=self.x_train.device)
-        self.base = self.base_kernel(self.x_train)
 
-    def base_kernel(self, x, z=None):
-        if z is None:
-            blocks = compute_local_blocks(x, *self.geometry, memory_limit=self.memory_limit,
-                                          chunk_bytes=self.chunk_bytes)
-            return blocks.contract(self.ones) / blocks.n_patches**2
-        if z is not self.x_train:
-            raise ValueError("pooled cross kernels are taken against the training set.")
-        return self.local.contract_cross(self.ones, x) / self.n_patches**2
+    def base_train_kernel(self) -> torch.Tensor:
+        blocks = compute_local_blocks(self.x_train, self.spec.geometry, **self.local_options,
+                                      memory_limit=self.memory_limit,
+                                      chunk_bytes=self.chunk_bytes)
+        return blocks.contract(self.ones) / blocks.n_patches**2
 
-    def base_diagonal(self, x):
-        return self.local.contract_test_diagonals(self.ones, x) / self.n_patches**2
+    def base_test_kernels(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = self.n_patches**2
+        return (self.local.contract_cross(self.ones, x_test) / pairs / self.lambda1,
+                self.local.contract_test_diagonals(self.ones, x_test) / pairs / self.lambda1)
 
     def test_batch_size(self) -> int:
         return self.local.batch_size()
 
 
-class ConvolutionalKernels(RenormalizedKernels):
+class ConvolutionalKernels(ArchitectureKernels):
     """CNN (local renormalization): an Np×Np SPD Q̄ mixes all pairs of patch kernels."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.blocks = compute_local_blocks(self.x_train, *self.geometry,
+        self.blocks = compute_local_blocks(self.x_train, self.spec.geometry,
+                                           **self.local_options,
                                            memory_limit=self.memory_limit,
                                            chunk_bytes=self.chunk_bytes)
         self.basis = LocalBlocksBasis(self.blocks, self.lambda1)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.local = self._local_kernel()
 
-    def action(self, y, width, temperature):
-        structure = OrderParameterStructure("matrix", self.blocks.n_patches)
+    def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
+        structure = MatrixStructure(self.blocks.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
 
-    def train_kernel(self, q_bar):
-        return self.basis.combine(q_bar)
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.basis.combine(point)
 
-    def test_kernels(self, q_bar, x_test):
+    def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.basis.scale
-        return (self.local.contract_cross(q_bar, x_test) * scale,
-                self.local.contract_test_diagonals(q_bar, x_test) * scale)
+        return (self.local.contract_cross(point, x_test) * scale,
+                self.local.contract_test_diagonals(point, x_test) * scale)
 
     def test_batch_size(self) -> int:
         return self.local.batch_size()
 
-    def off_diagonal_share(self, q_bar):
-        full = self.train_kernel(q_bar)
-        diagonal_only = self.train_kernel(torch.diag(torch.diagonal(q_bar)))
+    def off_diagonal_share(self, point: torch.Tensor) -> float | None:
+        full = self.train_kernel(point)
+        diagonal_only = self.train_kernel(torch.diag(torch.diagonal(point)))
         return float(torch.linalg.norm(full - diagonal_only) / torch.linalg.norm(full))
 
 
-class LocallyConnectedKernels(RenormalizedKernels):
-    """LCN: no weight sharing, no cross blocks; one q̄_i per patch (THEORY.md §3)."""
+class LocallyConnectedKernels(ArchitectureKernels):
+    """LCN: no weight sharing, no cross blocks; one q̄_i per patch (docs/math/theory.md §3)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.diagonal_blocks = local_diagonal_blocks(self.x_train, *self.geometry,
+        self.diagonal_blocks = local_diagonal_blocks(self.x_train, self.spec.geometry,
+                                                     **self.local_options,
                                                      memory_limit=self.memory_limit)
         self.basis = DiagonalBlocksBasis(self.diagonal_blocks, self.lambda1)
-        self.local = LocalKernel(self.x_train, *self.geometry, chunk_bytes=self.chunk_bytes)
+        self.local = self._local_kernel()
 
-    def action(self, y, width, temperature):
-        structure = OrderParameterStructure("diagonal", self.diagonal_blocks.shape[0])
+    def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
+        structure = DiagonalStructure(self.diagonal_blocks.shape[0])
         return GramLinearAction(self.basis, y, width, temperature, structure)
 
-    def train_kernel(self, q_bar):
-        return self.basis.combine(q_bar)
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.basis.combine(point)
 
-    def test_kernels(self, q_bar, x_test):
+    def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         scale = self.basis.scale
-        return (self.local.contract_cross_diagonal(q_bar, x_test) * scale,
-                self.local.contract_test_diagonals(q_bar, x_test) * scale)
+        return (self.local.contract_cross_diagonal(point, x_test) * scale,
+                self.local.contract_test_diagonals(point, x_test) * scale)
 
     def test_batch_size(self) -> int:
         return self.local.batch_size(all_pairs=False)
 
 
-_KERNELS = {"fc": FullyConnectedKernels, "cnn-gap": PooledKernels,
-            "cnn": ConvolutionalKernels, "lcn": LocallyConnectedKernels}
+KernelModelFactory = Callable[..., RenormalizedKernels]
+
+#: The kernel model of each (architecture kind, odd activation?). A new effective theory (the
+#: (Q̄, Q) pair of a CNN with ReLU, say) is one more entry here.
+_MODELS: dict[tuple[str, bool], KernelModelFactory] = {
+    ("fc", True): FullyConnectedKernels,
+    ("fc", False): MeanTermKernels.from_spec,
+    ("cnn-gap", True): PooledKernels,
+    ("cnn", True): ConvolutionalKernels,
+    ("lcn", True): LocallyConnectedKernels,
+}
 
 
 def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
                          lambda1: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                          memory_limit: int | None = None) -> RenormalizedKernels:
-    """The kernel adapter for an architecture. Refuses non-odd activations for CNN/LCN/GAP, whose
-    mean term couples positions and is not derived here (THEORY.md §3)."""
-    if spec.is_convolutional and not get_activation(spec.activation).odd:
+    """The kernel model of an architecture (the (Q̄, Q) mean-term model for FC with a non-odd
+    activation). Refuses non-odd activations for CNN/LCN/GAP, whose mean term couples positions
+    and is not derived here (docs/math/theory.md §3)."""
+    key = (spec.kind, get_activation(spec.activation).odd)
+    if key not in _MODELS:
         raise NotImplementedError(
             f"the {spec.kind} effective theory with the non-odd activation {spec.activation!r} "
-            "needs the mean term that couples patch positions (THEORY.md §3), which is not "
-            "derived here; use an odd activation (erf, identity, tanh) or the FC architecture."
+            "needs the mean term that couples patch positions (docs/math/theory.md §3), which "
+            "is not derived here; use an odd activation (erf, identity, tanh) or the FC "
+            "architecture."
         )
     if spec.is_convolutional and x_train.ndim != 4:
         raise ValueError(f"the {spec.kind} architecture needs images of shape (P, c, H, W).")
-    return _KERNELS[spec.kind](spec, x_train, lambda0, lambda1, chunk_bytes, memory_limit)
+    return _MODELS[key](spec, x_train, lambda0, lambda1, chunk_bytes=chunk_bytes,
+                        memory_limit=memory_limit)

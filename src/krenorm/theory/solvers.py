@@ -1,6 +1,8 @@
-"""Saddle-point solvers for the effective action (THEORY.md §3).
+"""Saddle-point solvers for the effective action (docs/math/theory.md §3).
 
-The saddle point is the minimum of S over symmetric positive definite Q̄, where
+The solver asks the order-parameter structure what kind of stationary point it looks for.
+
+Minimised structures (Q̄ SPD, diagonal or scalar): the saddle point is the minimum of S, where
 ∂S/∂Q̄ = 1 − Q̄⁻¹ + G = 0  ⇔  Q̄ = (1 + G)⁻¹. Methods (all with the analytic gradient):
 
 - "newton":   Newton's method in Q̄ coordinates with the exact Hessian (assembled from
@@ -12,10 +14,19 @@ The saddle point is the minimum of S over symmetric positive definite Q̄, where
               Newton-Krylov polish.
 - "newton-krylov": inexact Newton with conjugate gradients on Hessian-vector products.
 - "fixed-point": the damped iteration Q̄ ← Q̄ + η[(1 + G)⁻¹ − Q̄], η halved when S increases.
-- "lbfgs":    scipy's L-BFGS-B on the Cholesky parameterisation of `order_parameters`.
+- "lbfgs":    scipy's L-BFGS-B on the unconstrained parameterisation of the structure.
 
-Every solve reports ‖∂S/∂Q̄‖_F, iterations, a converged flag and the smallest eigenvalue of the
-Hessian in Q̄ coordinates (Frobenius metric); several starts are compared.
+Saddle structures ((Q̄, Q) of a non-odd activation), where S has no minimum to descend to:
+
+- "fixed-point" (and "auto"): the damped fixed point of the stationarity conditions, damping
+              halved whenever ‖∇S‖ more than doubles; where it stalls (large α), Powell's hybrid
+              Newton method on ∇S = 0 from where it stopped and from the start.
+- "newton":   the hybrid Newton method alone.
+
+Every solve reports ‖∇S‖, iterations, a converged flag and the curvature at the solution (the
+smallest Hessian eigenvalue in point coordinates, Frobenius metric; for a saddle the full
+Hessian, its eigenvalues and whether their signature is the expected one); several starts are
+compared. All line searches are one backtracking rule (`_backtrack`).
 """
 
 from __future__ import annotations
@@ -23,24 +34,38 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.optimize
 import scipy.sparse.linalg
 import torch
 
-from krenorm.theory.action import (
-    ActionEvaluation,
-    EffectiveAction,
-    GramLinearAction,
-    SpectralAction,
+from krenorm.theory.action import ActionEvaluation, EffectiveAction
+from krenorm.theory.diagnostics import (
+    SOLVER_METHODS,
+    SaddlePoint,
+    SolverDiagnostics,
+    SolverMethod,
+    SolverSettings,
 )
 from krenorm.theory.order_parameters import OrderParameterStructure
 
-SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov"]
-SOLVER_METHODS = ("auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov")
+__all__ = [
+    "DENSE_HESSIAN_LIMIT",
+    "NEWTON_LIMIT",
+    "SOLVER_METHODS",
+    "SaddlePoint",
+    "SaddlePointConvergenceWarning",
+    "SolverDiagnostics",
+    "SolverMethod",
+    "SolverSettings",
+    "gradient_norm",
+    "min_hessian_eigenvalue",
+    "solve_saddle_point",
+]
 
 #: Above this many free entries of Q̄ the smallest Hessian eigenvalue comes from LOBPCG.
 DENSE_HESSIAN_LIMIT = 80
@@ -52,7 +77,7 @@ _QUICK_ITERATIONS = 4
 #: A quick estimate (an upper bound) below this value is refined to full convergence.
 _REFINE_BELOW = 0.1
 #: "auto" uses Newton (a dense Hessian per iteration) up to this many free entries of Q̄ for
-#: Gram-linear actions, whose Hessian-vector products cost two P×P×P products each.
+#: actions whose Hessian-vector products are not cheap (Gram-linear: two P×P×P products each).
 NEWTON_LIMIT = 16
 
 
@@ -60,41 +85,17 @@ class SaddlePointConvergenceWarning(RuntimeWarning):
     """The saddle-point solver stopped before the gradient tolerance was met."""
 
 
-@dataclass(frozen=True)
-class SolverDiagnostics:
-    """What a user needs to trust a saddle point."""
-
-    method: str
-    converged: bool
-    iterations: int
-    function_evaluations: int
-    gradient_norm: float
-    action: float
-    min_hessian_eigenvalue: float | None
-    n_starts: int
-    start_disagreement: float
-    message: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SaddlePoint:
-    q_bar: torch.Tensor
-    diagnostics: SolverDiagnostics
-
-    def to_dict(self) -> dict:
-        return {"q_bar": self.q_bar.tolist(), **self.diagnostics.to_dict()}
-
-
 class _Coordinates:
-    """Orthonormal (Frobenius) coordinates c of diagonal vectors or symmetric matrices."""
+    """Orthonormal (Frobenius) coordinates c of points of a structure."""
 
     def __init__(self, structure: OrderParameterStructure, dtype: torch.dtype):
         self.structure = structure
         self.basis = torch.stack(structure.tangent_basis(dtype))
         self._flat = self.basis.reshape(self.basis.shape[0], -1)
+
+    @property
+    def size(self) -> int:
+        return self.basis.shape[0]
 
     def to_coordinates(self, q: torch.Tensor) -> torch.Tensor:
         """Coordinates of q, batched over leading axes: (..., *shape) → (..., size)."""
@@ -106,62 +107,47 @@ class _Coordinates:
         return (c @ self._flat).reshape(*c.shape[:-1], *self.basis.shape[1:])
 
     def hessian(self, evaluation: ActionEvaluation) -> torch.Tensor:
+        """The dense Hessian in these coordinates (symmetrised), one product per column."""
         columns = torch.stack([self.to_coordinates(evaluation.hessian_vector(e))
                                for e in self.basis])
         return (columns + columns.T) / 2
 
 
-def gradient_norm(evaluation: ActionEvaluation) -> float:
-    """‖∂S/∂Q̄‖_F in Q̄ coordinates."""
-    return float(torch.linalg.norm(evaluation.gradient))
-
-
 def is_positive_definite(structure: OrderParameterStructure, q: torch.Tensor) -> bool:
-    if not bool(torch.isfinite(q).all()):
-        return False
-    if structure.kind == "diagonal":
-        return bool((q > 0).all())
-    return int(torch.linalg.cholesky_ex(q)[1]) == 0
+    """Deprecated: ``structure.is_admissible(q)``."""
+    warnings.warn("is_positive_definite is deprecated; use structure.is_admissible.",
+                  DeprecationWarning, stacklevel=2)
+    return structure.is_admissible(q)
 
 
-def _soft_prior_directions(structure: OrderParameterStructure, q_bar: torch.Tensor,
-                           count: int) -> torch.Tensor:
-    """The `count` softest directions of the prior's Hessian V ↦ Q̄⁻¹VQ̄⁻¹, stacked: its
-    eigenvalues are 1/(q_i q_j) on sym(e_i e_jᵀ), e_i the eigenvectors of Q̄ (e_i e_iᵀ with
-    eigenvalue 1/q_i² for a diagonal Q̄), so the softest pair the largest products q_i q_j."""
-    if structure.kind == "diagonal":
-        return torch.eye(structure.size, dtype=q_bar.dtype)[torch.topk(q_bar, count).indices]
-    values, vectors = torch.linalg.eigh(q_bar)
-    i, j = torch.triu_indices(structure.size, structure.size)
-    order = torch.argsort(values[i] * values[j], descending=True)[:count]
-    left, right = vectors[:, i[order]].T, vectors[:, j[order]].T  # (count, Np)
-    directions = left[:, :, None] * right[:, None, :]
-    directions = directions + directions.mT
-    return directions / torch.linalg.matrix_norm(directions)[:, None, None]
+def gradient_norm(evaluation: ActionEvaluation) -> float:
+    """‖∂S‖_F in point coordinates."""
+    return float(torch.linalg.norm(evaluation.gradient))
 
 
 def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
                            evaluation: ActionEvaluation | None = None) -> float:
     """Smallest eigenvalue of ∂²S/∂Q̄² on symmetric (or diagonal) directions, Frobenius metric.
 
-    Dense for few parameters. Otherwise LOBPCG on batched Hessian-vector products, preconditioned
-    by the inverse of the prior's Hessian (V ↦ Q̄ V Q̄), with a block of the prior's six softest
-    directions and two random ones: the data term perturbs the prior's curvature, so the softest
-    direction of S lies mostly in that block, and `_QUICK_ITERATIONS` iterations give a Rayleigh
-    quotient (an upper bound) within 1e-4 of the eigenvalue (at most 1.5e-5 measured on MNIST
-    CNN saddles with 16 and 49 patches, α = 0.4 to 100, and on random SPD Q̄;
-    tests/test_theory.py). A block of two needed 48 iterations for 6e-4 with 49 patches, whose
-    prior spectrum is clustered at the bottom. A value below `_REFINE_BELOW` (near-singular
+    Dense for few parameters or cheap Hessians. Otherwise LOBPCG on batched Hessian-vector
+    products, preconditioned by the inverse of the prior's Hessian (V ↦ Q̄ V Q̄), with a block of
+    the prior's six softest directions and two random ones: the data term perturbs the prior's
+    curvature, so the softest direction of S lies mostly in that block, and `_QUICK_ITERATIONS`
+    iterations give a Rayleigh quotient (an upper bound) within 1e-4 of the eigenvalue (at most
+    1.5e-5 measured on MNIST CNN saddles with 16 and 49 patches, α = 0.4 to 100, and on random
+    SPD Q̄; tests/test_theory.py). A block of two needed 48 iterations for 6e-4 with 49 patches,
+    whose prior spectrum is clustered at the bottom. A value below `_REFINE_BELOW` (near-singular
     curvature, where the sign matters) is refined to convergence. `evaluation` (S at q_bar) is
     reused when given."""
     evaluation = action.evaluate(q_bar) if evaluation is None else evaluation
     structure = action.structure
     coordinates = _Coordinates(structure, q_bar.dtype)
-    size = coordinates.basis.shape[0]
-    if size <= DENSE_HESSIAN_LIMIT or not isinstance(action, GramLinearAction):
+    size = coordinates.size
+    if size <= DENSE_HESSIAN_LIMIT or action.cheap_hessian:
         return float(torch.linalg.eigvalsh(coordinates.hessian(evaluation))[0])
 
-    def apply(function, block: np.ndarray) -> np.ndarray:
+    def apply(function: Callable[[torch.Tensor], torch.Tensor], block: np.ndarray
+              ) -> np.ndarray:
         # All columns in one call: Gram-linear Hessian-vector products are batched, so a block
         # costs one pass over the kernel blocks instead of one per column.
         columns = torch.as_tensor(np.atleast_2d(block.T), dtype=q_bar.dtype)  # (k, size)
@@ -169,8 +155,7 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
         return coordinates.to_coordinates(images).T.numpy()
 
     def inverse_prior_hessian(direction: torch.Tensor) -> torch.Tensor:
-        return q_bar * direction * q_bar if structure.kind == "diagonal" else (
-            q_bar @ direction @ q_bar)
+        return structure.congruence(q_bar, direction)
 
     shape = (size, size)
     hessian = scipy.sparse.linalg.LinearOperator(
@@ -179,7 +164,7 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
     preconditioner = scipy.sparse.linalg.LinearOperator(
         shape, matvec=lambda vector: apply(inverse_prior_hessian, vector)[:, 0],
         matmat=lambda block: apply(inverse_prior_hessian, block), dtype=np.float64)
-    soft = _soft_prior_directions(structure, q_bar, min(size, _START_BLOCK) - _RANDOM_START)
+    soft = structure.soft_prior_directions(q_bar, min(size, _START_BLOCK) - _RANDOM_START)
     # Random columns keep the block from being exactly orthogonal to the softest direction of
     # S when symmetry makes the prior's directions miss it.
     start = np.concatenate([coordinates.to_coordinates(soft).T.numpy(),
@@ -203,86 +188,82 @@ class _Run:
     iterations: int
     evaluations: int
     message: str
+    final_damping: float | None = None
+
+
+Accept = Callable[[ActionEvaluation, float], bool]
+
+
+def _backtrack(action: EffectiveAction, evaluation: ActionEvaluation, direction: torch.Tensor,
+               accept: Accept, *, length: float = 1.0, smallest: float
+               ) -> tuple[ActionEvaluation | None, float, int]:
+    """The one line search: halve the step along `direction` from `length` until the point is
+    admissible and `accept(trial, length)` holds; (None, ...) once the step is below
+    `smallest`. Returns the accepted evaluation, its step length and the evaluations used."""
+    structure = action.structure
+    evaluations = 0
+    while length > smallest:
+        candidate = structure.symmetrize(evaluation.point + length * direction)
+        if structure.is_admissible(candidate):
+            trial = action.evaluate(candidate)
+            evaluations += 1
+            if accept(trial, length):
+                return trial, length, evaluations
+        length /= 2
+    return None, length, evaluations
 
 
 def _newton(action: EffectiveAction, q: torch.Tensor, tolerance: float,
             max_iterations: int) -> _Run:
-    structure = action.structure
-    coordinates = _Coordinates(structure, q.dtype)
+    coordinates = _Coordinates(action.structure, q.dtype)
     evaluation = action.evaluate(q)
     evaluations = 1
     for iteration in range(max_iterations):
         norm = gradient_norm(evaluation)
         if norm <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
-        hessian = coordinates.hessian(evaluation)
-        eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+        eigenvalues, eigenvectors = torch.linalg.eigh(coordinates.hessian(evaluation))
         # Indefinite far from the minimum: flip and floor the curvature (modified Newton).
         floor = 1e-8 * max(1.0, float(eigenvalues.abs().max()))
         eigenvalues = eigenvalues.abs().clamp_min(floor)
         gradient = coordinates.to_coordinates(evaluation.gradient)
         step = coordinates.from_coordinates(-(eigenvectors @ ((eigenvectors.T @ gradient)
                                                               / eigenvalues)))
-        length = 1.0
-        while length > 1e-10:
-            candidate = structure.symmetrize(evaluation.q_bar + length * step)
-            if is_positive_definite(structure, candidate):
-                trial = action.evaluate(candidate)
-                evaluations += 1
-                decrease = trial.value < evaluation.value - 1e-4 * length * float(
-                    -(gradient @ coordinates.to_coordinates(step)))
-                # At round-off level S cannot resolve progress; the gradient still can.
-                flat = abs(trial.value - evaluation.value) <= 1e-13 * max(1.0, abs(trial.value))
-                if decrease or (flat and gradient_norm(trial) < norm):
-                    evaluation = trial
-                    break
-            length /= 2
-        else:
+        slope = float(gradient @ coordinates.to_coordinates(step))
+        current = evaluation
+
+        def armijo(trial: ActionEvaluation, length: float, current: ActionEvaluation = current,
+                   slope: float = slope, norm: float = norm) -> bool:
+            decrease = trial.value < current.value + 1e-4 * length * slope
+            # At round-off level S cannot resolve progress; the gradient still can.
+            flat = abs(trial.value - current.value) <= 1e-13 * max(1.0, abs(trial.value))
+            return decrease or (flat and gradient_norm(trial) < norm)
+
+        trial, _, used = _backtrack(action, evaluation, step, armijo, smallest=1e-10)
+        evaluations += used
+        if trial is None:
             return _Run(evaluation, iteration, evaluations, "line search failed")
+        evaluation = trial
     return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
-
-
-def _fixed_point_target(structure: OrderParameterStructure,
-                        evaluation: ActionEvaluation) -> torch.Tensor | None:
-    """(1 + G)⁻¹ with G the data part of the gradient; None when 1 + G is not positive definite
-    (far from the saddle point at large α), where the fixed-point map leaves the SPD cone."""
-    data_gradient = evaluation.gradient - structure.prior_gradient(evaluation.q_bar)
-    if structure.kind == "diagonal":
-        shifted = 1 + data_gradient
-        return 1 / shifted if bool((shifted > 0).all()) else None
-    shifted = torch.eye(structure.size, dtype=data_gradient.dtype) + data_gradient
-    if not is_positive_definite(structure, structure.symmetrize(shifted)):
-        return None
-    return structure.symmetrize(torch.linalg.inv(shifted))
 
 
 def _descent_direction(structure: OrderParameterStructure,
                        evaluation: ActionEvaluation) -> torch.Tensor:
     """(1 + G)⁻¹ − Q̄ where the fixed point is defined, else the Riemannian (affine-invariant)
     steepest-descent direction −Q̄ ∇S Q̄, whose slope −‖Q̄^½ ∇S Q̄^½‖² is always negative."""
-    target = _fixed_point_target(structure, evaluation)
+    target = structure.fixed_point_target(evaluation.point, evaluation.gradient)
     if target is not None:
-        return target - evaluation.q_bar
-    q, gradient = evaluation.q_bar, evaluation.gradient
-    return -(q * gradient * q) if structure.kind == "diagonal" else -(q @ gradient @ q)
+        return target - evaluation.point
+    return -structure.congruence(evaluation.point, evaluation.gradient)
 
 
 def _damped_step(action: EffectiveAction, evaluation: ActionEvaluation, step: float
                  ) -> tuple[ActionEvaluation | None, float, int]:
     """Q̄ + η·D (D from `_descent_direction`) with η halved until Q̄ stays SPD and S does not
     increase."""
-    structure = action.structure
-    direction = _descent_direction(structure, evaluation)
-    evaluations = 0
-    while step > 1e-12:
-        candidate = structure.symmetrize(evaluation.q_bar + step * direction)
-        if is_positive_definite(structure, candidate):
-            trial = action.evaluate(candidate)
-            evaluations += 1
-            if trial.value <= evaluation.value + 1e-13 * max(1.0, abs(evaluation.value)):
-                return trial, step, evaluations
-        step /= 2
-    return None, step, evaluations
+    bound = evaluation.value + 1e-13 * max(1.0, abs(evaluation.value))
+    return _backtrack(action, evaluation, _descent_direction(action.structure, evaluation),
+                      lambda trial, _length: trial.value <= bound, length=step, smallest=1e-12)
 
 
 def _fixed_point(action: EffectiveAction, q: torch.Tensor, tolerance: float,
@@ -314,10 +295,10 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
     for iteration in range(max_iterations):
         if gradient_norm(evaluation) <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
-        target = _fixed_point_target(structure, evaluation)
+        target = structure.fixed_point_target(evaluation.point, evaluation.gradient)
         trial = None
         if target is not None:
-            x = coordinates.to_coordinates(evaluation.q_bar)
+            x = coordinates.to_coordinates(evaluation.point)
             residual = coordinates.to_coordinates(target) - x
             x_history = [*x_history[-memory:], x]
             f_history = [*f_history[-memory:], residual]
@@ -328,7 +309,7 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
                 gamma = torch.linalg.lstsq(delta_f, residual[:, None], rcond=1e-10).solution
                 proposal = x + residual - (delta_x + delta_f) @ gamma[:, 0]
             candidate = structure.symmetrize(coordinates.from_coordinates(proposal))
-            if is_positive_definite(structure, candidate):
+            if structure.is_admissible(candidate):
                 trial = action.evaluate(candidate)
                 evaluations += 1
                 if gradient_norm(trial) > 10 * gradient_norm(evaluation):
@@ -369,18 +350,17 @@ def _newton_krylov(action: EffectiveAction, q: torch.Tensor, tolerance: float,
     """Inexact Newton: H δ = −∇S by conjugate gradients on Hessian-vector products (no dense
     Hessian), steps accepted while Q̄ stays SPD and the gradient norm falls. For polishing a
     point already near the saddle."""
-    structure = action.structure
-    coordinates = _Coordinates(structure, q.dtype)
+    coordinates = _Coordinates(action.structure, q.dtype)
     evaluation = action.evaluate(q)
     evaluations = 1
-    size = coordinates.basis.shape[0]
+    size = coordinates.size
     for iteration in range(max_iterations):
         norm = gradient_norm(evaluation)
         if norm <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
         current = evaluation
 
-        def matvec(vector: np.ndarray, current=current) -> np.ndarray:
+        def matvec(vector: np.ndarray, current: ActionEvaluation = current) -> np.ndarray:
             direction = coordinates.from_coordinates(torch.as_tensor(vector, dtype=q.dtype))
             return coordinates.to_coordinates(current.hessian_vector(direction)).numpy()
 
@@ -389,18 +369,15 @@ def _newton_krylov(action: EffectiveAction, q: torch.Tensor, tolerance: float,
         gradient = coordinates.to_coordinates(evaluation.gradient).numpy()
         solution, _ = scipy.sparse.linalg.cg(operator, -gradient, rtol=1e-4, maxiter=100)
         step = coordinates.from_coordinates(torch.as_tensor(solution, dtype=q.dtype))
-        length = 1.0
-        while length > 1e-6:
-            candidate = structure.symmetrize(evaluation.q_bar + length * step)
-            if is_positive_definite(structure, candidate):
-                trial = action.evaluate(candidate)
-                evaluations += 1
-                if gradient_norm(trial) < norm:
-                    evaluation = trial
-                    break
-            length /= 2
-        else:
+        def smaller_gradient(trial: ActionEvaluation, _length: float, norm: float = norm
+                             ) -> bool:
+            return gradient_norm(trial) < norm
+
+        trial, _, used = _backtrack(action, evaluation, step, smaller_gradient, smallest=1e-6)
+        evaluations += used
+        if trial is None:
             return _Run(evaluation, iteration, evaluations, "Newton-Krylov step failed")
+        evaluation = trial
     return _Run(evaluation, max_iterations, evaluations, "maximum iterations reached")
 
 
@@ -411,83 +388,224 @@ def _anderson_with_fallback(action: EffectiveAction, q: torch.Tensor, tolerance:
     first = _anderson(action, q, tolerance, min(100, max_iterations))
     if gradient_norm(first.evaluation) <= tolerance:
         return first
-    descent = _lbfgs(action, first.evaluation.q_bar, tolerance, max_iterations)
-    polish = _newton_krylov(action, descent.evaluation.q_bar, tolerance, 20)
+    descent = _lbfgs(action, first.evaluation.point, tolerance, max_iterations)
+    polish = _newton_krylov(action, descent.evaluation.point, tolerance, 20)
     return _Run(polish.evaluation, first.iterations + descent.iterations + polish.iterations,
                 first.evaluations + descent.evaluations + polish.evaluations,
                 f"Anderson → L-BFGS → Newton-Krylov: {polish.message}")
 
 
-_METHODS = {"newton": _newton, "anderson": _anderson_with_fallback, "fixed-point": _fixed_point,
-            "lbfgs": _lbfgs, "newton-krylov": _newton_krylov}
+# -- stationary points that are not minima ---------------------------------------------------
 
 
-def _random_start(structure: OrderParameterStructure, generator: torch.Generator
-                  ) -> torch.Tensor:
-    """A random SPD start around the identity (log-normal diagonal or Wishart matrix)."""
-    if structure.kind == "diagonal":
-        return torch.exp(0.5 * torch.randn(structure.size, generator=generator,
-                                           dtype=torch.float64))
-    factor = torch.randn(structure.size, 2 * structure.size, generator=generator,
-                         dtype=torch.float64)
-    return factor @ factor.T / (2 * structure.size)
+class _OutsideDomainError(Exception):
+    """A trial point where S is not defined."""
 
 
-def solve_saddle_point(
-    action: EffectiveAction,
-    start: torch.Tensor | None = None,
-    method: SolverMethod = "auto",
-    tolerance: float = 1e-9,
-    max_iterations: int = 500,
-    n_starts: int = 1,
-    seed: int = 0,
-    hessian_check: bool = True,
-) -> SaddlePoint:
-    """Minimise S(Q̄) over SPD Q̄ (THEORY.md §3).
-
-    `start` defaults to the infinite-width solution Q̄ = 1 (pass a neighbouring solution to warm
-    start). With n_starts > 1 further random SPD starts are solved; their largest distance to the
-    best solution is reported and a warning raised when it exceeds √tolerance. A solution whose
-    gradient norm exceeds `tolerance` comes back with converged=False and a
-    SaddlePointConvergenceWarning.
-    """
+def _hybrid_newton(action: EffectiveAction, origin: torch.Tensor
+                   ) -> tuple[ActionEvaluation | None, int]:
+    """Powell's hybrid method (scipy "hybr") on ∇S = 0 from `origin`, with the analytic
+    Hessian as Jacobian; (None, evaluations) if it leaves the domain or A stops being SPD."""
     structure = action.structure
-    if method not in SOLVER_METHODS:
-        raise ValueError(f"unknown solver method {method!r}; choose one of {SOLVER_METHODS}.")
-    if method == "auto":
-        cheap_hessian = isinstance(action, SpectralAction)
-        few = structure.n_parameters <= NEWTON_LIMIT
-        method = "newton" if cheap_hessian or few else "anderson"
-    if start is not None and not is_positive_definite(structure, start.to(torch.float64)):
-        raise ValueError("the start Q̄ must be positive definite.")
-    generator = torch.Generator().manual_seed(seed)
-    starts = [structure.identity() if start is None else start.to(torch.float64)]
-    starts += [_random_start(structure, generator) for _ in range(n_starts - 1)]
+    coordinates = _Coordinates(structure, origin.dtype)
+    cache: dict[bytes, ActionEvaluation] = {}
 
-    runs = [_METHODS[method](action, initial, tolerance, max_iterations) for initial in starts]
-    best = min(runs, key=lambda run: run.evaluation.value)
+    def evaluate(c: np.ndarray) -> ActionEvaluation:
+        key = c.tobytes()
+        if key not in cache:
+            point = structure.symmetrize(coordinates.from_coordinates(
+                torch.as_tensor(c, dtype=origin.dtype)))
+            if not structure.is_admissible(point):
+                raise _OutsideDomainError
+            cache.clear()  # the root finder asks for the gradient, then the Jacobian, once each
+            cache[key] = action.evaluate(point)
+        return cache[key]
+
+    evaluations = 0
+
+    def gradient(c: np.ndarray) -> np.ndarray:
+        nonlocal evaluations
+        evaluations += 1
+        return coordinates.to_coordinates(evaluate(c).gradient).numpy()
+
+    def jacobian(c: np.ndarray) -> np.ndarray:
+        return coordinates.hessian(evaluate(c)).numpy()
+
+    try:
+        result = scipy.optimize.root(gradient, coordinates.to_coordinates(origin).numpy(),
+                                     jac=jacobian, method="hybr", tol=1e-14)
+        return evaluate(result.x), evaluations
+    except (_OutsideDomainError, torch.linalg.LinAlgError):
+        return None, evaluations
+
+
+def _saddle_fixed_point(action: EffectiveAction, start: torch.Tensor, tolerance: float,
+                        max_iterations: int) -> _Run:
+    """Damped fixed point of the stationarity conditions (`fixed_point_target`), the damping
+    halved whenever ‖∇S‖ would more than double (a saddle has no descent function to monitor).
+    Where it stalls (large α: the map stops contracting) the hybrid Newton method runs from
+    where it stopped and from the start, and the point with the smaller gradient is kept."""
+    structure = action.structure
+    evaluation = action.evaluate(start)
+    evaluations, iterations, damping = 1, 0, 0.5
+    norm = gradient_norm(evaluation)
+    while norm > tolerance and iterations < max_iterations:
+        target = structure.fixed_point_target(evaluation.point, evaluation.gradient)
+        if target is None:
+            break
+        def bounded_growth(trial: ActionEvaluation, _length: float, norm: float = norm
+                           ) -> bool:
+            return gradient_norm(trial) <= 2 * norm
+
+        trial, damping, used = _backtrack(action, evaluation, target - evaluation.point,
+                                          bounded_growth, length=damping, smallest=1e-8)
+        evaluations += used
+        if trial is None:
+            break
+        evaluation, norm, iterations = trial, gradient_norm(trial), iterations + 1
+    message = "damped fixed point"
+    if norm > tolerance:
+        # From where the fixed point stopped and from the start (a warm start near the solution
+        # can be left far behind by a fixed point that does not contract).
+        for origin in (evaluation.point, start):
+            polished, used = _hybrid_newton(action, origin)
+            evaluations += used
+            if polished is not None and gradient_norm(polished) < norm:
+                evaluation, norm = polished, gradient_norm(polished)
+                message = "damped fixed point → hybrid Newton"
+    return _Run(evaluation, iterations, evaluations, message, final_damping=damping)
+
+
+def _saddle_newton(action: EffectiveAction, start: torch.Tensor, tolerance: float,
+                   max_iterations: int) -> _Run:
+    """The hybrid Newton method on ∇S = 0 from the start."""
+    polished, used = _hybrid_newton(action, start)
+    if polished is None:
+        return _Run(action.evaluate(start), 0, used + 1, "hybrid Newton left the domain")
+    return _Run(polished, 0, used, "hybrid Newton")
+
+
+# -- what each kind of stationary point asks of a solve -------------------------------------
+
+MethodFunction = Callable[[EffectiveAction, torch.Tensor, float, int], _Run]
+
+
+@dataclass(frozen=True)
+class _Curvature:
+    min_eigenvalue: float
+    hessian: tuple[tuple[float, ...], ...] | None = None
+    eigenvalues: tuple[float, ...] | None = None
+    signature_ok: bool | None = None
+
+
+def _minimum_curvature(action: EffectiveAction, evaluation: ActionEvaluation) -> _Curvature:
+    return _Curvature(min_hessian_eigenvalue(action, evaluation.point, evaluation))
+
+
+def _saddle_curvature(action: EffectiveAction, evaluation: ActionEvaluation) -> _Curvature:
+    """The full Hessian and its eigenvalues; the signature holds when exactly the structure's
+    `n_negative_directions` eigenvalues are negative and the others positive."""
+    coordinates = _Coordinates(action.structure, evaluation.point.dtype)
+    hessian = coordinates.hessian(evaluation)
+    eigenvalues = torch.linalg.eigvalsh(hessian)
+    negative = action.structure.n_negative_directions
+    signature = bool((eigenvalues[:negative] < 0).all() and (eigenvalues[negative:] > 0).all())
+    return _Curvature(float(eigenvalues[0]),
+                      tuple(tuple(float(v) for v in row) for row in hessian.tolist()),
+                      tuple(float(v) for v in eigenvalues), signature)
+
+
+def _auto_minimum(action: EffectiveAction) -> str:
+    few = action.structure.n_parameters <= NEWTON_LIMIT
+    return "newton" if action.cheap_hessian or few else "anderson"
+
+
+def _auto_saddle(action: EffectiveAction) -> str:
+    return "fixed-point"
+
+
+@dataclass(frozen=True)
+class _StationaryRule:
+    """Methods, the 'auto' choice, how starts are ranked (`best` names the winner) and the
+    curvature report."""
+
+    methods: dict[str, MethodFunction]
+    auto: Callable[[EffectiveAction], str]
+    rank: Callable[[_Run], float]
+    best: str
+    curvature: Callable[[EffectiveAction, ActionEvaluation], _Curvature]
+
+
+_RULES: dict[str, _StationaryRule] = {
+    "minimum": _StationaryRule(
+        methods={"newton": _newton, "anderson": _anderson_with_fallback,
+                 "fixed-point": _fixed_point, "lbfgs": _lbfgs,
+                 "newton-krylov": _newton_krylov},
+        auto=_auto_minimum,
+        rank=lambda run: run.evaluation.value,
+        best="lowest S",
+        curvature=_minimum_curvature),
+    "saddle": _StationaryRule(
+        methods={"fixed-point": _saddle_fixed_point, "newton": _saddle_newton},
+        auto=_auto_saddle,
+        rank=lambda run: gradient_norm(run.evaluation),
+        best="smallest gradient",
+        curvature=_saddle_curvature),
+}
+
+
+def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = None, *,
+                       settings: SolverSettings | None = None, **options: Any) -> SaddlePoint:
+    """The stationary point of S (docs/math/theory.md §3): the minimum over SPD Q̄, or the
+    saddle in (Q̄, Q), as the action's structure says.
+
+    Options are the fields of `SolverSettings` (method, tolerance, max_iterations, n_starts,
+    seed, hessian_check), given as `settings`, as keywords, or both (keywords win). `start`
+    defaults to the infinite-width point (pass a neighbouring solution to warm start). With
+    n_starts > 1 further random starts are solved; their largest distance to the best solution
+    is reported and a warning raised when it exceeds √tolerance. A solution whose gradient norm
+    exceeds the tolerance comes back with converged=False and a SaddlePointConvergenceWarning.
+    """
+    settings = (SolverSettings() if settings is None else settings).updated(**options)
+    structure = action.structure
+    rule = _RULES[structure.stationary]
+    method = rule.auto(action) if settings.method == "auto" else settings.method
+    if method not in rule.methods:
+        raise ValueError(
+            f"solver method {method!r} does not apply to {type(structure).__name__}, whose "
+            f"physical point is a {structure.stationary} of S; choose 'auto' or one of "
+            f"{tuple(rule.methods)}.")
+    if start is not None and not structure.is_admissible(start.to(torch.float64)):
+        raise ValueError("the start point must be admissible (Q̄ positive definite, Q > −1).")
+    generator = torch.Generator().manual_seed(settings.seed)
+    starts = [action.identity() if start is None else start.to(torch.float64)]
+    starts += [structure.random_start(generator) for _ in range(settings.n_starts - 1)]
+
+    solve = rule.methods[method]
+    runs = [solve(action, initial, settings.tolerance, settings.max_iterations)
+            for initial in starts]
+    best = min(runs, key=rule.rank)
     disagreement = max(
-        float(torch.linalg.norm(run.evaluation.q_bar - best.evaluation.q_bar)) for run in runs
+        float(torch.linalg.norm(run.evaluation.point - best.evaluation.point)) for run in runs
     )
-    if disagreement > math.sqrt(tolerance):
+    if disagreement > math.sqrt(settings.tolerance):
         warnings.warn(
-            f"saddle-point starts disagree by {disagreement:.3g} (‖ΔQ̄‖_F); the action may have "
-            "several minima; the one with the lowest S is returned.",
+            f"saddle-point starts disagree by {disagreement:.3g} (‖Δ‖_F); the action may have "
+            f"several stationary points; the one with the {rule.best} is returned.",
             SaddlePointConvergenceWarning,
             stacklevel=2,
         )
     norm = gradient_norm(best.evaluation)
-    converged = bool(norm <= tolerance)
+    converged = bool(norm <= settings.tolerance)
     if not converged:
         warnings.warn(
-            f"saddle point not converged: ‖∂S/∂Q̄‖ = {norm:.3g} > {tolerance:.1g} after "
+            f"saddle point not converged: ‖∇S‖ = {norm:.3g} > {settings.tolerance:.1g} after "
             f"{best.iterations} iterations ({best.message}); try method='newton', more "
             "iterations or a warm start.",
             SaddlePointConvergenceWarning,
             stacklevel=2,
         )
-    q_bar = best.evaluation.q_bar
-    smallest = min_hessian_eigenvalue(action, q_bar, best.evaluation) if hessian_check else None
+    curvature = rule.curvature(action, best.evaluation) if settings.hessian_check else None
     diagnostics = SolverDiagnostics(
         method=method,
         converged=converged,
@@ -495,9 +613,13 @@ def solve_saddle_point(
         function_evaluations=sum(run.evaluations for run in runs),
         gradient_norm=norm,
         action=best.evaluation.value,
-        min_hessian_eigenvalue=smallest,
+        min_hessian_eigenvalue=None if curvature is None else curvature.min_eigenvalue,
         n_starts=len(starts),
         start_disagreement=disagreement,
         message=best.message,
+        hessian=None if curvature is None else curvature.hessian,
+        hessian_eigenvalues=None if curvature is None else curvature.eigenvalues,
+        is_saddle=None if curvature is None else curvature.signature_ok,
+        final_damping=best.final_damping,
     )
-    return SaddlePoint(q_bar=q_bar, diagnostics=diagnostics)
+    return SaddlePoint(best.evaluation.point, diagnostics, structure)
