@@ -19,6 +19,7 @@ from krenorm.networks import (
     LangevinSampler,
     MALASampler,
     PosteriorRun,
+    SamplerSettings,
     build_network,
     default_step_size,
     make_generator,
@@ -65,7 +66,9 @@ def linear_problem():
 
 
 @pytest.mark.parametrize(
-    ("sampler", "n_steps"), [("collapsed", 1200), ("mala", 3000), ("langevin", 4500)]
+    ("sampler", "n_steps"),
+    [("collapsed", 1200), ("mala", 3000), ("langevin", 4500), ("hmc", 600),
+     ("collapsed-hmc", 400)],
 )
 def test_samplers_recover_exact_linear_posterior(linear_problem, sampler, n_steps):
     # Mean E f and second moment E f² at two test points and E[λ1|a|²/N | y], each within
@@ -78,8 +81,9 @@ def test_samplers_recover_exact_linear_posterior(linear_problem, sampler, n_step
     run = PosteriorRun(
         ArchitectureSpec("fc", "identity"), settings["width"], x, y, x_test,
         torch.zeros(2, dtype=torch.float64), settings["temperature"], settings["lambda0"],
-        settings["lambda1"], sampler=sampler, n_replicas=48, n_steps=n_steps,
-        burn_in=n_steps // 3, thin=2, seed=21, kernel_records=0,
+        settings["lambda1"],
+        settings=SamplerSettings(sampler=sampler, n_replicas=48, n_steps=n_steps,
+                                 burn_in=n_steps // 3, thin=2, seed=21, kernel_records=0),
     )
     run.advance()
     accumulator = run.accumulator
@@ -118,7 +122,8 @@ def test_langevin_mala_and_collapsed_agree_on_test_loss(cnn_problem):
             warnings.simplefilter("ignore", RuntimeWarning)
             summaries[sampler] = sample_posterior(
                 spec, 3, x, y, x_test, y_test, temperature=0.2, lambda0=1.0, lambda1=1.0,
-                sampler=sampler, n_replicas=16, n_steps=n_steps, seed=5, kernel_records=0,
+                settings=SamplerSettings(sampler=sampler, n_replicas=16, n_steps=n_steps,
+                                         seed=5, kernel_records=0),
             )
     reference = summaries["collapsed"]
     assert reference.test_loss_stderr < 0.03 * reference.test_loss
@@ -182,7 +187,7 @@ def test_conv_and_local_filters_move(kind, name):
         sampler.step()
     moved = (sampler.model.first_layer.detach() - start).norm() / start.norm()
     assert float(moved) > 0.01
-    _, gradients = sampler._potential_and_gradient()
+    _, gradients = sampler.density.potential_and_gradient()
     prior_force = sampler.lambda0 * sampler.model.first_layer.detach()
     assert float((gradients[0] - prior_force).norm()) > 1e-6
 
@@ -192,7 +197,7 @@ def test_mala_notices_parameters_changed_outside_step():
     sampler.step()
     with torch.no_grad():
         sampler.model.first_layer.mul_(0.5)
-    cached, _ = sampler._cached_potential_and_gradient()
+    cached, _ = sampler.kernel.potential_and_gradient()
     with torch.no_grad():
         fresh = sampler.potential()
     torch.testing.assert_close(cached, fresh)
@@ -240,19 +245,15 @@ def test_default_step_size_scales_inversely_with_data():
 # --- runs, summaries, checkpoints ---------------------------------------------------------------
 
 
-def _run(cnn_problem, **changes):
+def _run(cnn_problem, temperature=0.3, device=None, **changes):
     x, y, x_test, y_test = cnn_problem
-    settings = {
-        "spec": ArchitectureSpec("lcn", "erf", mask=3, stride=3), "width": 2, "x_train": x,
-        "y_train": y, "x_test": x_test, "y_test": y_test, "temperature": 0.3, "lambda0": 1.0,
-        "lambda1": 1.0, "sampler": "mala", "n_replicas": 3, "n_steps": 60, "burn_in": 20,
-        "thin": 2, "seed": 7, "kernel_records": 5,
-    }
-    settings.update(changes)
-    return PosteriorRun(**settings)
+    settings = SamplerSettings(sampler="mala", n_replicas=3, n_steps=60, burn_in=20, thin=2,
+                               seed=7, kernel_records=5).replace(**changes)
+    return PosteriorRun(ArchitectureSpec("lcn", "erf", mask=3, stride=3), 2, x, y, x_test,
+                        y_test, temperature, 1.0, 1.0, settings=settings, device=device)
 
 
-@pytest.mark.parametrize("sampler", ["langevin", "mala", "collapsed"])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
 def test_checkpoint_resume_is_bit_identical(cnn_problem, tmp_path, sampler):
     straight = _run(cnn_problem, sampler=sampler)
     straight.advance()
@@ -277,11 +278,11 @@ def test_unadjusted_adaptation_grows_slowly_and_reaches_its_target(cnn_problem):
     # per adaptation step; afterwards the would-be acceptance must sit near its 0.98 target
     # (0.9 leaves room for the noise of 3 replicas × 100 steps).
     run = _run(cnn_problem, sampler="langevin", n_steps=400, burn_in=300, thin=10)
-    initial = run.sampler.step_size
+    initial = run.sampler.step_size.clone()  # one per replica, all equal at the start
     run.advance(until_step=140)  # adaptation runs for the first burn_in // 2 = 150 steps
-    history = torch.tensor(run.sampler.adaptation.history)
-    assert float(history.diff().max()) <= 0.02 + 1e-12
-    assert float(history.max()) <= math.log(initial) + 0.02 * 140 + 1e-9
+    history = run.adaptation.history  # (iterations, replicas)
+    assert float(history.diff(dim=0).max()) <= 0.02 + 1e-12
+    assert float(history.max()) <= math.log(float(initial.max())) + 0.02 * 140 + 1e-9
     run.advance()
     assert float(run.sampler.mean_acceptance.mean()) > 0.9
 
@@ -298,7 +299,7 @@ def test_sample_posterior_summary_and_resume(cnn_problem, tmp_path):
     x, y, x_test, y_test = cnn_problem
     spec = ArchitectureSpec("cnn", "erf", mask=3, stride=3)
     arguments = (spec, 2, x, y, x_test, y_test, 0.3, 1.0, 1.0)
-    options = {"sampler": "collapsed", "n_replicas": 4, "n_steps": 40, "seed": 3,
+    options = {"settings": SamplerSettings(sampler="collapsed", n_replicas=4, n_steps=40, seed=3),
                "checkpoint": tmp_path / "run.pt"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -318,7 +319,7 @@ def test_sample_posterior_summary_and_resume(cnn_problem, tmp_path):
 def test_float32_sampling_runs(cnn_problem):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        run = _run(cnn_problem, dtype=torch.float32, sampler="collapsed", n_steps=30, burn_in=10)
+        run = _run(cnn_problem, dtype="float32", sampler="collapsed", n_steps=30, burn_in=10)
         run.advance()
         summary = run.summary()
     assert summary.dtype == "torch.float32"
