@@ -13,9 +13,9 @@ warnings and replica table, when
 1. stuck: its post-burn-in mean acceptance is below STUCK_ACCEPTANCE (kernels with a Metropolis
    correction; the unadjusted kernel always moves), or
 2. frozen: its recorded test-loss and train-error traces are both constant, or
-3. non-mixing: the median, over up to OUTLIER_NEIGHBOURS other replicas, of the rank-normalised
-   split-R̂ of the pair (this replica, other replica) exceeds OUTLIER_RHAT on the test loss or the
-   train error, and such replicas are a minority of those left by rules 1–2 (when most replicas
+3. non-mixing: the median, over up to OUTLIER_NEIGHBOURS other replicas, of the split-R̂ (ArviZ
+   method 'split') of the pair (this replica, other replica) exceeds OUTLIER_RHAT on the test loss
+   or the train error, and such replicas are a minority of those left by rules 1–2 (when most replicas
    disagree, the run as a whole has not converged: it is reported, nothing is excluded by rule 3).
 
 Rules 1–2 are mechanical; rule 3 looks at the observables, so its threshold is far from 1 (a
@@ -197,8 +197,9 @@ class ReplicaDiagnostics:
 
 
 def _pairwise_rhat(observables: list[torch.Tensor], candidates: list[int]) -> dict[int, float]:
-    """Median over up to OUTLIER_NEIGHBOURS following candidates (cyclically) of the rank-
-    normalised split-R̂ of the pair (r, s), max over observables, for every candidate r."""
+    """Median over up to OUTLIER_NEIGHBOURS following candidates (cyclically) of the split-R̂ of
+    the pair (r, s), max over observables, for every candidate r. ArviZ's classic 'split' method:
+    the rank-normalised one costs 15× more per pair (1.8 ms vs 0.12 ms), R·16 pairs per summary."""
     count = len(candidates)
     neighbours = min(count - 1, OUTLIER_NEIGHBOURS)
     if neighbours < 1:
@@ -210,7 +211,7 @@ def _pairwise_rhat(observables: list[torch.Tensor], candidates: list[int]) -> di
         chosen = traces[:, candidates]  # (n, count)
         constant = _constant_chains(chosen)
         pairs = torch.stack([chosen[:, left], chosen[:, right]])  # (2, n, pairs)
-        values = arviz.rhat(arviz.convert_to_dataset(pairs.numpy()))
+        values = arviz.rhat(arviz.convert_to_dataset(pairs.numpy()), method="split")
         rhat = next(iter(values.data_vars.values())).values.reshape(count, neighbours)
         # A pair of constant traces has no R̂; it only arises after rules 1–2 missed nothing.
         both_constant = (constant[left] & constant[right]).numpy().reshape(count, neighbours)
