@@ -462,6 +462,13 @@ def test_replica_health_rules_on_synthetic_traces():
     table = replica_health(split, split, None, torch.ones(4, dtype=torch.float64),
                            metropolis=True)
     assert not any(row.excluded for row in table)
+    # One replica far off, but the others disagree among themselves too: flagged, not excluded.
+    clusters = torch.randn(400, 8, generator=generator, dtype=torch.float64)
+    clusters[:, 4:7] += 1.5
+    clusters[:, 7] += 10.0
+    table = replica_health(clusters, clusters, None, step_size, metropolis=True)
+    assert not any(row.excluded for row in table)
+    assert "the other replicas do not agree" in table[7].reasons[0]
     # Every replica stuck: none excluded (the summary says the estimate is unreliable).
     table = replica_health(test, train, torch.zeros(8, dtype=torch.float64), step_size,
                            metropolis=True)

@@ -15,13 +15,15 @@ warnings and replica table, when
 2. frozen: its recorded test-loss and train-error traces are both constant, or
 3. non-mixing: the median, over up to OUTLIER_NEIGHBOURS other replicas, of the split-R̂ (ArviZ
    method 'split') of the pair (this replica, other replica) exceeds OUTLIER_RHAT on the test loss
-   or the train error, and such replicas are a minority of those left by rules 1–2 (when most replicas
-   disagree, the run as a whole has not converged: it is reported, nothing is excluded by rule 3).
+   or the train error — provided such replicas are at most OUTLIER_SHARE of those left by rules
+   1–2 and the others agree among themselves (rank-normalised R̂ ≤ CONSENSUS_RHAT). Otherwise the
+   run as a whole has not converged: the replicas are flagged and reported, not excluded.
 
 Rules 1–2 are mechanical; rule 3 looks at the observables, so its threshold is far from 1 (a
-healthy replica reaches R̂ = 1.5 against its peers only with an ESS of order 1) to keep the
-selection from trimming the tails of a correctly sampled posterior. When every replica would be
-excluded, none is, and the summary says so.
+healthy replica reaches R̂ = 1.5 against its peers only with an ESS of order 1) and it needs a
+consensus, to keep the selection from trimming the tails of a correctly sampled posterior or
+from picking one mode of an unmixed one. When every replica would be excluded, none is, and the
+summary says so.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ with warnings.catch_warnings():
 STUCK_ACCEPTANCE = 0.05
 #: Rule 3: median pairwise split-R̂ above which a replica does not mix with the others.
 OUTLIER_RHAT = 1.5
+#: Rule 3 excludes only when the flagged replicas are at most this share of the candidates …
+OUTLIER_SHARE = 0.25
+#: … and the other candidates agree among themselves (rank-normalised R̂ at most this).
+CONSENSUS_RHAT = 1.1
 #: Rule 3: number of other replicas (the next ones, cyclically) each replica is compared with.
 OUTLIER_NEIGHBOURS = 16
 #: Records per chain below which ArviZ's split diagnostics are undefined (two halves of ≥ 2).
@@ -242,17 +248,29 @@ def replica_health(
     frozen = _constant_chains(test_traces) & _constant_chains(train_traces)
     for index in torch.nonzero(frozen).flatten().tolist():
         reasons[index].append("frozen: constant test-loss and train-error traces")
+    excludable = [bool(reason) for reason in reasons]
     candidates = [index for index in range(replicas) if not reasons[index]]
     rhat_vs_others: dict[int, float] = {}
     if n >= 2 * MIN_RECORDS_FOR_RHAT and len(candidates) >= 3:
         rhat_vs_others = _pairwise_rhat([test_traces, train_traces], candidates)
         outliers = [index for index, value in rhat_vs_others.items() if value > OUTLIER_RHAT]
-        if 2 * len(outliers) < len(candidates):
-            for index in outliers:
-                reasons[index].append(f"non-mixing: median split-R̂ against the other replicas "
-                                      f"{rhat_vs_others[index]:.2f} > {OUTLIER_RHAT}")
-    # Every replica flagged: keep them all, the summary says so.
-    excluded = [False] * replicas if all(reasons) else [bool(reason) for reason in reasons]
+        rest = [index for index in candidates if index not in outliers]
+        kept_because = ""
+        if outliers and OUTLIER_SHARE * len(candidates) < len(outliers):
+            kept_because = (f"kept: {len(outliers)} of {len(candidates)} replicas disagree, the "
+                            "run has not converged")
+        elif outliers:
+            consensus = max(rank_rhat(test_traces[:, rest]), rank_rhat(train_traces[:, rest]))
+            if consensus > CONSENSUS_RHAT:
+                kept_because = (f"kept: the other replicas do not agree either (R̂ "
+                                f"{consensus:.2f} > {CONSENSUS_RHAT}), the run has not converged")
+        for index in outliers:
+            reason = (f"non-mixing: median split-R̂ against the other replicas "
+                      f"{rhat_vs_others[index]:.2f} > {OUTLIER_RHAT}")
+            reasons[index].append(reason + (f" ({kept_because})" if kept_because else ""))
+            excludable[index] = not kept_because
+    # Every replica excludable: keep them all, the summary says so.
+    excluded = [False] * replicas if all(excludable) else excludable
     rows = []
     for index in range(replicas):
         ess = None

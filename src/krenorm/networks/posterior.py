@@ -564,10 +564,12 @@ class PosteriorRun:
                                if row.excluded)
             notes.append(f"{len(excluded)} of {len(table)} replicas excluded from the averages "
                          f"({listed}).")
-        elif all(row.reasons for row in table):
-            notes.append("every replica was flagged as stuck, frozen or non-mixing; none was "
-                         "excluded and the estimates are unreliable: rerun with a smaller "
-                         "step_size or longer burn-in.")
+        kept = [row for row in table if row.reasons and not row.excluded]
+        if kept:
+            listed = "; ".join(f"{row.index}: {', '.join(row.reasons)}" for row in kept[:10])
+            notes.append(f"{len(kept)} of {len(table)} replicas flagged but kept in the averages "
+                         f"({listed}{' …' if len(kept) > 10 else ''}); the estimates are "
+                         "unreliable: run longer, or with a smaller step_size.")
         test = estimate_mean(traces.test_loss[included].T)
         train = estimate_mean(traces.train_error[included].T)
         if not test.reliable:
