@@ -522,8 +522,9 @@ class PosteriorRun:
         bit-identical to an uninterrupted run (generator states are restored). Refuses, naming
         the file, a checkpoint that is corrupted, holds anything but tensors and plain
         containers, or was written by another configuration."""
-        state = load_checkpoint(path, kind=CHECKPOINT_KIND,
-                                map_location=self.model.first_layer.device)
+        # On the CPU: generator states, step sizes and sums live there; the sampler moves the
+        # parameters and cached gradients to the model's device.
+        state = load_checkpoint(path, kind=CHECKPOINT_KIND, map_location="cpu")
         config = state.get("config")
         if not isinstance(config, dict):
             raise ValueError(f"checkpoint {path} has no run configuration.")

@@ -112,20 +112,26 @@ class KernelState:
                 "previous_move": previous}
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], versions: tuple[int, ...]) -> KernelState:
+    def from_state_dict(cls, state: Mapping[str, Any], versions: tuple[int, ...],
+                        device: torch.device) -> KernelState:
         """Inverse of `state_dict`; a saved cache is attached to the current `versions` (the
-        caller has just loaded the parameters it belongs to)."""
+        caller has just loaded the parameters it belongs to) and moved to their `device`; step
+        sizes stay on the CPU."""
         cache = state["cache"]
         previous = state["previous_move"]
+
+        def moved(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [tensor.to(device, copy=True) for tensor in tensors]
+
         return cls(
-            step_size=state["step_size"].clone(),
+            step_size=state["step_size"].to("cpu", torch.float64, copy=True),
             n_steps=int(state["n_steps"]),
             cache=None if cache is None else GradientCache(
-                cache["potential"].clone(), [g.clone() for g in cache["gradients"]], versions
+                cache["potential"].to(device, copy=True), moved(cache["gradients"]), versions
             ),
             previous_move=None if previous is None else PreviousMove(
-                previous["potential"].clone(), [g.clone() for g in previous["gradients"]],
-                [n.clone() for n in previous["noises"]], previous["effective_step"].clone(),
+                previous["potential"].to(device, copy=True), moved(previous["gradients"]),
+                moved(previous["noises"]), previous["effective_step"].to("cpu", copy=True),
             ),
         )
 
@@ -308,7 +314,8 @@ class TransitionKernel(ABC):
         if state.get("name") != self.name:
             raise ValueError(f"state is from a {state.get('name')!r} kernel, this is "
                              f"{self.name!r}.")
-        self.state = KernelState.from_state_dict(state["state"], self._versions())
+        device = self.parameters()[0].device
+        self.state = KernelState.from_state_dict(state["state"], self._versions(), device)
         check_step_sizes(self.state.step_size, self.density.n_replicas)
         self.generator.set_state(state["generator"])
 
