@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias-replicas", type=int, default=64)
     parser.add_argument("--bias-langevin-steps", type=int, default=100_000)
     parser.add_argument("--bias-reference-steps", type=int, default=20_000)
+    parser.add_argument("--bias-control-only", action="store_true",
+                        help="part 3: only the fixed-step positive control")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared, oversubscribed machine)")
     parser.add_argument("--no-reference", action="store_true",
@@ -357,24 +359,37 @@ BIAS_TOYS = (BiasToy(10, 50, 4, 4, 0.05), BiasToy(20, 50, 4, 8, 0.02),
              BiasToy(40, 50, 4, 8, 0.05))
 
 
+#: Positive control of part 3: unadjusted Langevin at fixed step sizes 2.5–10× the adapted one
+#: on the second posterior (40 000 steps each), to show the O(η) bias where it is resolved.
+BIAS_CONTROL_TOY = BIAS_TOYS[1]
+BIAS_CONTROL_STEP_SIZES = (0.03, 0.06, 0.12)
+BIAS_CONTROL_STEPS = 40_000
+
+
 def langevin_bias(toy: BiasToy, n_replicas: int, langevin_steps: int,
-                  reference_steps: int) -> list[dict]:
+                  reference_steps: int,
+                  fixed_step_sizes: tuple[float, ...] | None = None) -> list[dict]:
     """Rows for `toy`: collapsed (the reference), MALA (a second exact sampler, on the same
     parameters as Langevin), unadjusted Langevin at the default settings and at the fixed default
     step size; deviations relative to the reference with their z-scores and the test-loss R̂."""
     x, y, x_test, y_test = toy.data()
     spec = ArchitectureSpec("fc", "erf")
-    runs = (("collapsed", reference_steps, True), ("mala", reference_steps, True),
-            ("langevin", langevin_steps, True), ("langevin", langevin_steps, False))
+    runs: list[tuple[str, int, bool, float | None]] = [("collapsed", reference_steps, True, None)]
+    if fixed_step_sizes is None:
+        runs += [("mala", reference_steps, True, None), ("langevin", langevin_steps, True, None),
+                 ("langevin", langevin_steps, False, None)]
+    else:
+        runs += [("langevin", langevin_steps, False, size) for size in fixed_step_sizes]
     rows: list[dict] = []
-    for sampler, n_steps, adapt in runs:
+    for sampler, n_steps, adapt, step_size in runs:
         settings = SamplerSettings(sampler=sampler, n_replicas=n_replicas, n_steps=n_steps,
-                                   adapt_step_size=adapt, seed=1, kernel_records=0)
+                                   adapt_step_size=adapt, step_size=step_size, seed=1,
+                                   kernel_records=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             summary = sample_posterior(spec, toy.width, x, y, x_test, y_test, toy.temperature,
                                        1.0, 1.0, settings=settings)
-        rows.append({"sampler": sampler, "adapted": adapt, "steps": n_steps,
+        rows.append({"sampler": sampler, "adapted": adapt, "fixed": step_size, "steps": n_steps,
                      "test": (summary.test_loss, summary.test_loss_stderr),
                      "train": (summary.train_error, summary.train_error_stderr),
                      "tau": summary.test_loss_estimate.tau,
@@ -398,8 +413,10 @@ def _format_bias(toy: BiasToy, row: dict) -> str:
         return (f"{value:.4f} ± {error:.4f} | {100 * relative:+.1f} ± "
                 f"{100 * relative_error:.1f} % ({z:+.1f}σ)")
 
-    label = row["sampler"] + ("" if row["sampler"] != "langevin" else
-                              (" (adapted)" if row["adapted"] else " (fixed default η)"))
+    label = row["sampler"]
+    if row["sampler"] == "langevin":
+        label += (" (adapted)" if row["adapted"] else " (fixed default η)"
+                  if row["fixed"] is None else f" (fixed η = {row['fixed']:g})")
     acceptance = "—" if row["acceptance"] is None else f"{row['acceptance']:.3f}"
     return (f"| P={toy.n_train} N={toy.width} T={toy.temperature:g} | {label} | {row['steps']} | "
             f"{cell('test')} | {cell('train')} | {row['tau']:.1f} | {row['rhat']:.3f} | "
@@ -414,10 +431,14 @@ def run_bias(args: argparse.Namespace) -> None:
     print("| posterior | sampler | steps | test loss | Δ test | train error | Δ train | "
           "τ (records) | R̂ | acceptance | η (median) | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for toy in BIAS_TOYS:
+    for toy in () if args.bias_control_only else BIAS_TOYS:
         for row in langevin_bias(toy, args.bias_replicas, args.bias_langevin_steps,
                                  args.bias_reference_steps):
             print(_format_bias(toy, row), flush=True)
+    control_steps = BIAS_CONTROL_STEPS if not args.quick else args.bias_langevin_steps
+    for row in langevin_bias(BIAS_CONTROL_TOY, args.bias_replicas, control_steps,
+                             args.bias_reference_steps, BIAS_CONTROL_STEP_SIZES):
+        print(_format_bias(BIAS_CONTROL_TOY, row), flush=True)
 
 
 if __name__ == "__main__":
