@@ -1,11 +1,18 @@
-"""Sampler throughput and wall time to a 1 % test-loss estimate (issue 4).
+"""Sampler throughput, wall time to a 1 % test-loss estimate, and the unadjusted Langevin bias.
 
-Part 1 — throughput: replica-steps per second of the unadjusted Langevin, MALA and collapsed
-samplers for FC and CNN (mask = stride = 7) networks of width N on P MNIST-sized 28×28 inputs,
-with R = 1, 16, 64 replicas batched in one pass. A fixed, stable step size is used (timing only).
+Part 1 — throughput: replica-steps per second of every sampler (unadjusted Langevin, MALA,
+collapsed, HMC, collapsed HMC) for FC and CNN (mask = stride = 7) networks of width N on P
+MNIST-sized 28×28 inputs, with R = 1, 16, 64 replicas batched in one pass. A fixed, stable step
+size is used (timing only); an HMC step costs L = 10 gradient evaluations, the others one.
 
-Part 2 — wall time (burn-in included) until the posterior test loss has a standard error of
-1 % of its value (pooled integrated autocorrelation time), per sampler, with a time cap.
+Part 2 — sampling time (burn-in included, summaries not) until the posterior test loss has a
+standard error of 1 % of its value (ArviZ MCSE), per sampler, with a time cap; with the
+autocorrelation time τ = nR/ESS (in records) and the ESS.
+
+Part 3 — bias of unadjusted Langevin on small nonlinear posteriors (erf FC, synthetic ±1
+labels): test loss and train error at the default settings (step size adapted to 0.98 of the
+would-be acceptance) and at the fixed default step size, against the collapsed sampler (exact),
+as deviation ± combined standard error.
 
 Reference: `reference_throughput(loop, task)` times any external Langevin loop on `task` (same
 network, data, T, λ0, λ1, η); `run_throughput(..., reference=loop)` adds its single-chain steps
@@ -16,6 +23,7 @@ the task to an .npz and runs benchmarks/reference/deepbays_langevin.py --task in
     .venv/bin/python benchmarks/sampling.py                  # full run (MNIST 0 vs 1)
     .venv/bin/python benchmarks/sampling.py --quick          # smoke run
     .venv/bin/python benchmarks/sampling.py --no-reference   # without the deepbays column
+    .venv/bin/python benchmarks/sampling.py --parts bias     # part 3 only
 """
 
 from __future__ import annotations
@@ -37,7 +45,14 @@ import numpy as np
 import torch
 
 from krenorm.architectures import ArchitectureSpec
-from krenorm.networks import SAMPLERS, PosteriorRun, build_network, make_generator
+from krenorm.networks import (
+    SAMPLERS,
+    PosteriorRun,
+    SamplerSettings,
+    build_network,
+    make_generator,
+    sample_posterior,
+)
 
 
 @dataclass(frozen=True)
@@ -200,10 +215,12 @@ def time_to_precision(
     """Part 2: advance one chain set until stderr ≤ relative_error·test loss or the time cap;
     wall time includes burn-in and the step-size adaptation in its first half."""
     x_train, y_train, x_test, y_test = data
+    settings = SamplerSettings(sampler=sampler, n_replicas=n_replicas, n_steps=10**7,
+                               burn_in=burn_in, thin=thin, seed=0,
+                               dtype=str(dtype).removeprefix("torch."), kernel_records=0)
     run = PosteriorRun(
         _spec(architecture, "erf"), width, x_train, y_train, x_test, y_test, temperature, 1.0,
-        1.0, sampler=sampler, n_replicas=n_replicas, n_steps=10**7, burn_in=burn_in, thin=thin,
-        seed=0, device=device, dtype=dtype, kernel_records=0,
+        1.0, settings=settings, device=device,
     )
     start = time.perf_counter()
     summary = None
@@ -215,18 +232,19 @@ def time_to_precision(
                 summary = run.summary()
             if summary.test_loss_stderr <= relative_error * summary.test_loss:
                 break
-    elapsed = time.perf_counter() - start
     reached = summary is not None and (
         summary.test_loss_stderr <= relative_error * summary.test_loss
     )
     return {
         "architecture": architecture, "sampler": sampler, "R": n_replicas, "steps": run.step,
-        "seconds": elapsed, "reached": reached,
+        "seconds": run.wall_time, "reached": reached,
         "test_loss": None if summary is None else summary.test_loss,
         "stderr": None if summary is None else summary.test_loss_stderr,
         "tau": None if summary is None else summary.test_loss_estimate.tau,
+        "ess": None if summary is None else summary.ess,
         "acceptance": None if summary is None else summary.acceptance,
-        "step_size": run.sampler.step_size,
+        "step_size": float(run.sampler.step_size.median()),
+        "excluded": None if summary is None else len(summary.excluded_replicas),
     }
 
 
@@ -234,10 +252,11 @@ def _format_precision(row: dict) -> str:
     loss = "—" if row["test_loss"] is None else f"{row['test_loss']:.4f} ± {row['stderr']:.4f}"
     acceptance = "—" if row["acceptance"] is None else f"{row['acceptance']:.2f}"
     tau = "—" if row["tau"] is None else f"{row['tau']:.1f}"
+    ess = "—" if row["ess"] is None else f"{row['ess']:.0f}"
     status = "" if row["reached"] else " (cap, not reached)"
     return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | {row['steps']} | "
-            f"{row['seconds']:.1f}{status} | {loss} | {tau} | {acceptance} | "
-            f"{row['step_size']:.3g} |")
+            f"{row['seconds']:.1f}{status} | {loss} | {tau} | {ess} | {acceptance} | "
+            f"{row['step_size']:.3g} | {row['excluded']} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -255,7 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision-replicas", type=int, default=16)
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per sampler")
     parser.add_argument("--parts", nargs="+", default=["throughput", "precision"],
-                        choices=("throughput", "precision"))
+                        choices=("throughput", "precision", "bias"))
+    parser.add_argument("--bias-replicas", type=int, default=64)
+    parser.add_argument("--bias-langevin-steps", type=int, default=100_000)
+    parser.add_argument("--bias-reference-steps", type=int, default=20_000)
+    parser.add_argument("--bias-control-only", action="store_true",
+                        help="part 3: only the fixed-step positive control")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a shared, oversubscribed machine)")
     parser.add_argument("--no-reference", action="store_true",
@@ -264,8 +288,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.replicas, args.steps, args.time_cap = [1, 4], 3, 20.0
         args.n_train, args.n_test, args.precision_replicas = 40, 40, 4
+        args.bias_replicas, args.bias_langevin_steps, args.bias_reference_steps = 8, 2000, 1000
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    if "bias" in args.parts:
+        run_bias(args)
+        if args.parts == ["bias"]:
+            print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+            return
     x_train, y_train, x_test, y_test, source = load_data(args.n_train, args.n_test)
     print(f"data: {source}, P = {args.n_train}, Pt = {args.n_test}, N = {args.width}, "
           f"T = {args.temperature}, λ0 = λ1 = 1, erf, {args.dtype}, device {args.device}, "
@@ -288,9 +318,11 @@ def run_precision(args: argparse.Namespace, data: tuple[torch.Tensor, ...],
                   dtype: torch.dtype) -> None:
     """Part 2 table: each sampler, FC and CNN, until a 1 % standard error or the time cap."""
     print("\n### Wall time to a test-loss estimate with 1 % standard error\n")
-    print("| arch | sampler | R | steps | seconds | test loss | τ (records) | acceptance | η |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    schedule = {"collapsed": (100, 1), "mala": (400, 2), "langevin": (400, 2)}
+    print("| arch | sampler | R | steps | seconds | test loss | τ (records) | ESS | acceptance | "
+          "step (median) | excluded |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    schedule = {"collapsed": (100, 1), "mala": (400, 2), "langevin": (400, 2), "hmc": (200, 1),
+                "collapsed-hmc": (100, 1)}
     for architecture in ("fc", "cnn"):
         for sampler, (burn_in, thin) in schedule.items():
             row = time_to_precision(
@@ -298,6 +330,115 @@ def run_precision(args: argparse.Namespace, data: tuple[torch.Tensor, ...],
                 args.precision_replicas, burn_in, thin, 0.01, args.time_cap, dtype, args.device,
             )
             print(_format_precision(row), flush=True)
+
+
+@dataclass(frozen=True)
+class BiasToy:
+    """A small nonlinear posterior: erf FC of width N on P Gaussian inputs in D dimensions with
+    labels sign(x₀ + x₁/2), temperature T, λ0 = λ1 = 1, Pt test points."""
+
+    n_train: int
+    n_test: int
+    input_dim: int
+    width: int
+    temperature: float
+
+    def data(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.n_train, self.input_dim, generator=generator, dtype=torch.float64)
+        x_test = torch.randn(self.n_test, self.input_dim, generator=generator,
+                             dtype=torch.float64)
+        label = lambda z: torch.sign(z[:, 0] + 0.5 * z[:, 1])  # noqa: E731
+        return x, label(x), x_test, label(x_test)
+
+
+#: The posteriors of part 3: small enough that every sampler mixes (R̂ ≤ 1.02 at 20 000 MALA
+#: steps). At P = 40, N = 8, T = 0.01 none does within 100 000 steps (R̂ 1.2–1.7), so a
+#: difference there measures non-convergence, not the discretisation bias.
+BIAS_TOYS = (BiasToy(10, 50, 4, 4, 0.05), BiasToy(20, 50, 4, 8, 0.02),
+             BiasToy(40, 50, 4, 8, 0.05))
+
+
+#: Positive control of part 3: unadjusted Langevin at fixed step sizes 2.5–10× the adapted one
+#: on the second posterior (40 000 steps each), to show the O(η) bias where it is resolved.
+BIAS_CONTROL_TOY = BIAS_TOYS[1]
+BIAS_CONTROL_STEP_SIZES = (0.03, 0.06, 0.12)
+BIAS_CONTROL_STEPS = 40_000
+
+
+def langevin_bias(toy: BiasToy, n_replicas: int, langevin_steps: int,
+                  reference_steps: int,
+                  fixed_step_sizes: tuple[float, ...] | None = None) -> list[dict]:
+    """Rows for `toy`: collapsed (the reference), MALA (a second exact sampler, on the same
+    parameters as Langevin), unadjusted Langevin at the default settings and at the fixed default
+    step size; deviations relative to the reference with their z-scores and the test-loss R̂."""
+    x, y, x_test, y_test = toy.data()
+    spec = ArchitectureSpec("fc", "erf")
+    runs: list[tuple[str, int, bool, float | None]] = [("collapsed", reference_steps, True, None)]
+    if fixed_step_sizes is None:
+        runs += [("mala", reference_steps, True, None), ("langevin", langevin_steps, True, None),
+                 ("langevin", langevin_steps, False, None)]
+    else:
+        runs += [("langevin", langevin_steps, False, size) for size in fixed_step_sizes]
+    rows: list[dict] = []
+    for sampler, n_steps, adapt, step_size in runs:
+        settings = SamplerSettings(sampler=sampler, n_replicas=n_replicas, n_steps=n_steps,
+                                   adapt_step_size=adapt, step_size=step_size, seed=1,
+                                   kernel_records=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            summary = sample_posterior(spec, toy.width, x, y, x_test, y_test, toy.temperature,
+                                       1.0, 1.0, settings=settings)
+        rows.append({"sampler": sampler, "adapted": adapt, "fixed": step_size, "steps": n_steps,
+                     "test": (summary.test_loss, summary.test_loss_stderr),
+                     "train": (summary.train_error, summary.train_error_stderr),
+                     "tau": summary.test_loss_estimate.tau,
+                     "rhat": summary.test_loss_estimate.rhat, "acceptance": summary.acceptance,
+                     "step_size": summary.step_size, "seconds": summary.wall_time_s})
+    reference = rows[0]
+    for row in rows:
+        for key in ("test", "train"):
+            value, error = row[key]
+            exact, exact_error = reference[key]
+            combined = math.hypot(error, exact_error)
+            row[f"{key}_deviation"] = (value / exact - 1, combined / exact,
+                                       (value - exact) / combined if row is not reference else 0)
+    return rows
+
+
+def _format_bias(toy: BiasToy, row: dict) -> str:
+    def cell(key: str) -> str:
+        value, error = row[key]
+        relative, relative_error, z = row[f"{key}_deviation"]
+        return (f"{value:.4f} ± {error:.4f} | {100 * relative:+.1f} ± "
+                f"{100 * relative_error:.1f} % ({z:+.1f}σ)")
+
+    label = row["sampler"]
+    if row["sampler"] == "langevin":
+        label += (" (adapted)" if row["adapted"] else " (fixed default η)"
+                  if row["fixed"] is None else f" (fixed η = {row['fixed']:g})")
+    acceptance = "—" if row["acceptance"] is None else f"{row['acceptance']:.3f}"
+    return (f"| P={toy.n_train} N={toy.width} T={toy.temperature:g} | {label} | {row['steps']} | "
+            f"{cell('test')} | {cell('train')} | {row['tau']:.1f} | {row['rhat']:.3f} | "
+            f"{acceptance} | "
+            f"{row['step_size']:.3g} | {row['seconds']:.0f} |")
+
+
+def run_bias(args: argparse.Namespace) -> None:
+    """Part 3 table."""
+    print("\n### Unadjusted Langevin bias against the collapsed sampler (erf FC, D = 4, "
+          f"R = {args.bias_replicas})\n")
+    print("| posterior | sampler | steps | test loss | Δ test | train error | Δ train | "
+          "τ (records) | R̂ | acceptance | η (median) | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for toy in () if args.bias_control_only else BIAS_TOYS:
+        for row in langevin_bias(toy, args.bias_replicas, args.bias_langevin_steps,
+                                 args.bias_reference_steps):
+            print(_format_bias(toy, row), flush=True)
+    control_steps = BIAS_CONTROL_STEPS if not args.quick else args.bias_langevin_steps
+    for row in langevin_bias(BIAS_CONTROL_TOY, args.bias_replicas, control_steps,
+                             args.bias_reference_steps, BIAS_CONTROL_STEP_SIZES):
+        print(_format_bias(BIAS_CONTROL_TOY, row), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@ independence, filters that move, divergence errors, checkpoint/resume (THEORY.md
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import pathlib
 import warnings
 
+import arviz as az
 import numpy as np
 import pytest
 import torch
@@ -19,9 +23,11 @@ from krenorm.networks import (
     LangevinSampler,
     MALASampler,
     PosteriorRun,
+    SamplerSettings,
     build_network,
     default_step_size,
     make_generator,
+    replica_health,
     sample_posterior,
 )
 
@@ -65,7 +71,9 @@ def linear_problem():
 
 
 @pytest.mark.parametrize(
-    ("sampler", "n_steps"), [("collapsed", 1200), ("mala", 3000), ("langevin", 4500)]
+    ("sampler", "n_steps"),
+    [("collapsed", 1200), ("mala", 3000), ("langevin", 4500), ("hmc", 600),
+     ("collapsed-hmc", 400)],
 )
 def test_samplers_recover_exact_linear_posterior(linear_problem, sampler, n_steps):
     # Mean E f and second moment E f² at two test points and E[λ1|a|²/N | y], each within
@@ -78,8 +86,9 @@ def test_samplers_recover_exact_linear_posterior(linear_problem, sampler, n_step
     run = PosteriorRun(
         ArchitectureSpec("fc", "identity"), settings["width"], x, y, x_test,
         torch.zeros(2, dtype=torch.float64), settings["temperature"], settings["lambda0"],
-        settings["lambda1"], sampler=sampler, n_replicas=48, n_steps=n_steps,
-        burn_in=n_steps // 3, thin=2, seed=21, kernel_records=0,
+        settings["lambda1"],
+        settings=SamplerSettings(sampler=sampler, n_replicas=48, n_steps=n_steps,
+                                 burn_in=n_steps // 3, thin=2, seed=21, kernel_records=0),
     )
     run.advance()
     accumulator = run.accumulator
@@ -118,7 +127,8 @@ def test_langevin_mala_and_collapsed_agree_on_test_loss(cnn_problem):
             warnings.simplefilter("ignore", RuntimeWarning)
             summaries[sampler] = sample_posterior(
                 spec, 3, x, y, x_test, y_test, temperature=0.2, lambda0=1.0, lambda1=1.0,
-                sampler=sampler, n_replicas=16, n_steps=n_steps, seed=5, kernel_records=0,
+                settings=SamplerSettings(sampler=sampler, n_replicas=16, n_steps=n_steps,
+                                         seed=5, kernel_records=0),
             )
     reference = summaries["collapsed"]
     assert reference.test_loss_stderr < 0.03 * reference.test_loss
@@ -140,7 +150,7 @@ def _sampler(name, kind="cnn", n_replicas=4, step_size=0.05, seed=0, temperature
     return SAMPLERS[name](model, x, y, temperature, 1.0, 1.0, step_size, generator)
 
 
-@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed"])
+@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
 def test_replicas_share_no_state(name):
     # Changing replica 1 must leave replica 0's move bit-identical (same random stream):
     # potentials, gradients and accept/reject are per replica.
@@ -172,7 +182,7 @@ def test_replica_increments_are_uncorrelated():
 
 
 @pytest.mark.parametrize("kind", ["cnn", "lcn"])
-@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed"])
+@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
 def test_conv_and_local_filters_move(kind, name):
     # Filters are sampled parameters: after 40 steps they must have moved by more than 1 % of
     # their norm, with a likelihood force on them that is not zero.
@@ -182,7 +192,7 @@ def test_conv_and_local_filters_move(kind, name):
         sampler.step()
     moved = (sampler.model.first_layer.detach() - start).norm() / start.norm()
     assert float(moved) > 0.01
-    _, gradients = sampler._potential_and_gradient()
+    _, gradients = sampler.density.potential_and_gradient()
     prior_force = sampler.lambda0 * sampler.model.first_layer.detach()
     assert float((gradients[0] - prior_force).norm()) > 1e-6
 
@@ -192,7 +202,7 @@ def test_mala_notices_parameters_changed_outside_step():
     sampler.step()
     with torch.no_grad():
         sampler.model.first_layer.mul_(0.5)
-    cached, _ = sampler._cached_potential_and_gradient()
+    cached, _ = sampler.kernel.potential_and_gradient()
     with torch.no_grad():
         fresh = sampler.potential()
     torch.testing.assert_close(cached, fresh)
@@ -240,19 +250,15 @@ def test_default_step_size_scales_inversely_with_data():
 # --- runs, summaries, checkpoints ---------------------------------------------------------------
 
 
-def _run(cnn_problem, **changes):
+def _run(cnn_problem, temperature=0.3, device=None, **changes):
     x, y, x_test, y_test = cnn_problem
-    settings = {
-        "spec": ArchitectureSpec("lcn", "erf", mask=3, stride=3), "width": 2, "x_train": x,
-        "y_train": y, "x_test": x_test, "y_test": y_test, "temperature": 0.3, "lambda0": 1.0,
-        "lambda1": 1.0, "sampler": "mala", "n_replicas": 3, "n_steps": 60, "burn_in": 20,
-        "thin": 2, "seed": 7, "kernel_records": 5,
-    }
-    settings.update(changes)
-    return PosteriorRun(**settings)
+    settings = SamplerSettings(sampler="mala", n_replicas=3, n_steps=60, burn_in=20, thin=2,
+                               seed=7, kernel_records=5).replace(**changes)
+    return PosteriorRun(ArchitectureSpec("lcn", "erf", mask=3, stride=3), 2, x, y, x_test,
+                        y_test, temperature, 1.0, 1.0, settings=settings, device=device)
 
 
-@pytest.mark.parametrize("sampler", ["langevin", "mala", "collapsed"])
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
 def test_checkpoint_resume_is_bit_identical(cnn_problem, tmp_path, sampler):
     straight = _run(cnn_problem, sampler=sampler)
     straight.advance()
@@ -277,11 +283,11 @@ def test_unadjusted_adaptation_grows_slowly_and_reaches_its_target(cnn_problem):
     # per adaptation step; afterwards the would-be acceptance must sit near its 0.98 target
     # (0.9 leaves room for the noise of 3 replicas × 100 steps).
     run = _run(cnn_problem, sampler="langevin", n_steps=400, burn_in=300, thin=10)
-    initial = run.sampler.step_size
+    initial = run.sampler.step_size.clone()  # one per replica, all equal at the start
     run.advance(until_step=140)  # adaptation runs for the first burn_in // 2 = 150 steps
-    history = torch.tensor(run.sampler.adaptation.history)
-    assert float(history.diff().max()) <= 0.02 + 1e-12
-    assert float(history.max()) <= math.log(initial) + 0.02 * 140 + 1e-9
+    history = run.adaptation.history  # (iterations, replicas)
+    assert float(history.diff(dim=0).max()) <= 0.02 + 1e-12
+    assert float(history.max()) <= math.log(float(initial.max())) + 0.02 * 140 + 1e-9
     run.advance()
     assert float(run.sampler.mean_acceptance.mean()) > 0.9
 
@@ -298,7 +304,7 @@ def test_sample_posterior_summary_and_resume(cnn_problem, tmp_path):
     x, y, x_test, y_test = cnn_problem
     spec = ArchitectureSpec("cnn", "erf", mask=3, stride=3)
     arguments = (spec, 2, x, y, x_test, y_test, 0.3, 1.0, 1.0)
-    options = {"sampler": "collapsed", "n_replicas": 4, "n_steps": 40, "seed": 3,
+    options = {"settings": SamplerSettings(sampler="collapsed", n_replicas=4, n_steps=40, seed=3),
                "checkpoint": tmp_path / "run.pt"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -318,7 +324,7 @@ def test_sample_posterior_summary_and_resume(cnn_problem, tmp_path):
 def test_float32_sampling_runs(cnn_problem):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        run = _run(cnn_problem, dtype=torch.float32, sampler="collapsed", n_steps=30, burn_in=10)
+        run = _run(cnn_problem, dtype="float32", sampler="collapsed", n_steps=30, burn_in=10)
         run.advance()
         summary = run.summary()
     assert summary.dtype == "torch.float32"
@@ -336,3 +342,207 @@ def test_cuda_matches_cpu_statistically(cnn_problem):
         a, b = cpu.summary(), gpu.summary()
     assert b.device.startswith("cuda")
     assert abs(a.test_loss - b.test_loss) < 4 * math.hypot(a.test_loss_stderr, b.test_loss_stderr)
+
+
+# --- settings, deprecated call form ---------------------------------------------------------------
+
+
+def test_sampler_settings_validation():
+    assert SamplerSettings(sampler="collapsed-hmc", leapfrog_steps=3).leapfrog_steps == 3
+    for changes, match in (({"leapfrog_steps": 0}, "leapfrog_steps"),
+                           ({"sampler": "nuts"}, "sampler"),
+                           ({"step_size": -1.0}, "step_size")):
+        with pytest.raises(ValueError, match=match):
+            SamplerSettings(**changes)
+    assert SamplerSettings.from_dict(SamplerSettings().to_dict()) == SamplerSettings()
+    json.dumps(SamplerSettings().to_dict())
+
+
+def test_deprecated_keyword_form_still_runs_and_matches(cnn_problem):
+    x, y, x_test, y_test = cnn_problem
+    spec = ArchitectureSpec("cnn", "erf", mask=3, stride=3)
+    arguments = (spec, 2, x, y, x_test, y_test, 0.3, 1.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.warns(DeprecationWarning, match="SamplerSettings"):
+            old = sample_posterior(*arguments, sampler="mala", n_replicas=3, n_steps=40,
+                                   burn_in=10, seed=2, device="cpu", dtype=torch.float64)
+        new = sample_posterior(
+            spec, 2.0, x, y, x_test, y_test, temperature=0.3, lambda0=1.0, lambda1=1.0,
+            settings=SamplerSettings(sampler="mala", n_replicas=3, n_steps=40, burn_in=10,
+                                     seed=2, dtype="float64"), device="cpu")
+        with pytest.warns(DeprecationWarning, match="SamplerSettings"):
+            PosteriorRun(*arguments, sampler="mala", n_replicas=2, n_steps=10)
+    assert old.test_loss == new.test_loss
+    assert old.settings == new.settings
+    with pytest.raises(ValueError, match="not both"):
+        sample_posterior(*arguments, settings=SamplerSettings(), n_steps=10)
+    with pytest.raises(TypeError, match="n_step"):
+        sample_posterior(*arguments, n_step=10)
+    with pytest.raises(ValueError, match="whole number"):
+        PosteriorRun(*arguments[:1], 2.5, *arguments[2:])
+    with pytest.raises(ValueError, match="finite"):
+        PosteriorRun(*arguments[:1], math.inf, *arguments[2:])
+
+
+# --- stuck replicas -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["collapsed", "mala"])
+def test_stuck_replica_is_detected_excluded_and_the_estimate_stays_exact(sampler):
+    # One-unit linear FC network: its posterior is the Gamma(1/2)-scale mixture of GPs of
+    # linear_fc_posterior, so the test loss E[(y − f)²] is known exactly. After adaptation,
+    # replica 3 is moved to W ≈ a ≈ 0.02 (f ≈ 0) and given a step size of 10⁶, so that it rejects
+    # every proposal and stays there. It must be named (warning and replica table), left out of
+    # the averages, and the estimate must match the exact value within 4 standard errors; the
+    # naive average over all replicas is ≥ 6 standard errors off (measured: 6.5σ and 13σ).
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(6, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(6, generator=generator, dtype=torch.float64)
+    x_test = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+    y_test = torch.randn(3, generator=generator, dtype=torch.float64)
+    temperature = 0.1
+    first, second, _ = linear_fc_posterior(x.numpy(), y.numpy(), x_test.numpy(), 1, temperature,
+                                           1.0, 1.0)
+    target = y_test.numpy()
+    exact = float(np.mean(target**2 - 2 * target * first + second))
+    run = PosteriorRun(
+        ArchitectureSpec("fc", "identity"), 1, x, y, x_test, y_test, temperature, 1.0, 1.0,
+        settings=SamplerSettings(sampler=sampler, n_replicas=16, n_steps=2000, burn_in=600,
+                                 thin=2, seed=4, kernel_records=0),
+    )
+    run.advance(until_step=350)  # adaptation ended at step 300
+    with torch.no_grad():
+        run.model.first_layer[3] = 0.02
+        run.model.readout[3] = 0.02
+    kernel = run.sampler.kernel
+    kernel.step_size = torch.where(torch.arange(16) == 3, 1e6, kernel.step_size)
+    with pytest.warns(RuntimeWarning, match=r"replica\(s\) 3 .*stuck"):
+        run.advance()
+    with pytest.warns(RuntimeWarning, match="1 of 16 replicas excluded"):
+        summary = run.summary()
+    assert summary.excluded_replicas == (3,)
+    row = summary.replicas[3]
+    assert row.excluded and row.acceptance == 0.0
+    assert any(reason.startswith("stuck") for reason in row.reasons)
+    assert not any(other.excluded for other in summary.replicas if other.index != 3)
+    assert any("3: stuck" in note for note in summary.warnings)
+    assert abs(summary.test_loss - exact) < 4 * summary.test_loss_stderr
+    naive = float(np.mean([replica.test_loss for replica in summary.replicas]))
+    assert abs(naive - exact) > 6 * summary.test_loss_stderr
+    assert summary.min_replica_acceptance == 0.0
+    assert summary.acceptance > 0.3
+    assert summary.test_loss_estimate.n_chains == 15
+    json.dumps(summary.to_dict())
+
+
+def test_replica_health_rules_on_synthetic_traces():
+    generator = torch.Generator().manual_seed(30)
+    test = torch.randn(400, 8, generator=generator, dtype=torch.float64)
+    train = torch.randn(400, 8, generator=generator, dtype=torch.float64)
+    test[:, 2] = 0.7  # frozen
+    train[:, 2] = 0.1
+    test[:, 5] += 10.0  # a replica elsewhere: R̂ against the others ≫ 1.5
+    acceptance = torch.full((8,), 0.6, dtype=torch.float64)
+    acceptance[6] = 0.01  # stuck
+    step_size = torch.ones(8, dtype=torch.float64)
+    table = replica_health(test, train, acceptance, step_size, metropolis=True)
+    excluded = {row.index: row.reasons for row in table if row.excluded}
+    assert sorted(excluded) == [2, 5, 6]
+    assert excluded[2][0].startswith("frozen")
+    assert excluded[5][0].startswith("non-mixing")
+    assert excluded[6][0].startswith("stuck")
+    assert all(row.rhat_vs_others < 1.1 for row in table if row.index in (0, 1, 3, 4, 7))
+    # The unadjusted kernel's acceptance is a would-be value: never a reason to exclude.
+    unadjusted = replica_health(test, train, acceptance, step_size, metropolis=False)
+    assert [row.index for row in unadjusted if row.excluded] == [2, 5]
+    # Half the replicas elsewhere: not outliers but an unconverged run; nothing excluded.
+    split = torch.randn(400, 4, generator=generator, dtype=torch.float64)
+    split[:, 2:] += 10.0
+    table = replica_health(split, split, None, torch.ones(4, dtype=torch.float64),
+                           metropolis=True)
+    assert not any(row.excluded for row in table)
+    # One replica far off, but the others disagree among themselves too: flagged, not excluded.
+    clusters = torch.randn(400, 8, generator=generator, dtype=torch.float64)
+    clusters[:, 4:7] += 1.5
+    clusters[:, 7] += 10.0
+    table = replica_health(clusters, clusters, None, step_size, metropolis=True)
+    assert not any(row.excluded for row in table)
+    assert "the other replicas do not agree" in table[7].reasons[0]
+    # Every replica stuck: none excluded (the summary says the estimate is unreliable).
+    table = replica_health(test, train, torch.zeros(8, dtype=torch.float64), step_size,
+                           metropolis=True)
+    assert not any(row.excluded for row in table) and all(row.reasons for row in table)
+
+
+def test_summary_exports_traces_to_arviz(cnn_problem):
+    run = _run(cnn_problem, sampler="collapsed", n_steps=60, burn_in=20, thin=2)
+    run.advance()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        summary = run.summary()
+    data = summary.to_inference_data()
+    assert isinstance(data, az.InferenceData)
+    loss = data.posterior["test_loss"]
+    assert loss.sizes == {"chain": 3, "draw": 20}
+    assert data.posterior["draw"].values.tolist() == list(range(22, 61, 2))
+    np.testing.assert_allclose(float(loss.mean()), summary.test_loss, rtol=1e-12)
+    assert {"lp", "step_size", "acceptance_rate"} <= set(data.sample_stats.data_vars)
+    np.testing.assert_allclose(data.sample_stats["step_size"].values[:, 0],
+                               run.sampler.step_size.numpy())
+    rhat = float(az.rhat(data, var_names=["test_loss"])["test_loss"])
+    assert rhat == pytest.approx(summary.test_loss_estimate.rhat, rel=1e-12)
+    assert data.attrs["excluded_chains"] == "" and data.attrs["sampler"] == "collapsed"
+    assert "traces" not in summary.to_dict()
+
+
+# --- checkpoint safety ----------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this object would create the marker file (a stand-in for arbitrary code)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "code ran"))
+
+
+def test_crafted_checkpoint_is_refused_without_running_code(cnn_problem, tmp_path):
+    marker = tmp_path / "marker"
+    run = _run(cnn_problem)
+    # A plain pickle (as torch.save wrote before): no header, refused before reading it.
+    plain = tmp_path / "plain.pt"
+    torch.save({"config": run.config, "bomb": _Payload(marker)}, plain)
+    with pytest.raises(ValueError, match=r"plain\.pt is not a krenorm checkpoint"):
+        run.load(plain)
+    # A forged file with a correct header and digest: weights_only refuses the object.
+    buffer = io.BytesIO()
+    torch.save({"config": run.config, "bomb": _Payload(marker)}, buffer)
+    payload = buffer.getvalue()
+    forged = tmp_path / "forged.pt"
+    forged.write_bytes(b"KRENORM-CHECKPOINT posterior-run/2 sha256="
+                       + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with pytest.raises(ValueError, match=r"forged\.pt was refused.*weights_only"):
+        run.load(forged)
+    assert not marker.exists()
+
+
+def test_checkpoint_with_one_flipped_bit_is_refused(cnn_problem, tmp_path):
+    run = _run(cnn_problem)
+    run.advance(until_step=30)
+    path = tmp_path / "chain.pt"
+    run.save(path)
+    original = path.read_bytes()
+    header = original.index(b"\n") + 1
+    for position in (header + (len(original) - header) // 2, len(original) - 1, header - 10):
+        flipped = bytearray(original)
+        flipped[position] ^= 0x04
+        path.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match=r"chain\.pt is corrupted"):
+            _run(cnn_problem).load(path)
+    path.write_bytes(original)
+    resumed = _run(cnn_problem)
+    resumed.load(path)
+    assert resumed.step == 30

@@ -108,7 +108,8 @@ class ReplicatedNetwork(nn.Module):
     @property
     def n_patches(self) -> int:
         """Np, the number of output positions (1 for FC)."""
-        return self.spec.n_patches(self.input_shape)
+        channels, height, width = self.input_shape  # (c, H, W), checked at construction
+        return self.spec.n_patches((channels, height, width))
 
     @property
     def patch_dimension(self) -> int:
@@ -327,7 +328,7 @@ def build_network(
     N(0, 1/λ1). Give `seed` (a fresh generator on `device`) or an explicit `generator`."""
     if (seed is None) == (generator is None):
         raise ValueError("give exactly one of seed= or generator= (randomness is explicit).")
-    if generator is None:
+    if generator is None and seed is not None:
         generator = make_generator(seed, device)
     return NETWORK_CLASSES[spec.kind](
         spec, width, input_shape, n_replicas, n_outputs, lambda0, lambda1, generator, dtype,

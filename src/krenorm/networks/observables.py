@@ -2,8 +2,8 @@
 
 - Instantaneous errors: the posterior average of E[(y − f)²] per sample (never the error of the
   averaged predictor), split as bias² = (y − E f)² and variance = Var f (THEORY.md §4).
-- Monte-Carlo error: integrated autocorrelation time with Sokal's adaptive window, pooled over
-  chains, effective sample size, standard error, split-R̂.
+- Integrated autocorrelation time with Sokal's adaptive window, pooled over chains (an
+  independent check of τ; the summaries' errors, ESS and R̂ come from ArviZ, see `diagnostics`).
 - Kernels: posterior-averaged hidden-layer kernel ΦΦᵀ versus the NNGP kernel, compared by
   kernel–target alignment (KTA) and centred kernel alignment (CKA); both are scale invariant, so
   the readout normalisation of Φ and the 1/λ1 of the NNGP kernel do not matter.
@@ -16,35 +16,21 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
+from krenorm.networks.diagnostics import RELIABLE_LENGTH_IN_TAU, check_traces
+
 #: Sokal's window constant: the smallest M with M ≥ c·τ(M).
 SOKAL_WINDOW_CONSTANT = 5.0
-#: Chains shorter than this many autocorrelation times give unreliable τ (Sokal's rule of thumb).
-RELIABLE_LENGTH_IN_TAU = 50.0
-
-
-def _as_traces(traces: torch.Tensor) -> torch.Tensor:
-    traces = torch.as_tensor(traces, dtype=torch.float64)
-    if traces.ndim == 1:
-        traces = traces[:, None]
-    if traces.ndim != 2 or traces.shape[0] < 2:
-        raise ValueError(
-            f"traces must be (n_samples ≥ 2, n_chains), got {tuple(traces.shape)}; record more "
-            "samples (longer chains or smaller thinning)."
-        )
-    if not bool(torch.isfinite(traces).all()):
-        raise ValueError("traces contain NaN or inf; the chain diverged, reduce the step size.")
-    return traces
 
 
 def autocorrelation_function(traces: torch.Tensor) -> torch.Tensor:
     """ρ(t) pooled over chains: C(t) = mean_r (1/n) Σ_s δx_r(s) δx_r(s + t), δx = x − grand mean,
     ρ = C/C(0), by FFT. Using the grand mean lets between-chain offsets lengthen τ. (n,)"""
-    traces = _as_traces(traces)
+    traces = check_traces(traces)
     n = traces.shape[0]
     centred = traces - traces.mean()
     size = 1 << (2 * n - 1).bit_length()
@@ -67,7 +53,7 @@ class AutocorrelationTime:
     n_chains: int
     reliable: bool
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -76,7 +62,7 @@ def integrated_autocorrelation_time(
 ) -> AutocorrelationTime:
     """Integrated autocorrelation time of (n, R) traces with Sokal's adaptive window: the smallest
     M with M ≥ c·τ(M). If no such M < n exists, τ at M = n − 1 is returned, marked unreliable."""
-    traces = _as_traces(traces)
+    traces = check_traces(traces)
     n, chains = traces.shape
     rho = autocorrelation_function(traces)
     taus = 2 * torch.cumsum(rho, 0) - 1  # τ(M) = 1 + 2 Σ_{t=1}^{M} ρ(t) = 2 Σ_{t=0}^{M} ρ − 1
@@ -92,69 +78,6 @@ def integrated_autocorrelation_time(
         n_samples=n,
         n_chains=chains,
         reliable=bool(found and n >= RELIABLE_LENGTH_IN_TAU * tau),
-    )
-
-
-def effective_sample_size(traces: torch.Tensor) -> float:
-    """ESS = n·R/τ_int for (n, R) traces."""
-    traces = _as_traces(traces)
-    return traces.numel() / integrated_autocorrelation_time(traces).tau
-
-
-def split_rhat(traces: torch.Tensor) -> float:
-    """Split-R̂ (Gelman et al.): each chain halved, then √(((n−1)/n·W + B/n)/W) with W the mean
-    within-chain variance and B/n the variance of the half-chain means. ≈ 1 when converged."""
-    traces = _as_traces(traces)
-    half = traces.shape[0] // 2
-    if half < 2:
-        raise ValueError("split-R̂ needs at least 4 samples per chain.")
-    halves = torch.cat([traces[:half], traces[half : 2 * half]], dim=1)
-    within = halves.var(0, unbiased=True).mean()
-    between_over_n = halves.mean(0).var(unbiased=True)
-    if within <= 0:
-        return 1.0 if between_over_n <= 0 else math.inf
-    pooled = (half - 1) / half * within + between_over_n
-    return float(torch.sqrt(pooled / within))
-
-
-@dataclass(frozen=True)
-class ChainEstimate:
-    """A posterior mean from (n, R) traces: mean ± stderr with stderr = √(C(0)·τ/(nR)),
-    the ESS, the independent-chain standard error std(chain means)/√R (None for R = 1) and
-    split-R̂."""
-
-    mean: float
-    stderr: float
-    tau: float
-    ess: float
-    n_samples: int
-    n_chains: int
-    between_chain_stderr: float | None
-    rhat: float | None
-    reliable: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def estimate_mean(traces: torch.Tensor) -> ChainEstimate:
-    """Posterior mean and its Monte-Carlo error from (n, R) traces of one observable."""
-    traces = _as_traces(traces)
-    n, chains = traces.shape
-    autocorrelation = integrated_autocorrelation_time(traces)
-    variance = float(((traces - traces.mean()) ** 2).mean())
-    stderr = math.sqrt(variance * autocorrelation.tau / (n * chains))
-    between = float(traces.mean(0).std(unbiased=True)) / math.sqrt(chains) if chains > 1 else None
-    return ChainEstimate(
-        mean=float(traces.mean()),
-        stderr=stderr,
-        tau=autocorrelation.tau,
-        ess=traces.numel() / autocorrelation.tau,
-        n_samples=n,
-        n_chains=chains,
-        between_chain_stderr=between,
-        rhat=split_rhat(traces) if n >= 4 else None,
-        reliable=autocorrelation.reliable,
     )
 
 
@@ -198,7 +121,7 @@ class KernelAlignment:
     centered_target_alignment_posterior: float
     cka_posterior_nngp: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -220,7 +143,7 @@ def compare_kernels(
 
 
 def readout_order_parameter(
-    block_second_moments: torch.Tensor, width: int, lambda1: float
+    block_second_moments: torch.Tensor, width: float, lambda1: float
 ) -> torch.Tensor:
     """Q_ij = (λ1/N) S_ij from S_ij = (1/D) Σ_{k,d} ⟨a_{k,i,d} a_{k,j,d}⟩ (…, pos, pos); the
     prior gives δ_ij exactly, the posterior estimates Q̄ of THEORY.md §3."""

@@ -166,16 +166,19 @@ class GaussianReadout:
         """
         n_replicas, n_samples, n_features = self.features.shape
         n_outputs = self.targets.shape[1]
-        options = {"dtype": self.features.dtype, "device": generator.device}
+        dtype, device = self.features.dtype, generator.device
         if self.use_feature_space:
-            noise = torch.randn(n_replicas, n_features, n_outputs, generator=generator, **options)
+            noise = torch.randn(n_replicas, n_features, n_outputs, generator=generator,
+                                dtype=dtype, device=device)
             noise = noise.to(self.features.device)
             correlated = torch.linalg.solve_triangular(
                 self.cholesky.transpose(1, 2), noise, upper=True
             )
             return self.readout_mean() + correlated
-        prior = torch.randn(n_replicas, n_features, n_outputs, generator=generator, **options)
-        label_noise = torch.randn(n_replicas, n_samples, n_outputs, generator=generator, **options)
+        prior = torch.randn(n_replicas, n_features, n_outputs, generator=generator, dtype=dtype,
+                            device=device)
+        label_noise = torch.randn(n_replicas, n_samples, n_outputs, generator=generator,
+                                  dtype=dtype, device=device)
         prior = prior.to(self.features.device) / math.sqrt(self.lambda1)
         label_noise = label_noise.to(self.features.device) * math.sqrt(self.temperature)
         residual = self.targets - self.features @ prior - label_noise

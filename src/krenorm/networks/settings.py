@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-#: Sampler names; the transition kernels behind them live in krenorm.networks.samplers.
-SAMPLER_NAMES: tuple[str, ...] = ("collapsed", "hmc", "langevin", "mala")
+#: Sampler names: a posterior density and a transition kernel each (krenorm.networks.samplers).
+SAMPLER_NAMES: tuple[str, ...] = ("collapsed", "collapsed-hmc", "hmc", "langevin", "mala")
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float64")
 
 
@@ -18,12 +18,15 @@ DTYPE_NAMES: tuple[str, ...] = ("float32", "float64")
 class SamplerSettings:
     """How to sample the posterior of one network (not what network: that is the spec).
 
-    sampler: 'collapsed' (readout integrated out, MALA on the first layer), 'mala', 'langevin'
-    (unadjusted) or 'hmc'. n_replicas independent chains batched in one tensor, n_steps steps
-    each, of which burn_in (default n_steps // 2) are discarded; every thin-th later state is
-    recorded (default: at most 500 records). step_size None starts from the default rule and
-    adapts during the first half of the burn-in when adapt_step_size. kernel_records bounds the
-    number of recorded hidden-layer kernels (each costs R·P²·F).
+    sampler: 'collapsed' (readout integrated out, MALA on the first layer), 'collapsed-hmc'
+    (readout integrated out, HMC on the first layer), 'mala', 'langevin' (unadjusted) or 'hmc'
+    (all parameters). n_replicas independent chains batched in one tensor, n_steps steps each,
+    of which burn_in (default n_steps // 2) are discarded; every thin-th later state is recorded
+    (default: at most 500 records). step_size None starts from the default rule; with
+    adapt_step_size each replica adapts its own step size during the first half of the burn-in.
+    For the Langevin kernels step_size is η (the step on the potential is ηT), for HMC the
+    leapfrog step h; leapfrog_steps is HMC's number of leapfrog steps per trajectory.
+    kernel_records bounds the number of recorded hidden-layer kernels (each costs R·P²·F).
     """
 
     sampler: str = "collapsed"
@@ -36,6 +39,7 @@ class SamplerSettings:
     seed: int = 0
     dtype: str = "float64"
     kernel_records: int = 50
+    leapfrog_steps: int = 10
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLER_NAMES:
@@ -66,6 +70,7 @@ class SamplerSettings:
         if self.dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {list(DTYPE_NAMES)}, got {self.dtype!r}.")
         _integer("kernel_records", self.kernel_records, minimum=0)
+        _integer("leapfrog_steps", self.leapfrog_steps, minimum=1)
 
     @property
     def effective_burn_in(self) -> int:
