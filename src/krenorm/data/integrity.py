@@ -6,9 +6,10 @@ CIFAR-10 zip). An entry is trusted only while the file's fingerprint is unchange
 modification time, *status-change time* and inode. The status-change time (ctime) is set by the
 kernel on every write and on every `touch`/`os.utime`, so a file altered and then given back its
 size and modification time has a new ctime and is hashed again; a file copied or moved to the
-path has a new inode. Loaders that decode a file hash it again from its bytes (`use_cache=False`)
-and check the decoded arrays themselves (krenorm.data.array_cache), so the entry only ever saves
-a re-hash, it never vouches for content that is used.
+path has a new inode. (On Windows st_ctime is the creation time, so there the fingerprint is
+weaker.) Loaders that decode a file hash it again from its bytes (`use_cache=False`) and check the
+decoded arrays themselves (krenorm.data.array_cache), so the entry only ever saves a re-hash, it
+never vouches for content that is used.
 """
 
 from __future__ import annotations
