@@ -1,26 +1,34 @@
 # Two entry points: `make demo` (main job on shipped default data) and `make test`.
-# Both create/update .venv. torch is pinned to 2.13.0 first so pip takes the local CPU wheel
-# and never resolves a CUDA build.
+# Both create/update .venv with every extra (cli, plots, cluster) and the dev tools. torch is
+# pinned to 2.13.0 first so pip takes the local CPU wheel and never resolves a CUDA build.
+# `make typecheck` runs mypy over src (configured in pyproject.toml).
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.krenorm-installed
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint typecheck venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+# The version lives in src/krenorm/__init__.py (read by pyproject), so a change there reinstalls.
+$(STAMP): pyproject.toml src/krenorm/__init__.py
+	@echo "installing krenorm and its dependencies into $(VENV) (first time: a few minutes)…"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q torch==2.13.0
+	@$(PY) -m pip install -q -e ".[all,dev]"
+	@touch $(STAMP)
 
 demo: $(STAMP)
+	@echo "running krenorm demo (theory vs sampled networks on MNIST 0 vs 1; a few minutes)…"
 	$(VENV)/bin/krenorm demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
 test: $(STAMP)
+	@echo "running ruff and the test suite…"
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q

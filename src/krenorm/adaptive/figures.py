@@ -11,15 +11,23 @@ teacher_vs_chi.png    overlap of the top eigenvector of ⟨VᵀV⟩/N with the t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-#: Line style per method, shared by the three figures.
-METHOD_STYLES = {
+from krenorm.adaptive.study import StudyResult
+
+#: Line style per method, shared by the three figures (matplotlib keyword arguments).
+METHOD_STYLES: dict[str, dict[str, Any]] = {
     "network": {"color": "black", "marker": "o", "linestyle": "none", "label": "sampled networks"},
     "nngp": {"color": "tab:gray", "marker": "s", "linestyle": ":", "label": "NNGP"},
     "corrected": {"color": "tab:blue", "marker": "^", "linestyle": "--",
@@ -32,9 +40,11 @@ METHOD_STYLES = {
 }  # fmt: skip
 
 
-def _series(result, experiment: str, method: str, attribute: str):
+def _series(result: StudyResult, experiment: str, method: str, attribute: str
+            ) -> tuple[list[float], list[float]]:
     points = [p for p in result.points if p.experiment == experiment]
-    xs, ys = [], []
+    xs: list[float] = []
+    ys: list[float] = []
     for point in points:
         entry = point.method(method)
         if entry is not None:
@@ -45,14 +55,16 @@ def _series(result, experiment: str, method: str, attribute: str):
     return xs, ys
 
 
-def _methods(result) -> list[str]:
+def _methods(result: StudyResult) -> list[str]:
     present = {m.method for p in result.points for m in p.methods}
     return [name for name in METHOD_STYLES if name in present]
 
 
-def _panel(axis, result, experiment, attribute, skip=()):
+def _panel(axis: Axes, result: StudyResult, experiment: str, attribute: str,
+           skip: Iterable[str] = ()) -> None:
+    skipped = set(skip)
     for method in _methods(result):
-        if method in skip:
+        if method in skipped:
             continue
         xs, ys = _series(result, experiment, method, attribute)
         if xs:
@@ -61,30 +73,29 @@ def _panel(axis, result, experiment, attribute, skip=()):
     axis.set_xlabel("χ (1 = standard, N = mean-field)")
 
 
-def _experiments(result) -> list[str]:
+def _experiments(result: StudyResult) -> list[str]:
     return [experiment.name for experiment in result.config.experiments]
 
 
-def _figure(rows: int, columns: int):
+def _figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
     return figure, axes
 
 
-def _finish(figure, axes, path: Path) -> Path:
-    handles, labels = {}, {}
+def _finish(figure: Figure, axes: np.ndarray, path: Path) -> Path:
+    handles: dict[str, Artist] = {}  # one legend entry per label, first handle wins
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
-            labels[label] = label
-    figure.legend(list(handles.values()), list(labels), loc="lower center",
-                  ncol=min(3, len(labels)), fontsize=8, frameon=False)  # fmt: skip
+    figure.legend(list(handles.values()), list(handles), loc="lower center",
+                  ncol=min(3, len(handles)), fontsize=8, frameon=False)  # fmt: skip
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
 
 
-def plot_error_vs_chi(result, path: Path) -> Path:
+def plot_error_vs_chi(result: StudyResult, path: Path) -> Path:
     """Top: relative error of each theory's test mean against the networks; bottom: test loss."""
     experiments = _experiments(result)
     figure, axes = _figure(2, len(experiments))
@@ -97,7 +108,7 @@ def plot_error_vs_chi(result, path: Path) -> Path:
         _panel(bottom, result, experiment, "test_loss", skip=("network",))
         points = [p for p in result.points if p.experiment == experiment]
         bottom.errorbar(
-            [p.chi for p in points], [p.method("network").test_loss for p in points],
+            [p.chi for p in points], [p.network.test_loss for p in points],
             yerr=[2 * p.network_stderr for p in points], **METHOD_STYLES["network"],
         )  # fmt: skip
         bottom.set_yscale("log")
@@ -105,7 +116,7 @@ def plot_error_vs_chi(result, path: Path) -> Path:
     return _finish(figure, axes, path)
 
 
-def plot_alignment_vs_chi(result, path: Path) -> Path:
+def plot_alignment_vs_chi(result: StudyResult, path: Path) -> Path:
     """Kernel–target alignment of the hidden kernel versus χ."""
     experiments = _experiments(result)
     figure, axes = _figure(1, len(experiments))
@@ -117,7 +128,7 @@ def plot_alignment_vs_chi(result, path: Path) -> Path:
     return _finish(figure, axes, path)
 
 
-def plot_teacher_vs_chi(result, path: Path) -> Path:
+def plot_teacher_vs_chi(result: StudyResult, path: Path) -> Path:
     """Top eigenvector of ⟨VᵀV⟩/N against the teacher, and the spike eigenvalue."""
     experiments = _experiments(result)
     figure, axes = _figure(2, len(experiments))
@@ -133,7 +144,7 @@ def plot_teacher_vs_chi(result, path: Path) -> Path:
     return _finish(figure, axes, path)
 
 
-def write_study_figures(result, directory: str | Path) -> dict[str, Path]:
+def write_study_figures(result: StudyResult, directory: str | Path) -> dict[str, Path]:
     """The three study figures as PNG files in `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

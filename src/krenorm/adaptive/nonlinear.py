@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -47,6 +48,11 @@ from krenorm.kernels.activations import Activation, get_activation
 _ANDERSON_MEMORY = 6
 #: MALA's optimal acceptance (Roberts & Rosenthal), the target of the step adaptation.
 _MALA_TARGET_ACCEPTANCE = 0.57
+
+#: g in the fixed point x = g(x), on the flattened entries of Ĉ.
+StepMap = Callable[[torch.Tensor], torch.Tensor]
+#: (solution, iterations, residual, converged) of a fixed-point solve.
+FixedPointResult = tuple[torch.Tensor, int, float, bool]
 
 
 @dataclass(frozen=True)
@@ -169,7 +175,7 @@ class _Tilt:
 
     def log_tilt(self, features: torch.Tensor) -> torch.Tensor:
         value = 0.5 * self.strength * (features @ self.t) ** 2
-        if self.fluctuation:
+        if self.inverse is not None:  # set exactly when the fluctuation term is on
             value = value - 0.5 * self.fluctuation * ((features @ self.inverse) * features).sum(-1)
         return value
 
@@ -177,7 +183,8 @@ class _Tilt:
         return _Tilt(strength, self.t, self.fluctuation, self.inverse)
 
 
-def _tilt_from_kernel(kernel, y, kappa, strength, fluctuation) -> _Tilt:
+def _tilt_from_kernel(kernel: torch.Tensor, y: torch.Tensor, kappa: float, strength: float,
+                      fluctuation: float) -> _Tilt:
     """t = (Ĉ + κ)⁻¹y and, with fluctuations, B = (Ĉ + κ)⁻¹ (one Cholesky)."""
     eye = torch.eye(len(y), dtype=torch.float64)
     factor, info = torch.linalg.cholesky_ex(kernel + kappa * eye)
@@ -192,7 +199,8 @@ class _ParticleLaw:
     """Particles v_s (S, D) with their features φ(X v_s) (S, P), distributed as the anchor law
     prior · exp(anchor tilt); weights to any other tilt by the module-docstring formula."""
 
-    def __init__(self, x, activation: Activation, variance, particles, anchor: _Tilt | None):
+    def __init__(self, x: torch.Tensor, activation: Activation, variance: float,
+                 particles: torch.Tensor, anchor: _Tilt | None):
         self.x = x
         self.activation = activation
         self.variance = variance
@@ -210,7 +218,7 @@ class _ParticleLaw:
     def kernel(self, weights: torch.Tensor, g_w: float) -> torch.Tensor:
         return g_w * (self.features.T * weights) @ self.features
 
-    def log_target(self, v: torch.Tensor, tilt: _Tilt):
+    def log_target(self, v: torch.Tensor, tilt: _Tilt) -> tuple[torch.Tensor, torch.Tensor]:
         """ln p(v) up to a constant and its gradient, for a batch of v."""
         v = v.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -220,7 +228,8 @@ class _ParticleLaw:
         return value.detach(), gradient
 
 
-def _anderson_fixed_point(step_map, start, scale, settings):
+def _anderson_fixed_point(step_map: StepMap, start: torch.Tensor, scale: float,
+                          settings: AdaptiveSolverSettings) -> FixedPointResult:
     """Solve x = g(x) by Anderson acceleration (Walker & Ni 2011) with mixing β = damping and
     memory _ANDERSON_MEMORY, restarting the history when the residual grows tenfold over the
     best seen. Residuals are |g(x) − x|/scale. Returns x, iterations, residual, convergence."""
@@ -251,7 +260,8 @@ def _anderson_fixed_point(step_map, start, scale, settings):
     return x, settings.max_iterations, residual, False
 
 
-def _damped_fixed_point(step_map, start, scale, settings):
+def _damped_fixed_point(step_map: StepMap, start: torch.Tensor, scale: float,
+                        settings: AdaptiveSolverSettings) -> FixedPointResult:
     """Damped iteration x ← x + β(g(x) − x), β halved when the residual grows and recovering by
     10 % per contracting step up to settings.damping: the fallback when Anderson fails."""
     x, residual, beta = start, math.inf, settings.damping
@@ -265,7 +275,9 @@ def _damped_fixed_point(step_map, start, scale, settings):
     return x, settings.max_iterations, residual, False
 
 
-def _solve_fixed_point(law: _ParticleLaw, y, start, strength, fluctuation, g_w, kappa, settings):
+def _solve_fixed_point(law: _ParticleLaw, y: torch.Tensor, start: torch.Tensor, strength: float,
+                       fluctuation: float, g_w: float, kappa: float,
+                       settings: AdaptiveSolverSettings) -> FixedPointResult:
     """Ĉ = g_w E_p[φφᵀ] with p tilted by (Ĉ + κ)⁻¹ (through t, and B with fluctuations), at
     fixed particles: Anderson on the entries of Ĉ, then damping if that fails. Returns
     Ĉ, iterations, residual |Ĉ' − Ĉ|_F/|Ĉ_start|_F, convergence."""
@@ -294,7 +306,8 @@ def _systematic_resample(weights: torch.Tensor, generator: torch.Generator) -> t
     return torch.searchsorted(cumulative, positions).clamp_max(count - 1)
 
 
-def _log_transition(start, end, start_drift, epsilon, factor) -> torch.Tensor:
+def _log_transition(start: torch.Tensor, end: torch.Tensor, start_drift: torch.Tensor,
+                    epsilon: float, factor: torch.Tensor) -> torch.Tensor:
     """−|end − start − εΣ∇|²_{Σ⁻¹}/(4ε): the log density of the preconditioned Langevin proposal
     up to a constant that cancels in the Metropolis–Hastings ratio."""
     difference = end - start - epsilon * start_drift
@@ -302,7 +315,8 @@ def _log_transition(start, end, start_drift, epsilon, factor) -> torch.Tensor:
     return -(whitened**2).sum(0) / (4 * epsilon)
 
 
-def _mala_moves(law: _ParticleLaw, particles, tilt: _Tilt, moves, generator):
+def _mala_moves(law: _ParticleLaw, particles: torch.Tensor, tilt: _Tilt, moves: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, float]:
     """Preconditioned MALA on every particle (preconditioner Σ = particle covariance, so
     v' = v + ε Σ∇ln p + √(2ε) L ξ with Σ = LLᵀ); ε starts at 0.5 and adapts multiplicatively
     towards acceptance 0.57 after each move. Returns the moved particles, mean acceptance."""
@@ -311,7 +325,7 @@ def _mala_moves(law: _ParticleLaw, particles, tilt: _Tilt, moves, generator):
     scale = float(torch.diagonal(covariance).mean())
     factor = torch.linalg.cholesky(covariance + 1e-9 * scale * torch.eye(d, dtype=torch.float64))
     value, gradient = law.log_target(particles, tilt)
-    epsilon, acceptances = 0.5, []
+    epsilon, acceptances = 0.5, list[float]()
     for _ in range(moves):
         drift = gradient @ covariance
         noise = torch.randn(particles.shape, generator=generator, dtype=torch.float64)
@@ -335,7 +349,8 @@ def _mala_moves(law: _ParticleLaw, particles, tilt: _Tilt, moves, generator):
     return particles, sum(acceptances) / len(acceptances)
 
 
-def _next_chi(law: _ParticleLaw, tilt: _Tilt, chi, regime, settings) -> float:
+def _next_chi(law: _ParticleLaw, tilt: _Tilt, chi: float, regime: ScalingRegime,
+              settings: AdaptiveSolverSettings) -> float:
     """Largest χ' ≤ min(χ_target, ratio·χ) whose incremental weights w' = p_χ'/p_χ at the current
     Ĉ keep a conditional ESS (Σ W w')² / (Σ W w'²) ≥ target_ess_fraction · S, W the current
     normalised weights (Zhou, Johansen & Aston 2016), by bisection in ln χ'. Only the data term
@@ -359,7 +374,8 @@ def _next_chi(law: _ParticleLaw, tilt: _Tilt, chi, regime, settings) -> float:
     return lower
 
 
-def _check_inputs(x_train, y_train, x_test, regime):
+def _check_inputs(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                  regime: ScalingRegime) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x_train = check_vectors("x_train", torch.as_tensor(x_train)).to(torch.float64)
     x_test = check_vectors("x_test", torch.as_tensor(x_test)).to(torch.float64)
     y = torch.as_tensor(y_train, dtype=torch.float64).reshape(-1)
@@ -413,17 +429,18 @@ def solve_adaptive_saddle_point(
         kernel, iterations, residual, converged = _solve_fixed_point(law, y, kernel, *fixed_point)
         tilt = _tilt_from_kernel(kernel, y, kappa, strength, fluctuation)
         weights = law.weights(tilt)
-        moves, acceptances = 0, []
+        moves, acceptances = 0, list[float]()
         while _ess(weights) < settings.resample_ess_fraction * len(weights) and moves < 3:
             chosen = law.particles[_systematic_resample(weights, generator)]
-            moved, acceptance = _mala_moves(law, chosen, tilt, settings.mcmc_moves, generator)
+            moved, move_acceptance = _mala_moves(law, chosen, tilt, settings.mcmc_moves,
+                                                 generator)
             law = _ParticleLaw(x_train, act, variance, moved, tilt)
             kernel, iterations, residual, converged = _solve_fixed_point(
                 law, y, kernel, *fixed_point
             )
             tilt = _tilt_from_kernel(kernel, y, kappa, strength, fluctuation)
             weights = law.weights(tilt)
-            moves, acceptances = moves + 1, [*acceptances, acceptance]
+            moves, acceptances = moves + 1, [*acceptances, move_acceptance]
         acceptance = sum(acceptances) / len(acceptances) if acceptances else None
         steps.append(
             AnnealStep(chi, _ess(weights), len(weights), moves, acceptance, iterations, residual,

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -28,8 +29,12 @@ from krenorm.adaptive.correction import (
     standard_corrected_linear,
 )
 from krenorm.adaptive.linear_oracle import linear_oracle
-from krenorm.adaptive.linear_theory import predict_at_scale
-from krenorm.adaptive.nonlinear import AdaptiveSolverSettings, solve_adaptive_saddle_point
+from krenorm.adaptive.linear_theory import LinearPrediction, predict_at_scale
+from krenorm.adaptive.nonlinear import (
+    AdaptiveSolution,
+    AdaptiveSolverSettings,
+    solve_adaptive_saddle_point,
+)
 from krenorm.adaptive.sampled import NetworkSamplingSettings, sample_network
 from krenorm.adaptive.scaling import (
     ScalingRegime,
@@ -39,6 +44,7 @@ from krenorm.adaptive.scaling import (
 )
 from krenorm.adaptive.tasks import TASK_NAMES, make_task, teacher_directions
 from krenorm.adaptive.tree_level import tree_level_linear
+from krenorm.data import Dataset
 from krenorm.kernels.activations import get_activation
 
 LINEAR_ACTIVATIONS = ("identity", "linear", "lin")
@@ -179,6 +185,15 @@ class PointResult:
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.method == name), None)
 
+    @property
+    def network(self) -> MethodResult:
+        """The sampled networks' row, which every point has (`run_point` puts it first)."""
+        found = self.method("network")
+        if found is None:
+            raise ValueError(f"point {self.experiment!r} at χ = {self.chi:.4g} has no network "
+                             "row; it was not made by run_point.")
+        return found
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["methods"] = [m.to_dict() for m in self.methods]
@@ -221,9 +236,19 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def _method_result(name: str, prediction, y_test: torch.Tensor, network_mean: torch.Tensor,
-                   alignment: float, overlap: float, spike: float, scale: float = math.nan,
-                   details: dict | None = None) -> MethodResult:
+class _Predicts(Protocol):
+    """What a method row needs of a theory's output: the test mean and its test loss."""
+
+    @property
+    def test_mean(self) -> torch.Tensor: ...
+
+    def test_loss(self, y_test: torch.Tensor) -> dict[str, float]: ...
+
+
+def _method_result(name: str, prediction: _Predicts, y_test: torch.Tensor,
+                   network_mean: torch.Tensor, alignment: float, overlap: float, spike: float,
+                   scale: float = math.nan, details: dict[str, Any] | None = None
+                   ) -> MethodResult:
     """A MethodResult from anything with test_loss(y) and test_mean (predictions, solutions)."""
     loss = prediction.test_loss(y_test)
     return MethodResult(name, loss["loss"], loss["bias2"], loss["variance"],
@@ -231,8 +256,9 @@ def _method_result(name: str, prediction, y_test: torch.Tensor, network_mean: to
                         scale, details or {})
 
 
-def _saddle_result(name: str, solution, y: torch.Tensor, y_test: torch.Tensor,
-                   network_mean: torch.Tensor, teacher, regime: ScalingRegime) -> MethodResult:
+def _saddle_result(name: str, solution: AdaptiveSolution, y: torch.Tensor, y_test: torch.Tensor,
+                   network_mean: torch.Tensor, teacher: torch.Tensor | None,
+                   regime: ScalingRegime) -> MethodResult:
     """A MethodResult of an adaptive saddle-point solution, with its solver details."""
     return _method_result(
         name, solution, y_test, network_mean, kernel_alignment(solution.hidden_kernel, y),
@@ -240,14 +266,16 @@ def _saddle_result(name: str, solution, y: torch.Tensor, y_test: torch.Tensor,
         _spike(solution.weight_covariance, regime), details=_solver_details(solution))
 
 
-def _linear_methods(experiment, data, regime, config, network_mean, teacher):
+def _linear_methods(experiment: ExperimentConfig, data: Dataset, regime: ScalingRegime,
+                    config: StudyConfig, network_mean: torch.Tensor,
+                    teacher: torch.Tensor | None) -> list[MethodResult]:
     x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     y_test = y_test.to(torch.float64)
     results = []
     oracle = linear_oracle(x, y, x_test, regime)
     corrected = standard_corrected_linear(x, y, x_test, regime)
     tree = tree_level_linear(x, y, x_test, regime)
-    predictions = (
+    predictions: tuple[tuple[str, LinearPrediction, float, dict[str, float]], ...] = (
         ("nngp", predict_at_scale("nngp", x, y, x_test, regime, 1.0), 1.0, {}),
         ("corrected", corrected.prediction, corrected.solution.total_scale, {}),
         ("tree-level", tree.prediction, tree.solution.total_scale,
@@ -271,7 +299,7 @@ def _linear_methods(experiment, data, regime, config, network_mean, teacher):
     return results
 
 
-def _solver_details(solution) -> dict:
+def _solver_details(solution: AdaptiveSolution) -> dict[str, Any]:
     return {
         "final_ess": solution.final_ess,
         "anneal_steps": len(solution.steps),
@@ -280,7 +308,9 @@ def _solver_details(solution) -> dict:
     }
 
 
-def _nonlinear_methods(experiment, data, regime, config, network_mean, teacher):
+def _nonlinear_methods(experiment: ExperimentConfig, data: Dataset, regime: ScalingRegime,
+                       config: StudyConfig, network_mean: torch.Tensor,
+                       teacher: torch.Tensor | None) -> list[MethodResult]:
     x, y, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     y_test = y_test.to(torch.float64)
     act, g_w, g_v = experiment.activation, regime.g_w, regime.g_v
@@ -390,7 +420,8 @@ def study_report(result: StudyResult, figures: dict[str, str]) -> str:
         f"# {config.name}: kernel rescaling versus kernel adaptation across χ",
         "",
         f"Generated by `krenorm adaptive` in {result.seconds / 60:.1f} min "
-        f"({config.threads} torch thread(s)). Theory: ADAPTIVE.md; methods: docs/adaptive.md.",
+        f"({config.threads} torch thread(s)). Theory: docs/math/adaptive.md; methods: "
+        "docs/adaptive.md.",
         "",
         "Methods: **network** = sampled finite networks (krenorm.networks, "
         f"{config.sampling.sampler} sampler, {config.sampling.n_replicas} replicas × "
@@ -433,7 +464,7 @@ def study_report(result: StudyResult, figures: dict[str, str]) -> str:
         lines += [f"![{title}]({Path(path).name})", ""]
     lines += ["## Diagnostics", ""]
     for point in result.points:
-        network = point.method("network")
+        network = point.network
         diagnostics = ", ".join(
             f"{key} {_format(value, 3) if isinstance(value, float) else value}"
             for key, value in network.details.items()
@@ -465,7 +496,7 @@ def write_study_outputs(result: StudyResult, directory: str | Path) -> dict[str,
     return {"results": results_path, "report": report_path, **figures}
 
 
-def _without_nan(value):
+def _without_nan(value: Any) -> Any:
     """NaN → null, so results.json is strict JSON."""
     if isinstance(value, float) and math.isnan(value):
         return None

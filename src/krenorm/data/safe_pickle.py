@@ -39,8 +39,10 @@ def _reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
 
 
 def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+    if order not in ("C", "F"):
+        raise UnsafePickleError(f"pickle asks for array order {order!r}; only 'C' or 'F' is valid.")
     array = np.frombuffer(buffer, dtype=_make_dtype(dtype))
-    return array.reshape(shape, order=order).copy()
+    return array.reshape(tuple(shape), order="C" if order == "C" else "F").copy()
 
 
 def _latin1_bytes(text: Any, encoding: str = "latin1") -> bytes:

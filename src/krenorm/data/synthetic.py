@@ -197,9 +197,9 @@ def local_teacher(
     if images is None:
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (c, H, W), got {image_shape!r}.")
-        image_shape = tuple(_check_int("image_shape entries", v, 1) for v in image_shape)
-        x_train = _normal((n_train, *image_shape), _generator(seed, "train"))
-        x_test = _normal((n_test, *image_shape), _generator(seed, "test"))
+        depth, height, breadth = (_check_int("image_shape entries", v, 1) for v in image_shape)
+        x_train = _normal((n_train, depth, height, breadth), _generator(seed, "train"))
+        x_test = _normal((n_test, depth, height, breadth), _generator(seed, "test"))
         input_step = "inputs: i.i.d. N(0, 1) pixels"
     else:
         x_train, x_test = (check_images("images[0]", images[0]).to(torch.float64),
@@ -212,13 +212,14 @@ def local_teacher(
                 f"n_train, n_test = {n_train}, {n_test} but the given images hold "
                 f"{x_train.shape[0]}, {x_test.shape[0]}; pass matching counts."
             )
-        image_shape = tuple(x_train.shape[1:])
+        depth, height, breadth = (int(v) for v in x_train.shape[1:])
         input_step = "inputs: given images"
-    out_h, out_w = geometry.grid((image_shape[1], image_shape[2]))
+    image_shape = (depth, height, breadth)
+    out_h, out_w = geometry.grid((height, breadth))
     n_patches = out_h * out_w
-    patch_dimension = image_shape[0] * mask_hw[0] * mask_hw[1]
+    patch_dimension = depth * mask_hw[0] * mask_hw[1]
     generator = _generator(seed, "teacher")
-    filters = _normal((channels, image_shape[0], *mask_hw), generator) / math.sqrt(lambda0)
+    filters = _normal((channels, depth, *mask_hw), generator) / math.sqrt(lambda0)
     readout = _normal((channels, n_patches), generator) / math.sqrt(lambda1)
     flat_filters = filters.reshape(channels, patch_dimension)
 

@@ -40,11 +40,12 @@ def standard_architectures(
     `patch_size`) and deep CNN (hierarchical windows of 2–3 down to one position)."""
     if dimension % patch_size:
         raise ValueError(f"patch_size {patch_size} must divide the dimension {dimension}.")
-    common = {"activation": activation, "bias_variance": bias_variance}
     trees = (
-        mlp_tree(dimension, depth=2, **common),
-        cnn_tree(dimension, [patch_size], name="shallow-cnn", **common),
-        cnn_tree(dimension, _hierarchical_filters(dimension), name="deep-cnn", **common),
+        mlp_tree(dimension, depth=2, activation=activation, bias_variance=bias_variance),
+        cnn_tree(dimension, [patch_size], name="shallow-cnn", activation=activation,
+                 bias_variance=bias_variance),
+        cnn_tree(dimension, _hierarchical_filters(dimension), name="deep-cnn",
+                 activation=activation, bias_variance=bias_variance),
     )
     return {tree.name: tree for tree in trees}
 

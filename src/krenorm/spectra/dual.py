@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -152,18 +153,18 @@ def tree_kernel(
     leaf_overlaps = leaf_overlaps.to(torch.float64)  # theory in float64
     variances = _node_variances(tree)
     column = {leaf: i for i, leaf in enumerate(leaves)}
-    kernels: list[torch.Tensor | None] = [None] * len(tree.nodes)
-    tangents: list[torch.Tensor | None] = [None] * len(tree.nodes)
+    # Values of the nodes still needed; a node is dropped once all its parents are done, so a
+    # deep DAG holds only its current frontier.
+    kernels: dict[int, torch.Tensor] = {}
+    tangents: dict[int, torch.Tensor] = {}
     remaining_parents = [len(p) for p in tree.parents]
     for index, node in enumerate(tree.nodes):
         if node.is_leaf:
-            kernels[index] = leaf_overlaps[:, column[index]]
-            tangents[index] = kernels[index]
+            kernels[index] = tangents[index] = leaf_overlaps[:, column[index]]
             continue
         mean_kernel = torch.stack([kernels[w] for w in node.children]).mean(0)
-        mean_tangent = None
-        if kind == "ntk":
-            mean_tangent = torch.stack([tangents[w] for w in node.children]).mean(0)
+        mean_tangent = (torch.stack([tangents[w] for w in node.children]).mean(0)
+                        if kind == "ntk" else mean_kernel)  # the tangent is unused for the NNGP
         if node.activation is None:
             kernels[index], tangents[index] = mean_kernel, mean_tangent
         else:
@@ -171,25 +172,19 @@ def tree_kernel(
             variance = variances[index]
             activation = node.activation
             kernels[index] = _on_unique_covariances(
-                lambda a, b, c, act=activation: dual_kernel(act, a, b, c),
-                variance,
-                covariance,
-                activation,
+                partial(dual_kernel, activation), variance, covariance, activation
             )
+            tangents[index] = kernels[index]
             if kind == "ntk":
                 pre_tangent = node.weight_variance * mean_tangent + node.bias_variance
                 slope = _on_unique_covariances(
-                    lambda a, b, c, act=activation: derivative_dual_kernel(act, a, b, c),
-                    variance,
-                    covariance,
-                    activation,
+                    partial(derivative_dual_kernel, activation), variance, covariance, activation
                 )
                 tangents[index] = kernels[index] + slope * pre_tangent
-        # Free children whose parents are all done: deep DAGs then hold only a frontier.
         for child in node.children:
             remaining_parents[child] -= 1
             if remaining_parents[child] == 0:
-                kernels[child] = tangents[child] = None
+                del kernels[child], tangents[child]
     result = kernels[tree.root] if kind == "nngp" else tangents[tree.root]
     if not torch.isfinite(result).all():
         raise ValueError(

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 
 from krenorm.spectra.comparison import SpectraComparison
 from krenorm.spectra.grouping import EigenGroup
@@ -45,21 +47,20 @@ def plot_eigenvalue_maps(comparison: SpectraComparison, path: str | Path) -> Pat
     figure, axes = plt.subplots(
         1, len(grids), figsize=(4.4 * len(grids), 4.0), squeeze=False, layout="constrained"
     )
-    colormap = plt.get_cmap("viridis").copy()
-    colormap.set_bad((1.0, 1.0, 1.0, 0.0))  # transparent: the grey zeros show through
-    image = None
+    # NaN cells transparent, so the grey layer of exact zeros shows through.
+    colormap = plt.get_cmap("viridis").with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
     for axis, (name, grid) in zip(axes[0], grids.items(), strict=True):
         zeros = np.where(np.isneginf(grid), 1.0, np.nan)
         axis.imshow(zeros, origin="lower", cmap="Greys", vmin=0, vmax=2.5, aspect="auto")
         shown = np.where(np.isfinite(grid), grid, np.nan)
-        image = axis.imshow(
-            shown, origin="lower", cmap=colormap, vmin=low, vmax=high, aspect="auto"
-        )
+        axis.imshow(shown, origin="lower", cmap=colormap, vmin=low, vmax=high, aspect="auto")
         axis.set_title(name)
         axis.set_xlabel("spatial extent (max − min + 1)")
         axis.set_ylabel("frequency |S|")
+    # One colour scale shared by every panel (all images use the same norm and colormap).
+    scale = ScalarMappable(norm=Normalize(vmin=low, vmax=high), cmap=colormap)
     figure.colorbar(
-        image, ax=axes[0].tolist(), label="log10 mean eigenvalue of the group (grey: 0)"
+        scale, ax=axes[0].tolist(), label="log10 mean eigenvalue of the group (grey: 0)"
     )
     figure.suptitle(f"Eigenvalues on {{±1}}^{dimension} by frequency and spatial extent")
     path = Path(path)
@@ -74,7 +75,8 @@ def plot_learning_curves(comparison: SpectraComparison, path: str | Path) -> Pat
     against the sample size, one colour per architecture."""
     targets = list(dict.fromkeys(c.target for c in comparison.curves))
     architectures = list(dict.fromkeys(c.architecture for c in comparison.curves))
-    colours = dict(zip(architectures, plt.get_cmap("tab10").colors, strict=False))
+    palette = plt.get_cmap("tab10")
+    colours = {name: palette(index % palette.N) for index, name in enumerate(architectures)}
     figure, axes = plt.subplots(1, len(targets), figsize=(5.2 * len(targets), 4), squeeze=False)
     for axis, target in zip(axes[0], targets, strict=True):
         for curve in comparison.curves:
