@@ -1,6 +1,7 @@
 """The main job: config validation (field named before any work) and a tiny end-to-end run."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -56,38 +57,53 @@ def test_mask_larger_than_the_images_is_refused_before_work():
 def test_shipped_configs_are_valid():
     demo = load_config(demo_config_path())
     assert {spec.kind for spec in demo.architectures} == {"fc", "cnn", "lcn"}
-    assert all(len(demo.network_widths(spec.kind)) == 2 for spec in demo.architectures)
+    # At least three sampled widths per architecture, so the 1/N fit of the deviations has a
+    # degree of freedom left for its χ².
+    assert all(len(demo.network_widths(spec.kind)) >= 3 for spec in demo.architectures)
     cifar = load_config(Path(__file__).parents[1] / "examples" / "lkr_cifar.toml")
     assert cifar.data.dataset == "cifar10" and cifar.retuned_priors
 
 
 def test_tiny_compare_run_writes_tables_figures_and_report(tmp_path):
-    result = run_compare(parse_config(_raw()), tmp_path, progress=False)
-    sources = {(row.architecture, row.source) for row in result.rows}
+    result = run_compare(parse_config(_raw()), tmp_path, progress=False, workers=0)
+    assert result.sweep.failed == 0
+    sources = {(row.architecture, name, row.width) for row in result.rows
+               for name in ("theory", "retuned", "network") if getattr(row, name) is not None}
     for kind in ("fc", "cnn", "lcn"):
-        assert {(kind, "theory"), (kind, "theory-infinite"), (kind, "network"),
-                (kind, "retuned-infinite")} <= sources
+        # N = ∞ is a width like any other: the theory point at math.inf is the NNGP limit.
+        assert {(kind, "theory", math.inf), (kind, "theory", 8.0), (kind, "network", 16.0),
+                (kind, "retuned", 32.0)} <= sources
+        assert result.find(kind, "theory", math.inf).alpha == 0.0
     # Theory at the sampled width is always computed, so every network point has a partner.
     agreements = result.agreements()
     assert len(agreements) == 3
     for agreement in agreements:
         assert agreement.stderr > 0 and agreement.theory > 0
+        assert agreement.z == pytest.approx(agreement.deviation / agreement.stderr)
+    # One sampled width per architecture: no 1/N fit, and the report says so.
+    assert {problem.fit.status for problem in result.agreement.problems} == {"one width"}
     # Retuned priors reproduce the finite-width FC and LCN theory exactly (THEORY.md §3).
     for kind in ("fc", "lcn"):
-        assert result.find(kind, "retuned-infinite", 32.0).test_loss == pytest.approx(
+        assert result.find(kind, "retuned", 32.0).test_loss == pytest.approx(
             result.find(kind, "theory", 32.0).test_loss, rel=1e-9)
     for name in ("results.csv", "results.json", "order_parameters.json", "report.md",
-                 "test_loss_vs_alpha.png", "order_parameters_cnn.png",
-                 "order_parameters_lcn.png"):
+                 "test_loss_vs_alpha.png", "loss_vs_width.png", "deviation_vs_inverse_width.png",
+                 "order_parameters_cnn.png", "order_parameters_lcn.png", "results.sqlite"):
         assert (tmp_path / name).is_file(), name
     report = (tmp_path / "report.md").read_text()
     # One row in the agreement table and one in the sampler table, which carries the sampler's
     # own warnings (kept out of the terminal).
-    assert report.count("| cnn | 16 |") == 2 and "agrees" in report.lower()
+    assert report.count("| cnn | 16 |") == 2 and "deviation" in report.lower()
+    assert "1/N fit: none (one width" in report
+    assert "3 %" not in report and "agrees" not in report
     assert "## Sampler diagnostics" in report
-    notes = [note for row in result.rows if row.source == "network"
-             for note in row.details["warnings"]]
+    notes = [note for row in result.rows if row.network is not None
+             for note in row.network.diagnostics["warnings"]]
     assert notes and all(note in report for note in notes)  # the tiny chains are short
     payload = json.loads((tmp_path / "results.json").read_text())
     assert len(payload["agreements"]) == 3
     assert len(json.loads((tmp_path / "order_parameters.json").read_text())["cnn"]["theory"]) == 3
+    # Rerunning finds every point in the store: nothing is computed twice, same report.
+    again = run_compare(parse_config(_raw()), tmp_path, progress=False, workers=0)
+    assert again.sweep.completed == 0 and again.sweep.skipped == len(result.rows)
+    assert (tmp_path / "report.md").read_text() == report
