@@ -107,3 +107,60 @@ def test_tiny_compare_run_writes_tables_figures_and_report(tmp_path):
     again = run_compare(parse_config(_raw()), tmp_path, progress=False, workers=0)
     assert again.sweep.completed == 0 and again.sweep.skipped == len(result.rows)
     assert (tmp_path / "report.md").read_text() == report
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"retuned_priors": "no"}, "retuned_priors must be true or false"),
+        ({"data": {"dataset": "mnist", "n_train": 10, "n_test": 5, "classes": 5}},
+         "data.classes must be a list"),
+        ({"data": {"dataset": "local-teacher", "n_train": 10, "n_test": 5, "classes": [0, 1]}},
+         "data.classes is not an option of dataset 'local-teacher'"),
+        ({"networks": {"widths": [16], "sampler": "gibbs"}}, "networks.sampler"),
+        ({"networks": {"widths": [16], "n_steps": 100, "burn_in": 100}}, "networks.burn_in"),
+        ({"networks": {"widths": [16], "seed": -1}}, "networks.seed"),
+        ({"networks": {"widths": [16], "thin": 500, "n_steps": 100}}, "networks.thin"),
+        ({"networks": {"widths": [16], "n_chains": 4}}, "n_chains"),
+        ({"theory": {"widths": [8], "solver": "magic"}}, "theory.solver"),
+        ({"theory": {"widths": [8, -1]}}, r"theory.widths[1]"),
+        ({"architectures": [{"kind": "cnn", "network_widths": 5}]},
+         "architectures[0].network_widths"),
+        ({"execution": {"device": "tpu"}}, "execution.device"),
+    ],
+)
+def test_compare_configs_are_validated_like_sweeps(override, message):
+    """The same constructors (SamplerSettings, TheorySettings, DataSpec, ArchitectureSpec)
+    check compare and sweep configs; the message names the TOML field."""
+    with pytest.raises(ConfigError) as error:
+        parse_config(_raw(**override))
+    assert message in str(error.value)
+
+
+def test_bad_data_option_is_refused_before_any_work(tmp_path):
+    """An option only the loader can check (grayscale must be a bool) fails when the driver
+    loads the data, before the store exists or any point runs."""
+    config = parse_config(_raw(data={"dataset": "local-teacher", "n_train": 24, "n_test": 16,
+                                     "noise": -1.0}))
+    with pytest.raises(ConfigError, match=r"data\.noise"):
+        run_compare(config, tmp_path, progress=False, workers=0)
+    assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_compare_expands_to_sweep_points():
+    """A compare config is a fixed sweep: networks at their widths, the theory (with retuned
+    priors) on theory.widths ∪ sampled widths, and N = ∞ as a width of its own."""
+    config = parse_config(_raw())
+    sweep = config.to_sweep("runs/x")
+    assert sweep.db == "runs/x/results.sqlite" and sweep.name == "tiny"
+    points = sweep.points
+    networks = [p for p in points if p.network is not None]
+    assert {(p.architecture.kind, p.width) for p in networks} == {
+        ("fc", 16.0), ("cnn", 16.0), ("lcn", 16.0)}
+    assert all(p.theory is None and p.network.n_steps == 30 for p in networks)
+    theory = [p for p in points if p.theory is not None]
+    assert sorted({p.width for p in theory}) == [8.0, 16.0, 32.0, math.inf]
+    for point in theory:
+        assert point.theory.retuned_priors == (not math.isinf(point.width))
+        assert not point.theory.infinite  # N = ∞ is its own point, not a per-point extra
+    assert len({p.content_hash for p in points}) == len(points) == 3 * (1 + 4)

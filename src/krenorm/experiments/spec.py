@@ -27,6 +27,7 @@ from typing import Any
 from krenorm.architectures import ArchitectureSpec
 from krenorm.experiments.datasets import DATASET_LOADERS, LIST_OPTIONS, dataset_options
 from krenorm.experiments.errors import ConfigError
+from krenorm.networks import SAMPLERS
 from krenorm.networks.settings import SamplerSettings
 from krenorm.theory.solvers import SOLVER_METHODS
 from krenorm.width import check_width, is_infinite, width_from_json, width_label, width_to_json
@@ -203,6 +204,9 @@ class ExperimentSpec:
             object.__setattr__(self, "theory", None)
         if self.theory is None and self.network is None:
             raise ConfigError("an experiment needs theory settings, network settings or both.")
+        if self.network is not None and self.network.sampler not in SAMPLERS:
+            raise ConfigError(f"network.sampler = {self.network.sampler!r} is not available; "
+                              f"choose one of {sorted(SAMPLERS)}.")
         if self.network is not None and (is_infinite(width) or not width.is_integer()):
             raise ConfigError(f"width = {self.width!r} must be a whole number when a network "
                               "is sampled (a network has a finite number of units).")

@@ -15,6 +15,7 @@ from typing import Any
 from krenorm.architectures import ARCHITECTURE_KINDS, ArchitectureSpec
 from krenorm.experiments.errors import ConfigError
 from krenorm.experiments.spec import DataSpec, TheorySettings
+from krenorm.networks import SAMPLERS
 from krenorm.networks.settings import SamplerSettings
 from krenorm.width import check_width
 
@@ -138,12 +139,17 @@ THEORY_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(TheorySett
 
 
 def sampler_settings(values: dict, where: str) -> SamplerSettings:
-    """SamplerSettings from a [network] / [networks] table (unknown keys refused)."""
+    """SamplerSettings from a [network] / [networks] table (unknown keys refused; a sampler
+    name the settings know but this version's samplers do not is refused too)."""
     table(values, where, SAMPLER_FIELDS)
     try:
-        return SamplerSettings(**values)
+        settings = SamplerSettings(**values)
     except ValueError as error:
         raise named(where, error, SAMPLER_FIELDS) from error
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(f"{where}.sampler = {settings.sampler!r} is not available; choose one "
+                          f"of {sorted(SAMPLERS)}.")
+    return settings
 
 
 def theory_settings(values: dict, where: str) -> TheorySettings:
