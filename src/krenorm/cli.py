@@ -1,6 +1,13 @@
-"""The `krenorm` command (Typer). Each command is a thin wrapper over a library function."""
+"""The `krenorm` command (Typer). Each command is a thin wrapper over a library function.
+
+Commands import their library modules inside the function for start-up time only (torch,
+matplotlib and dask are slow to import, and `krenorm --help` or `krenorm data` need none of
+them); nothing here avoids an import cycle.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -66,13 +73,18 @@ def theory_command(
     from rich.console import Console
     from rich.table import Table
 
-    from krenorm.architectures import ArchitectureSpec
     from krenorm.data import load_dataset
     from krenorm.experiments.theory_case import run_theory_case
+    from krenorm.experiments.validation import architecture
 
     data = load_dataset(dataset, classes=tuple(classes.split(",")), n_train=n_train,
                         n_test=n_test, side=side, grayscale=grayscale, seed=seed)
-    spec = ArchitectureSpec(arch, activation, mask, stride, padding)
+    try:
+        spec = architecture({"kind": arch, "mask": mask, "stride": stride, "padding": padding},
+                            activation, "architecture", "--activation")
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
     result = run_theory_case(data.x_train, data.y_train, data.x_test, data.y_test, spec, width,
                              temperature, lambda0, lambda1)
     if as_json:
@@ -136,7 +148,6 @@ def spectra_command(
 ) -> None:
     """Eigenstructure lens: MLP vs shallow vs deep CNN spectra on {±1}^d and learning curves."""
     import json
-    from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
@@ -174,65 +185,86 @@ def spectra_command(
     console.print(f"figures: {maps}, {curves}; data: {directory / 'spectra.json'}")
 
 
-def _run_compare_and_print(config_path, output_dir: str | None) -> None:
+def _run_compare_and_print(config_path: str | Path, output_dir: str | None, *,
+                           workers: int | None, scheduler: str | None, db: str | None,
+                           progress: bool) -> None:
     from rich.console import Console
 
     from krenorm.experiments.compare import run_compare
     from krenorm.experiments.config import load_config
+    from krenorm.experiments.report import console_lines
 
-    result = run_compare(load_config(config_path), output_dir)
+    try:
+        result = run_compare(load_config(config_path), output_dir, progress, workers=workers,
+                             scheduler=scheduler, db=db)
+    except ValueError as error:  # ConfigError, and bad --workers / --scheduler values
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
     console = Console()
-    for agreement in result.agreements():
-        status = "agrees" if agreement.within else "DISAGREES"
-        console.print(f"{agreement.architecture:8s} N={agreement.width:<6g} network "
-                      f"{agreement.network:.5f} ± {agreement.stderr:.5f}  theory "
-                      f"{agreement.theory:.5f}  (N=∞: {agreement.infinite:.5f})  {status}")
+    for line in console_lines(result.agreement):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    sweep = result.sweep
+    console.print(f"{sweep.completed} points computed now, {sweep.skipped} already in the store "
+                  f"{sweep.db} ({sweep.failed} failed) in {sweep.seconds:.1f} s on "
+                  f"{sweep.executor}", soft_wrap=True, highlight=False)
     console.print(f"results, figures and report written to [bold]{result.output_dir}[/bold] "
                   f"(report: {result.output_dir / 'report.md'})")
+    if sweep.failed:
+        raise typer.Exit(1)
+
+
+_WORKERS_HELP = "Local worker processes (default: cores; 0 runs points in this process)."
+_SCHEDULER_HELP = "Dask scheduler address (tcp://host:8786) instead of local workers."
 
 
 @app.command("compare")
 def compare_command(
     config: str = typer.Argument(..., help="TOML config (see src/krenorm/configs/demo.toml)."),
     output_dir: str = typer.Option(None, help="Output directory (default: the config's)."),
+    workers: int = typer.Option(None, help=_WORKERS_HELP),
+    scheduler: str = typer.Option(None, help=_SCHEDULER_HELP),
+    db: str = typer.Option(None, help="Results store (SQLite; default: the config's db, else "
+                                      "results.sqlite in the output directory)."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """The main job: finite- and infinite-width theory vs sampled networks, with figures and a
-    report."""
-    _run_compare_and_print(config, output_dir)
+    report. A fixed sweep: resumable (rerun to finish an interrupted run), on local workers or
+    a Dask cluster."""
+    _run_compare_and_print(config, output_dir, workers=workers, scheduler=scheduler, db=db,
+                           progress=progress)
 
 
 @app.command("demo")
 def demo_command(
     output_dir: str = typer.Option(None, help="Output directory (default: runs/demo)."),
+    workers: int = typer.Option(None, help=_WORKERS_HELP),
+    scheduler: str = typer.Option(None, help=_SCHEDULER_HELP),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Run the main job on the shipped default config (MNIST 0 vs 1; FC, CNN and LCN)."""
     from krenorm.experiments.config import demo_config_path
 
-    _run_compare_and_print(demo_config_path(), output_dir)
+    _run_compare_and_print(demo_config_path(), output_dir, workers=workers,
+                           scheduler=scheduler, db=None, progress=progress)
 
 
 @app.command("sweep")
 def sweep_command(
     config: str = typer.Argument(..., help="Sweep TOML (see examples/sweep_theory.toml)."),
-    workers: int = typer.Option(
-        None, help="Local worker processes (default: cores; 0 runs points in this process)."
-    ),
-    scheduler: str = typer.Option(
-        None, help="Dask scheduler address (tcp://host:8786) instead of local workers."
-    ),
+    workers: int = typer.Option(None, help=_WORKERS_HELP),
+    scheduler: str = typer.Option(None, help=_SCHEDULER_HELP),
     db: str = typer.Option(None, help="Results store (SQLite; default: the config's db)."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Run every point of a sweep not yet finished in the results store (resumable)."""
     from rich.console import Console
 
-    from krenorm.experiments.config import ConfigError
     from krenorm.experiments.sweep import run_sweep
 
     try:
         result = run_sweep(config, db=db, workers=workers, scheduler=scheduler,
                            progress=progress)
-    except (ConfigError, ValueError) as error:
+    except ValueError as error:  # ConfigError, and bad --workers / --scheduler values
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     Console().print(
@@ -248,21 +280,23 @@ def sweep_command(
 
 @app.command("report")
 def report_command(
-    db: str = typer.Argument(..., help="Results store written by `krenorm sweep`."),
+    db: str = typer.Argument(..., help="Results store written by `krenorm sweep` or "
+                                       "`krenorm compare`."),
     sweep: str = typer.Option(None, help="Only this sweep (default: every point in the store)."),
-    out: str = typer.Option(None, help="Directory for results.csv and loss_vs_width.png "
+    out: str = typer.Option(None, help="Directory for the tables, figures and report.md "
                                        "(default: next to the store)."),
 ) -> None:
-    """Tables (rich) and figures (test loss vs width per architecture) from a results store."""
-    from pathlib import Path
-
+    """Tables (rich), the agreement of networks with the theory, figures and report.md from a
+    results store."""
     from rich.console import Console
 
+    from krenorm.experiments.agreement import compare_networks
+    from krenorm.experiments.report import console_lines
+    from krenorm.experiments.rows import result_rows
     from krenorm.experiments.store import ResultsStore
     from krenorm.experiments.sweep_report import (
         results_table,
         status_table,
-        sweep_rows,
         write_sweep_report,
     )
 
@@ -271,11 +305,15 @@ def report_command(
         raise typer.Exit(2)
     console = Console()
     with ResultsStore(db) as store:
+        rows = result_rows(store, sweep)
         console.print(status_table(store, sweep))
-        console.print(results_table(sweep_rows(store, sweep)))
+    console.print(results_table(rows))
+    for line in console_lines(compare_networks(rows)):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     directory = out or str(Path(db).with_suffix("")) + "_report"
     files = write_sweep_report(db, directory, sweep)
-    console.print(f"table: {files.table_csv}; figure: {files.figure or 'none (no finished point)'}")
+    console.print(f"table: {files.table_csv}; figure: {files.figure or 'none (no finished point)'}"
+                  f"; report: {files.report}")
 
 
 @app.command("cnfa")

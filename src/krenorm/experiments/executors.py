@@ -15,6 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
 
 from krenorm.experiments.processes import process_alive
 
@@ -32,8 +35,6 @@ def _exit_when_driver_dies(driver_pid: int, poll_s: float) -> None:
 def _initialize_worker(threads: int, driver_pid: int) -> None:
     """Worker start-up: torch threads per worker (workers × threads ≤ cores avoids
     oversubscription) and a watchdog that ends the worker when the driver is gone."""
-    import torch
-
     torch.set_num_threads(threads)
     watchdog = threading.Thread(target=_exit_when_driver_dies, args=(driver_pid, 1.0),
                                 daemon=True)
@@ -60,7 +61,7 @@ class SweepExecutor:
     description = "executor"
     capacity = 1
 
-    def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
+    def submit(self, function: Callable, *arguments: Any) -> concurrent.futures.Future:
         raise NotImplementedError
 
     def is_worker_loss(self, error: BaseException) -> bool:
@@ -75,7 +76,7 @@ class SweepExecutor:
     def __enter__(self) -> SweepExecutor:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -90,9 +91,7 @@ class InlineExecutor(SweepExecutor):
     def __init__(self, threads: int = 1):
         self.threads = threads
 
-    def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
-        import torch
-
+    def submit(self, function: Callable, *arguments: Any) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
@@ -124,7 +123,7 @@ class ProcessPoolSweepExecutor(SweepExecutor):
             self.workers, mp_context=_start_context(), initializer=_initialize_worker,
             initargs=(self.threads_per_worker, os.getpid()))
 
-    def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
+    def submit(self, function: Callable, *arguments: Any) -> concurrent.futures.Future:
         return self._pool.submit(function, *arguments)
 
     def is_worker_loss(self, error: BaseException) -> bool:
@@ -144,6 +143,8 @@ class DaskSweepExecutor(SweepExecutor):
     to distributed.scheduler.allowed-failures times) before reporting KilledWorker."""
 
     def __init__(self, scheduler: str, connect_timeout_s: float = 30.0):
+        # Imported here for start-up time only: distributed costs ~1 s to import and most runs
+        # use the local pool.
         from distributed import Client
 
         try:
@@ -158,11 +159,11 @@ class DaskSweepExecutor(SweepExecutor):
         self.description = (f"Dask cluster at {scheduler} ({len(self._client.nthreads())} "
                             f"workers, {threads} threads)")
 
-    def submit(self, function: Callable, *arguments) -> concurrent.futures.Future:
+    def submit(self, function: Callable, *arguments: Any) -> concurrent.futures.Future:
         return self._executor.submit(function, *arguments)
 
     def is_worker_loss(self, error: BaseException) -> bool:
-        from distributed.scheduler import KilledWorker
+        from distributed.scheduler import KilledWorker  # start-up time, as in __init__
 
         return isinstance(error, KilledWorker)
 

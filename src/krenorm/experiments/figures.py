@@ -1,9 +1,20 @@
-"""Figures of the compare job: test loss vs width (theory curve, infinite-width line, network
-points with standard errors), Q̄ heat maps over patch positions (theory next to the network-side
-estimate), per-patch LCN priors, and kernel alignment of the sampled networks."""
+"""Figures of a run, all drawn from result rows (`rows.ResultRow`) and the agreement analysis:
+
+- test loss ε_g against α = P/N and against N, one panel per architecture: finite-width theory
+  (a band of ± its standard error over data seeds when there are several), N = ∞ (dashed),
+  infinite width with retuned readout priors (dotted), sampled networks with ±1 SE bars;
+- the deviation network − theory against 1/N per problem, with the weighted fit δ∞ + c/N and
+  its ±1σ band, δ∞ at 1/N = 0, and the deviation from the N = ∞ theory for scale;
+- Q̄ over patch pairs (CNN) or patch positions (LCN), theory next to the network estimate;
+- centred kernel–target alignment of the sampled networks against N.
+"""
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,127 +22,317 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+from krenorm.architectures import ArchitectureSpec
+from krenorm.experiments.agreement import AgreementReport, value_with_error
+from krenorm.experiments.rows import Estimate, ResultRow
+from krenorm.width import is_infinite
 
 _COLOURS = {"fc": "tab:blue", "cnn": "tab:red", "lcn": "tab:green", "cnn-gap": "tab:purple"}
 
 
-def _rows(result, kind: str, source: str):
-    return sorted((row for row in result.rows if row.architecture == kind
-                   and row.source == source), key=lambda row: row.width)
+def _mean_and_error(values: Sequence[float]) -> tuple[float, float]:
+    """Mean over data seeds and its standard error (0 for one seed)."""
+    mean = statistics.fmean(values)
+    error = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, error
 
 
-def plot_test_loss(result, path: Path) -> Path:
-    kinds = [spec.kind for spec in result.config.architectures]
-    figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False,
+def _architecture_title(spec: ArchitectureSpec, specs: Sequence[ArchitectureSpec]) -> str:
+    title = spec.kind.upper()
+    if sum(other.kind == spec.kind for other in specs) > 1 and spec.is_convolutional:
+        title += f" (mask {spec.mask[0]}, stride {spec.stride[0]})"
+    return title
+
+
+def _curve_key(row: ResultRow) -> tuple:
+    """What a curve shares: the problem without the data seed (seeds are averaged over)."""
+    data = row.spec.data
+    return (data.dataset, data.n_train, data.n_test, data.options, row.temperature,
+            row.lambda0, row.lambda1)
+
+
+def _curve_label(key: tuple, varying: list[int]) -> str:
+    names = ("data", "P", "P_test", "options", "T", "λ0", "λ1")
+    return ", ".join(f"{names[index]}={key[index]:g}" if isinstance(key[index], float)
+                     else f"{names[index]}={key[index]}" for index in varying)
+
+
+def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "alpha",
+                   title: str | None = None) -> Path:
+    """ε_g against α = P/N (axis='alpha') or N (axis='width'), one panel per architecture."""
+    if axis not in ("alpha", "width"):
+        raise ValueError(f"axis must be 'alpha' or 'width', got {axis!r}.")
+    specs = list(dict.fromkeys(row.spec.architecture for row in rows))
+    keys = list(dict.fromkeys(_curve_key(row) for row in rows))
+    varying = [index for index in range(7) if len({key[index] for key in keys}) > 1]
+    figure, axes = plt.subplots(1, len(specs), figsize=(4.4 * len(specs), 3.8), squeeze=False,
                                 sharey=True)
-    for axis, kind in zip(axes[0], kinds, strict=True):
-        colour = _COLOURS.get(kind, "black")
-        theory = _rows(result, kind, "theory")
-        alphas = [row.alpha for row in theory]
-        axis.plot(alphas, [row.test_loss for row in theory], "-", color=colour,
-                  label="finite-width theory")
-        infinite = _rows(result, kind, "theory-infinite")[0]
-        axis.axhline(infinite.test_loss, color="gray", ls="--", label="infinite width (NNGP)")
-        retuned = _rows(result, kind, "retuned-infinite")
-        if retuned:
-            axis.plot([row.alpha for row in retuned], [row.test_loss for row in retuned], ":",
-                      color="black", label="infinite width, retuned priors")
-        networks = _rows(result, kind, "network")
-        if networks:
-            axis.errorbar([row.alpha for row in networks], [row.test_loss for row in networks],
-                          yerr=[row.test_loss_stderr or 0.0 for row in networks], fmt="o",
-                          color=colour, ecolor="black", capsize=3, label="sampled networks (±1 SE)")
-        axis.set_xscale("log")
-        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel("α = P / N")
-        axis.set_title(kind.upper())
-        axis.grid(alpha=0.3)
+    for panel, spec in zip(axes[0], specs, strict=True):
+        for index, key in enumerate(keys):
+            mine = [row for row in rows if row.spec.architecture == spec and
+                    _curve_key(row) == key]
+            colour = _COLOURS.get(spec.kind, "black") if len(keys) == 1 else f"C{index}"
+            prefix = f"{_curve_label(key, varying)}: " if varying else ""
+            _draw_curve(panel, mine, colour, prefix, axis)
+        panel.set_xscale("log")
+        panel.xaxis.set_major_formatter(ScalarFormatter())
+        panel.xaxis.set_minor_formatter(NullFormatter())
+        panel.set_xlabel("α = P / N" if axis == "alpha" else "width N")
+        panel.set_title(_architecture_title(spec, specs))
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7)
     axes[0][0].set_ylabel("test loss ε_g (bias² + variance)")
-    axes[0][-1].legend(fontsize=7)
-    figure.suptitle(f"{result.config.name}: theory vs sampled networks")
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
-def _heat(axis, matrix: np.ndarray, title: str, symmetric: bool = True):
-    limit = float(np.max(np.abs(matrix))) if symmetric else None
-    image = axis.imshow(matrix, cmap="RdBu_r" if symmetric else "viridis",
-                        vmin=-limit if symmetric else None, vmax=limit)
-    axis.set_title(title, fontsize=8)
-    plt.colorbar(image, ax=axis, fraction=0.046)
+def _by_width(rows: Sequence[ResultRow], get: Callable[[ResultRow], Estimate | None]
+              ) -> dict[float, list[Estimate]]:
+    out: dict[float, list[Estimate]] = defaultdict(list)
+    for row in rows:
+        estimate = get(row)
+        if estimate is not None:
+            out[row.width].append(estimate)
+    return out
 
 
-def plot_order_parameters(result, kind: str, path: Path) -> Path | None:
-    """CNN: Q̄ − 1 over patch pairs (theory and network estimate); LCN: q̄_i over the patch grid."""
-    entry = result.order_parameters.get(kind)
-    if not entry or kind not in ("cnn", "lcn") or not entry["theory"]:
+def _x(width: float, n_train: int, axis: str) -> float:
+    return n_train / width if axis == "alpha" else width
+
+
+def _draw_curve(panel: Axes, rows: Sequence[ResultRow], colour: str, prefix: str,
+                axis: str) -> None:
+    if not rows:
+        return
+    n_train = rows[0].n_train
+    theory = _by_width(rows, lambda row: row.theory)
+    finite = sorted(width for width in theory if not is_infinite(width))
+    if finite:
+        x = [_x(width, n_train, axis) for width in finite]
+        stats = [_mean_and_error([e.test_loss for e in theory[width]]) for width in finite]
+        panel.plot(x, [m for m, _ in stats], "-", color=colour,
+                   label=f"{prefix}finite-width theory")
+        if any(error > 0 for _, error in stats):
+            panel.fill_between(x, [m - e for m, e in stats], [m + e for m, e in stats],
+                               color=colour, alpha=0.15, linewidth=0)
+    infinite = [row.infinite_estimate for row in rows if row.infinite_estimate is not None]
+    if infinite:
+        panel.axhline(statistics.fmean(e.test_loss for e in infinite), color="gray", ls="--",
+                      label=f"{prefix}infinite width (NNGP)")
+    retuned = _by_width(rows, lambda row: row.retuned)
+    if retuned:
+        widths = sorted(retuned)
+        panel.plot([_x(w, n_train, axis) for w in widths],
+                   [statistics.fmean(e.test_loss for e in retuned[w]) for w in widths], ":",
+                   color="black", label=f"{prefix}infinite width, retuned priors")
+    networks = _by_width(rows, lambda row: row.network)
+    if networks:
+        widths = sorted(networks)
+        means, errors = [], []
+        for width in widths:
+            estimates = networks[width]
+            mean, error = _mean_and_error([e.test_loss for e in estimates])
+            if len(estimates) == 1:
+                error = estimates[0].test_loss_stderr or 0.0
+            means.append(mean)
+            errors.append(error)
+        panel.errorbar([_x(w, n_train, axis) for w in widths], means, yerr=errors, fmt="o",
+                       color=colour, ecolor="black", capsize=3, markersize=4,
+                       label=f"{prefix}sampled networks (±1 SE)")
+
+
+def plot_deviation(agreement: AgreementReport, path: str | Path, *,
+                   title: str | None = None) -> Path | None:
+    """Network − theory against 1/N per problem with the 1/N fit; None without points."""
+    problems = [problem for problem in agreement.problems if problem.points]
+    if not problems:
         return None
-    widths = sorted(entry["theory"], key=float)
-    network_widths = [w for w in widths if w in entry["network"]]
-    width = network_widths[0] if network_widths else widths[0]
-    q = np.asarray(entry["theory"][width])
-    panels = 2 if width in entry["network"] else 1
+    figure, axes = plt.subplots(1, len(problems), figsize=(4.4 * len(problems), 3.8),
+                                squeeze=False)
+    for panel, problem in zip(axes[0], problems, strict=True):
+        colour = _COLOURS.get(problem.architecture, "black")
+        x = np.array([1.0 / point.width for point in problem.points])
+        panel.axhline(0.0, color="gray", lw=0.8)
+        reference = [(1.0 / p.width, p.deviation_infinite) for p in problem.points
+                     if p.deviation_infinite is not None]
+        if reference:
+            panel.errorbar([r[0] for r in reference], [r[1] for r in reference],
+                           yerr=[p.stderr for p in problem.points
+                                 if p.deviation_infinite is not None],
+                           fmt="s", mfc="none", color="gray", capsize=2, markersize=4,
+                           label="network − theory (N = ∞)")
+        panel.errorbar(x, [p.deviation for p in problem.points],
+                       yerr=[p.stderr for p in problem.points], fmt="o", color=colour,
+                       ecolor="black", capsize=3, markersize=5,
+                       label="network − theory (N) ± 1 SE")
+        fit = problem.fit
+        if fit.delta_infinity is not None and fit.delta_infinity_stderr is not None:
+            grid = np.linspace(0.0, 1.1 * float(x.max()), 100)
+            line = np.array([fit.value(value) for value in grid])
+            band = np.array([fit.stderr(value) for value in grid])
+            panel.plot(grid, line, "-", color=colour, lw=1,
+                       label=f"fit δ∞ + c/N ({fit.status})")
+            panel.fill_between(grid, line - band, line + band, color=colour, alpha=0.15,
+                               linewidth=0)
+            panel.errorbar([0.0], [fit.delta_infinity], yerr=[fit.delta_infinity_stderr],
+                           fmt="D", color=colour, capsize=3, markersize=5,
+                           label="δ∞ = " + value_with_error(fit.delta_infinity,
+                                                            fit.delta_infinity_stderr))
+        panel.set_xlim(left=-0.02 * float(x.max()))
+        panel.set_xlabel("1 / N")
+        panel.set_ylabel("Δε_g = ε_g(network) − ε_g(theory)")
+        panel.set_title(problem.label.upper() if problem.label == problem.architecture
+                        else problem.label)
+        panel.grid(alpha=0.3)
+        panel.legend(fontsize=7)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _values(diagnostics: dict, name: str) -> np.ndarray | None:
+    entry = diagnostics.get(name) or {}
+    values = entry.get("values")
+    return None if values is None else np.asarray(values, dtype=float)
+
+
+def _heat(panel: Axes, matrix: np.ndarray, title: str, *, symmetric: bool = True,
+          limits: tuple[float, float] | None = None) -> None:
+    """A heat map; symmetric: diverging colours centred on 0, else `limits` (shared by the
+    theory and network panels so their colours compare)."""
+    if symmetric:
+        bound = float(np.max(np.abs(matrix)))
+        low, high = (-bound, bound) if limits is None else limits
+    else:
+        low, high = limits if limits is not None else (float(matrix.min()), float(matrix.max()))
+    image = panel.imshow(matrix, cmap="RdBu_r" if symmetric else "viridis", vmin=low, vmax=high)
+    panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+    panel.yaxis.set_major_locator(MaxNLocator(integer=True))
+    panel.set_title(title, fontsize=8)
+    plt.colorbar(image, ax=panel, fraction=0.046)
+
+
+def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
+                          ) -> Path | None:
+    """CNN: Q̄ − 1 over patch pairs; LCN: q̄_i over the patch grid — the theory at the smallest
+    sampled width of the first problem of this kind, next to the network's estimate
+    (λ1/N) Σ⟨a aᵀ⟩ at that width. None when no stored Q̄ is available."""
+    if kind not in ("cnn", "lcn"):
+        return None
+    # (problem, N) → (Q̄ entries, patch grid) of the theory, and → Q estimate of the network.
+    theory: dict[tuple, tuple[np.ndarray, list | None]] = {}
+    networks: dict[tuple, np.ndarray] = {}
+    for row in rows:
+        if row.architecture != kind or is_infinite(row.width):
+            continue
+        point = (row.spec.problem_key(), row.width)
+        if row.theory is not None:
+            q_bar = _values(row.theory.diagnostics, "q_bar")
+            if q_bar is not None:
+                theory[point] = (q_bar, row.theory.diagnostics.get("patch_grid"))
+        if row.network is not None:
+            matrix = _values(row.network.diagnostics, "q_matrix")
+            if matrix is not None:
+                networks[point] = matrix
+    if not theory:
+        return None
+    key = next(iter(theory))[0]
+    widths = [width for problem, width in theory if problem == key]
+    shared = sorted(width for width in widths if (key, width) in networks)
+    width = shared[0] if shared else min(widths)
+    label = f"{width:g}"
+    q, patch_grid = theory[(key, width)]
+    estimate = networks.get((key, width))
+    panels = 2 if estimate is not None else 1
     figure, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.8), squeeze=False)
     if kind == "cnn":
-        _heat(axes[0][0], q - np.eye(q.shape[0]), f"theory Q̄ − 1, N = {width}")
-        if panels == 2:
-            estimate = np.asarray(entry["network"][width]["q_matrix"])
-            _heat(axes[0][1], estimate - np.eye(estimate.shape[0]),
-                  f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, N = {width}")
-        for axis in axes[0]:
-            axis.set_xlabel("patch j")
-            axis.set_ylabel("patch i")
+        theory_matrix = q - np.eye(q.shape[0])
+        matrices = [theory_matrix] + ([] if estimate is None
+                                      else [estimate - np.eye(estimate.shape[0])])
+        bound = max(float(np.max(np.abs(matrix))) for matrix in matrices)
+        _heat(axes[0][0], theory_matrix, f"theory Q̄ − 1, N = {label}", limits=(-bound, bound))
+        if estimate is not None:
+            _heat(axes[0][1], matrices[1], f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, N = {label}",
+                  limits=(-bound, bound))
+        for panel in axes[0]:
+            panel.set_xlabel("patch j")
+            panel.set_ylabel("patch i")
     else:
-        grid = q.reshape(entry["grid"])
-        _heat(axes[0][0], grid, f"theory q̄_i over patch positions, N = {width}",
-              symmetric=False)
-        if panels == 2:
-            estimate = np.diag(np.asarray(entry["network"][width]["q_matrix"]))
-            _heat(axes[0][1], estimate.reshape(grid.shape), "network estimate", symmetric=False)
+        grid = patch_grid or [1, q.size]
+        grids = [q.reshape(grid)] + ([] if estimate is None
+                                     else [np.diag(estimate).reshape(grid)])
+        limits = (min(float(g.min()) for g in grids), max(float(g.max()) for g in grids))
+        _heat(axes[0][0], grids[0], f"theory q̄_i over patch positions, N = {label}",
+              symmetric=False, limits=limits)
+        if estimate is not None:
+            _heat(axes[0][1], grids[1], f"network (λ1/N)Σ_k⟨a_ki²⟩, N = {label}",
+                  symmetric=False, limits=limits)
+        for panel in axes[0]:
+            panel.set_xlabel("patch column")
+            panel.set_ylabel("patch row")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
-def plot_kernel_alignment(result, path: Path) -> Path | None:
-    rows = [row for row in result.rows if row.source == "network"
-            and row.details.get("kernel_alignment")]
-    if not rows:
+def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path | None:
+    """Centred kernel–target alignment of the posterior hidden kernel and of the NNGP kernel
+    against N, per architecture; None when no network recorded kernels."""
+    points = [row for row in rows if row.network is not None
+              and row.network.diagnostics.get("kernel_alignment")]
+    if not points:
         return None
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    for kind in sorted({row.architecture for row in rows}):
-        mine = sorted((row for row in rows if row.architecture == kind), key=lambda r: r.width)
+    figure, panel = plt.subplots(figsize=(5, 3.6))
+    for kind in dict.fromkeys(row.architecture for row in points):
+        mine = sorted((row for row in points if row.architecture == kind),
+                      key=lambda row: row.width)
         colour = _COLOURS.get(kind, "black")
-        axis.plot([r.width for r in mine],
-                  [r.details["kernel_alignment"]["centered_target_alignment_posterior"]
-                   for r in mine], "o-", color=colour, label=f"{kind} after training")
-        axis.plot([r.width for r in mine],
-                  [r.details["kernel_alignment"]["centered_target_alignment_nngp"]
-                   for r in mine], "x--", color=colour, label=f"{kind} NNGP")
-    axis.set_xscale("log")
-    axis.set_xlabel("width N")
-    axis.set_ylabel("centred kernel–target alignment")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
+        alignments = [row.network.diagnostics["kernel_alignment"] for row in mine
+                      if row.network is not None]
+        widths = [row.width for row in mine]
+        panel.plot(widths, [a["centered_target_alignment_posterior"] for a in alignments],
+                   "o-", color=colour, label=f"{kind} after training")
+        panel.plot(widths, [a["centered_target_alignment_nngp"] for a in alignments], "x--",
+                   color=colour, label=f"{kind} NNGP")
+    panel.set_xscale("log")
+    panel.set_xlabel("width N")
+    panel.set_ylabel("centred kernel–target alignment")
+    panel.legend(fontsize=7)
+    panel.grid(alpha=0.3)
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
 
 
-def write_figures(result) -> list[Path]:
-    output = result.output_dir
-    paths = [plot_test_loss(result, output / "test_loss_vs_alpha.png")]
-    for spec in result.config.architectures:
-        name = f"order_parameters_{spec.kind}.png"
-        path = plot_order_parameters(result, spec.kind, output / name)
-        if path is not None:
-            paths.append(path)
-    alignment = plot_kernel_alignment(result, output / "kernel_alignment.png")
-    if alignment is not None:
-        paths.append(alignment)
-    return paths
+#: File names of the figures `write_figures` may write.
+TEST_LOSS_VS_ALPHA = "test_loss_vs_alpha.png"
+LOSS_VS_WIDTH = "loss_vs_width.png"
+DEVIATION = "deviation_vs_inverse_width.png"
+KERNEL_ALIGNMENT = "kernel_alignment.png"
+
+
+def write_figures(rows: Sequence[ResultRow], agreement: AgreementReport,
+                  output: str | Path, *, title: str | None = None) -> list[Path]:
+    """Every figure the rows support, into `output`; returns their paths."""
+    output = Path(output)
+    if not rows:
+        return []
+    paths = [plot_test_loss(rows, output / TEST_LOSS_VS_ALPHA, axis="alpha", title=title),
+             plot_test_loss(rows, output / LOSS_VS_WIDTH, axis="width", title=title)]
+    optional = [plot_deviation(agreement, output / DEVIATION, title=title)]
+    for kind in dict.fromkeys(row.architecture for row in rows):
+        optional.append(plot_order_parameters(rows, kind, output / f"order_parameters_{kind}.png"))
+    optional.append(plot_kernel_alignment(rows, output / KERNEL_ALIGNMENT))
+    return paths + [path for path in optional if path is not None]

@@ -1,8 +1,9 @@
-"""Run one sweep point: the effective theory at width N and/or at N → ∞ (THEORY.md §3–6) and/or
-a sampled network (§1, §4) on the point's data, returning JSON-able metrics, diagnostics and
-provenance. Runs in worker processes (local pool or Dask), so it takes and returns plain values;
-theory and networks are imported at module level so that a fork server preloading this module
-hands workers everything ready.
+"""Run one experiment: the effective theory at width N (N = math.inf: the NNGP limit), the N → ∞
+reference, the retuned-prior Gaussian process and/or a sampled network (docs/math/theory.md
+§1, §3–6) on the point's data, returning JSON-able metrics, diagnostics and provenance. The one
+runner of `compare` and `sweep`. Runs in worker processes (local pool or Dask), so it takes and
+returns plain values; theory and networks are imported at module level so that a fork server
+preloading this module hands workers everything ready.
 
 Metrics are a function of the spec alone (up to floating-point summation order); timings, hosts
 and solver traces go to diagnostics and provenance.
@@ -19,14 +20,19 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from krenorm import __version__
-from krenorm.experiments.spec import ExperimentSpec
+from krenorm.data import Dataset
+from krenorm.experiments.network_step import sample_network
+from krenorm.experiments.spec import ExperimentSpec, TheorySettings
 from krenorm.experiments.sweep_data import data_fingerprint, load_point_data
-from krenorm.networks import sample_posterior
-from krenorm.theory import fit_theory
+from krenorm.experiments.theory_step import fit_at_width, retuned_q_bar
+from krenorm.networks.settings import SamplerSettings
+from krenorm.theory.fit import FittedTheory
+from krenorm.width import INFINITE_WIDTH, alpha
 
 #: Q̄ is stored entry by entry up to this many entries (an Np × Np matrix for CNN/LCN at
 #: Np = 32); larger ones are summarised (diagonal and off-diagonal means) to keep rows small.
@@ -85,43 +91,77 @@ def _q_bar_summary(q_bar: list) -> dict:
     return out
 
 
-def _theory(spec: ExperimentSpec, dataset, infinite: bool, device: torch.device
-            ) -> tuple[dict, dict]:
-    start = time.perf_counter()
-    options = {} if infinite else spec.theory.solver_options()
-    fit = fit_theory(dataset.x_train, dataset.y_train, spec.architecture, spec.width,
-                     spec.temperature, spec.lambda0, spec.lambda1, infinite_width=infinite,
-                     device=str(device), **options)
+def _theory_part(spec: ExperimentSpec, fit: FittedTheory, dataset: Dataset, width: float,
+                 seconds: float) -> tuple[dict, dict]:
+    """Metrics and diagnostics of one theory fit at width N (ε_g = bias² + variance on the test
+    set, docs/math/theory.md §6)."""
     loss = fit.test_loss(dataset.x_test, dataset.y_test)
     summary = fit.summary()
-    converged = True if infinite else bool(summary.diagnostics.get("converged", True))
     metrics = {"test_loss": loss.loss, "bias2": loss.bias2, "variance": loss.variance,
                "train_error": summary.train_error, "train_loss": summary.train_loss,
                "log_evidence": summary.log_evidence,
-               "alpha": 0.0 if infinite else summary.alpha,
-               "converged": converged}
-    diagnostics = {"solver": summary.diagnostics, "q_bar": _q_bar_summary(summary.q_bar),
-                   "off_diagonal_share": summary.off_diagonal_share,
-                   "seconds": time.perf_counter() - start}
+               "alpha": alpha(spec.data.n_train, width),
+               "converged": bool(summary.diagnostics.get("converged", True))}
+    diagnostics: dict[str, Any] = {
+        "solver": summary.diagnostics, "q_bar": _q_bar_summary(summary.q_bar),
+        "off_diagonal_share": summary.off_diagonal_share, "seconds": seconds}
+    if spec.architecture.is_convolutional:
+        shape = tuple(dataset.x_train.shape[1:])
+        diagnostics["patch_grid"] = list(spec.architecture.output_grid(
+            (shape[0], shape[1], shape[2])))
     return metrics, diagnostics
 
 
-def _network(spec: ExperimentSpec, dataset, device: torch.device) -> tuple[dict, dict]:
-    settings = spec.network
-    summary = sample_posterior(
-        spec.architecture, int(spec.width), dataset.x_train, dataset.y_train, dataset.x_test,
-        dataset.y_test, spec.temperature, spec.lambda0, spec.lambda1, sampler=settings.sampler,
-        n_replicas=settings.n_replicas, n_steps=settings.n_steps, burn_in=settings.burn_in,
-        seed=settings.seed, device=device, dtype=getattr(torch, settings.dtype))
+def _fit(spec: ExperimentSpec, settings: TheorySettings, dataset: Dataset, width: float,
+         device: torch.device, **options: Any) -> tuple[FittedTheory, float]:
+    start = time.perf_counter()
+    fit = fit_at_width(dataset.x_train, dataset.y_train, spec.architecture, width,
+                       spec.temperature, lambda0=spec.lambda0, lambda1=spec.lambda1,
+                       device=str(device), **settings.solver_options(), **options)
+    return fit, time.perf_counter() - start
+
+
+def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device
+                  ) -> dict[str, tuple[dict, dict]]:
+    """'theory' (width N), 'retuned' (infinite width, readout priors retuned by Q̄(N)) and
+    'theory_infinite' (N → ∞ next to a finite N), as the settings ask."""
+    settings = spec.theory
+    parts: dict[str, tuple[dict, dict]] = {}
+    if settings is None:
+        return parts
+    if settings.finite:
+        fit, seconds = _fit(spec, settings, dataset, spec.width, device)
+        parts["theory"] = _theory_part(spec, fit, dataset, spec.width, seconds)
+        if settings.retuned_priors:
+            retuned, seconds = _fit(spec, settings, dataset, spec.width, device,
+                                    fixed_q_bar=retuned_q_bar(spec.architecture, fit.q_bar))
+            parts["retuned"] = _theory_part(spec, retuned, dataset, spec.width, seconds)
+    if settings.infinite and not spec.is_infinite_width:
+        fit, seconds = _fit(spec, settings, dataset, INFINITE_WIDTH, device)
+        parts["theory_infinite"] = _theory_part(spec, fit, dataset, INFINITE_WIDTH, seconds)
+    return parts
+
+
+def _network(spec: ExperimentSpec, settings: SamplerSettings, dataset: Dataset,
+             device: torch.device) -> tuple[dict, dict]:
+    summary = sample_network(spec.architecture, int(spec.width), dataset,
+                             temperature=spec.temperature, lambda0=spec.lambda0,
+                             lambda1=spec.lambda1, settings=settings, device=device)
     metrics = {"test_loss": summary.test_loss, "test_loss_stderr": summary.test_loss_stderr,
                "bias2": summary.bias2, "variance": summary.variance,
                "train_error": summary.train_error,
-               "train_error_stderr": summary.train_error_stderr}
+               "train_error_stderr": summary.train_error_stderr,
+               "alpha": alpha(spec.data.n_train, spec.width)}
+    alignment = summary.kernel_alignment
+    stderr = summary.q_matrix_stderr
     diagnostics = {"ess": summary.ess, "acceptance": summary.acceptance,
                    "min_replica_acceptance": summary.min_replica_acceptance,
                    "step_size": summary.step_size, "burn_in": summary.burn_in,
                    "thin": summary.thin, "warnings": list(summary.warnings),
                    "q_matrix": _q_bar_summary(summary.q_matrix.tolist()),
+                   "q_matrix_stderr": (None if stderr is None
+                                       else _q_bar_summary(stderr.tolist())),
+                   "kernel_alignment": None if alignment is None else alignment.to_dict(),
                    "device": summary.device, "dtype": summary.dtype,
                    "seconds": summary.wall_time_s}
     return metrics, diagnostics
@@ -130,23 +170,21 @@ def _network(spec: ExperimentSpec, dataset, device: torch.device) -> tuple[dict,
 def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutcome:
     """Run the theory fits and/or the sampled network of one spec on its data.
 
-    metrics keys: 'theory.*' (width N), 'theory_infinite.*' (N → ∞, the NNGP kernel) and
-    'network.*' (posterior averages of the sampled network), each with test_loss = ε_g =
-    bias² + variance on the test set (THEORY.md §6) and the train error.
+    metrics keys: 'theory.*' (width N; N = ∞ is the NNGP limit), 'theory_infinite.*' (the
+    N → ∞ reference of a finite-N point), 'retuned.*' (infinite width with readout priors
+    retuned by Q̄(N)) and 'network.*' (posterior averages of the sampled network), each with
+    test_loss = ε_g = bias² + variance on the test set (docs/math/theory.md §6), the train error
+    and α = P/N (0 at N = ∞).
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     target_device = resolve_device(device)
     dataset = load_point_data(spec.data)
-    parts: dict[str, tuple[dict, dict]] = {}
-    if spec.theory is not None and spec.theory.finite:
-        parts["theory"] = _theory(spec, dataset, infinite=False, device=target_device)
-    if spec.theory is not None and spec.theory.infinite:
-        parts["theory_infinite"] = _theory(spec, dataset, infinite=True, device=target_device)
+    parts = _theory_parts(spec, dataset, target_device)
     if spec.network is not None:
-        parts["network"] = _network(spec, dataset, target_device)
+        parts["network"] = _network(spec, spec.network, dataset, target_device)
     metrics = {f"{name}.{key}": value for name, (part, _) in parts.items()
                for key, value in part.items()}
-    diagnostics = {name: part for name, (_, part) in parts.items()}
+    diagnostics: dict[str, Any] = {name: part for name, (_, part) in parts.items()}
     # CPU time of this process over the point (all its torch threads): against the wall time
     # it shows how much of a core the point actually got on a shared machine.
     diagnostics["cpu_seconds"] = time.process_time() - cpu_start

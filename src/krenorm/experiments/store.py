@@ -144,7 +144,7 @@ class AttemptRecord:
         return dict(self.__dict__)
 
 
-def _dumps(value) -> str:
+def _dumps(value: object) -> str:
     # Infinite widths/losses are legitimate values; json writes them as Infinity and reads
     # them back.
     return json.dumps(value, sort_keys=True, allow_nan=True)
@@ -231,7 +231,7 @@ class ResultsStore:
     def __enter__(self) -> ResultsStore:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- sweeps and sessions --------------------------------------------------------------------
@@ -334,7 +334,10 @@ class ResultsStore:
             cursor.execute("INSERT INTO attempts (spec_hash, session_id, number, started_at, "
                            "outcome) VALUES (?, ?, ?, ?, 'running')",
                            (spec_hash, session_id, number, now))
-            return Claim(spec_hash, session_id, cursor.lastrowid, number)
+            attempt_id = cursor.lastrowid
+            if attempt_id is None:  # sqlite3 sets it after every INSERT; never None here
+                raise RuntimeError("SQLite did not report the attempt's row id.")
+            return Claim(spec_hash, session_id, attempt_id, number)
 
     def record_result(self, claim: Claim, metrics: dict, diagnostics: dict, provenance: dict,
                       seconds: float) -> bool:

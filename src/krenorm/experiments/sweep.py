@@ -1,6 +1,7 @@
-"""Run a sweep (`krenorm sweep CONFIG`): register its points in the results store, hand back
-claims of dead drivers, skip finished points, run the rest through an executor with retries,
-and record each result in its own transaction (ARCHITECTURE.md "Scale"; docs/sweeps.md).
+"""Run a sweep — `krenorm sweep CONFIG`, and `krenorm compare`, which is a fixed sweep: check
+the data of every point, register the points in the results store, hand back claims of dead
+drivers, skip finished points, run the rest through an executor with retries, and record each
+result in its own transaction (ARCHITECTURE.md "Scale", "One pipeline"; docs/sweeps.md).
 
 Resume semantics: a point is 'done' exactly once. Killing the driver (or a worker) loses at most
 the points in flight; the next `krenorm sweep` on the same store reruns exactly those (and the
@@ -13,10 +14,21 @@ import collections
 import concurrent.futures
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from krenorm.experiments.config import ConfigError
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from krenorm.experiments.errors import ConfigError
 from krenorm.experiments.executors import SweepExecutor, make_executor
 from krenorm.experiments.runner import run_experiment
 from krenorm.experiments.spec import ExperimentSpec
@@ -58,8 +70,6 @@ def _error_text(error: BaseException) -> str:
 def _check_device(config: SweepConfig, scheduler: str | None) -> None:
     """A local run asking for CUDA must have it here; Dask workers are checked where they run
     (the point fails with the message of runner.resolve_device)."""
-    import torch
-
     if (config.execution.device == "cuda" and scheduler is None
             and not torch.cuda.is_available()):
         raise ConfigError("execution.device = 'cuda' but CUDA is not available on this machine; "
@@ -78,7 +88,8 @@ class _Driver:
         self.in_flight: dict[concurrent.futures.Future, tuple[ExperimentSpec, Claim]] = {}
         self.completed = self.failed = self.retries = self.worker_losses = self.elsewhere = 0
 
-    def run(self, queue: collections.deque[ExperimentSpec], advance) -> None:
+    def run(self, queue: collections.deque[ExperimentSpec], advance: Callable[[int], None]
+            ) -> None:
         last_heartbeat = time.monotonic()
         while queue or self.in_flight:
             self._fill(queue)
@@ -128,7 +139,7 @@ class _Driver:
             self.in_flight[future] = (spec, claim)
 
     def _settle(self, future: concurrent.futures.Future, spec: ExperimentSpec, claim: Claim,
-                queue: collections.deque[ExperimentSpec], advance) -> bool:
+                queue: collections.deque[ExperimentSpec], advance: Callable[[int], None]) -> bool:
         """Record one future's result or failure; returns True when its worker died."""
         failure: BaseException | None = None
         if not future.done():  # its pool broke and never reported back on it
@@ -173,23 +184,16 @@ def run_sweep(config: SweepConfig | str | Path, db: str | Path | None = None,
               stale_after_s: float = 120.0, heartbeat_every_s: float = 5.0) -> SweepResult:
     """Run every point of a sweep not yet done in the store at `db` (default: the config's).
 
-    config: a SweepConfig, or a TOML path (then validated completely, data included, before
-    any work). workers / scheduler: see executors.make_executor. stale_after_s: a driver
-    session silent this long is presumed dead and its claims are rerun (same-host sessions
-    whose process is gone are reclaimed at once).
+    config: a SweepConfig, or a TOML path; either way it is validated completely before any
+    work, data included (each distinct data set is loaded once here and every architecture
+    checked against it). workers / scheduler: see executors.make_executor. stale_after_s: a
+    driver session silent this long is presumed dead and its claims are rerun (same-host
+    sessions whose process is gone are reclaimed at once).
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     start = time.perf_counter()
     if not isinstance(config, SweepConfig):
-        config = load_sweep_config(config)
+        config = load_sweep_config(config, check_data=False)
+    config.check_data()
     _check_device(config, scheduler)
     db_path = Path(db if db is not None else config.db)
     executor = make_executor(workers, scheduler, config.execution.threads_per_worker)

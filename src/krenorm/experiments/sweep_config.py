@@ -13,26 +13,43 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from krenorm.architectures import ARCHITECTURE_KINDS, ArchitectureSpec
-from krenorm.experiments.config import ConfigError
-from krenorm.experiments.spec import DataSpec, ExperimentSpec, NetworkSpec, TheorySettings
+from krenorm.experiments.errors import ConfigError
+from krenorm.experiments.spec import ExperimentSpec
+from krenorm.experiments.sweep_data import check_points_data
+from krenorm.experiments.validation import (
+    SAMPLER_FIELDS,
+    THEORY_FIELDS,
+    architecture,
+    check_choice,
+    check_non_negative_int,
+    check_positive,
+    check_string,
+    data_spec,
+    named,
+    sampler_settings,
+    table,
+    theory_settings,
+    theory_width,
+)
+from krenorm.networks.settings import SamplerSettings
 
 #: Fields that may be lists (one sweep axis each), per section.
 AXES: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "n_train", "n_test", "seed"),
     "hyper": ("width", "temperature", "lambda0", "lambda1", "activation"),
-    "network": ("sampler", "n_replicas", "n_steps", "burn_in", "seed", "dtype"),
+    "network": ("sampler", "n_replicas", "n_steps", "burn_in", "thin", "step_size", "seed",
+                "dtype"),
     "theory": (),
 }
 _SECTION_FIELDS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "n_train", "n_test", "seed", "options"),
     "hyper": ("width", "temperature", "lambda0", "lambda1", "activation"),
-    "theory": ("finite", "infinite", "solver", "tolerance", "max_iterations", "n_starts", "seed"),
-    "network": ("sampler", "n_replicas", "n_steps", "burn_in", "seed", "dtype"),
+    "theory": THEORY_FIELDS,
+    "network": SAMPLER_FIELDS,
 }
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"seed": 0, "options": {}},
@@ -56,15 +73,34 @@ class ExecutionSettings:
     device: str = "cpu"
     threads_per_worker: int = 1
 
+    def __post_init__(self) -> None:
+        check_non_negative_int("retries", self.retries)
+        check_choice("device", self.device, DEVICES)
+        check_positive("threads_per_worker", self.threads_per_worker, integer=True)
+
     def to_dict(self) -> dict:
         return {"retries": self.retries, "device": self.device,
                 "threads_per_worker": self.threads_per_worker}
 
 
+def execution_settings(raw: Any, where: str = "execution") -> ExecutionSettings:
+    """ExecutionSettings from an [execution] table."""
+    values = table(raw, where, ("retries", "device", "threads_per_worker"))
+    try:
+        return ExecutionSettings(**values)
+    except ValueError as error:
+        raise named(where, error, ("retries", "device", "threads_per_worker")) from error
+
+
+#: Where in a config a point's data and architecture came from (field names for errors).
+PointOrigin = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A validated sweep: its name, the store path, execution settings and the points in config
-    order, each once."""
+    order, each once. origins: per point, the config fields its data and architecture came
+    from (for error messages of the data checks; not part of the sweep's identity)."""
 
     name: str
     db: str
@@ -72,48 +108,36 @@ class SweepConfig:
     points: tuple[ExperimentSpec, ...]
     description: str = ""
     source: str = ""
+    origins: tuple[PointOrigin, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_string("name", self.name)
+        check_string("db", self.db)
+        if not self.points:
+            raise ConfigError(f"sweep {self.name!r} has no points.")
+        for index, point in enumerate(self.points):
+            if not isinstance(point, ExperimentSpec):
+                raise ConfigError(f"points[{index}] must be an ExperimentSpec, got "
+                                  f"{type(point).__name__}.")
+        if self.origins and len(self.origins) != len(self.points):
+            raise ConfigError("origins must give one (data, architecture) pair per point.")
+
+    def point_origins(self) -> list[tuple[ExperimentSpec, str, str]]:
+        """(spec, data field, architecture field) per point."""
+        origins = self.origins or tuple(("data", "architectures") for _ in self.points)
+        return [(spec, data_where, architecture_where)
+                for spec, (data_where, architecture_where) in zip(self.points, origins,
+                                                                  strict=True)]
+
+    def check_data(self) -> None:
+        """Load each distinct data set once and check every architecture against it
+        (`sweep_data.check_points_data`): what the config alone cannot tell."""
+        check_points_data(self.point_origins())
 
     def to_dict(self) -> dict:
         return {"name": self.name, "db": self.db, "description": self.description,
                 "source": self.source, "execution": self.execution.to_dict(),
                 "points": [point.to_dict() for point in self.points]}
-
-
-def _table(raw: Any, where: str, allowed: tuple[str, ...]) -> dict:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table, got {raw!r}.")
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown field(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
-    return raw
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_positive(where: str, value: Any, integer: bool = False) -> None:
-    number = _is_int(value) if integer else (_is_int(value) or isinstance(value, float))
-    if not number or not value > 0 or value != value or value == float("inf"):
-        kind = "integer" if integer else "number"
-        raise ConfigError(f"{where} must be a finite positive {kind}, got {value!r}.")
-
-
-def _check_non_negative_int(where: str, value: Any) -> None:
-    if not _is_int(value) or value < 0:
-        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}.")
-
-
-def _check_choice(where: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{where} must be one of {sorted(choices)}, got {value!r}.")
-
-
-def _check_bool(where: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}.")
 
 
 def _axis_values(where: str, value: Any) -> list:
@@ -125,32 +149,17 @@ def _axis_values(where: str, value: Any) -> list:
 
 
 def _check_value(section: str, name: str, where: str, value: Any) -> None:
-    """Range and type of one scalar field (an axis entry or a plain value)."""
-    from krenorm.networks import SAMPLERS
-    from krenorm.theory.solvers import SOLVER_METHODS
-
-    positive_numbers = {("hyper", "width"), ("hyper", "temperature"), ("hyper", "lambda0"),
-                        ("hyper", "lambda1"), ("theory", "tolerance")}
-    positive_integers = {("data", "n_train"), ("data", "n_test"), ("network", "n_replicas"),
-                         ("network", "n_steps"), ("theory", "max_iterations"),
-                         ("theory", "n_starts")}
-    non_negative = {("data", "seed"), ("network", "seed"), ("network", "burn_in"),
-                    ("theory", "seed")}
+    """Range and type of one scalar entry of a data or hyper axis (so a bad list entry is
+    named with its index); network and theory fields are checked by their constructors."""
     key = (section, name)
-    if key in positive_numbers:
-        _check_positive(where, value)
-    elif key in positive_integers:
-        _check_positive(where, value, integer=True)
-    elif key in non_negative:
-        _check_non_negative_int(where, value)
-    elif key == ("network", "sampler"):
-        _check_choice(where, value, tuple(SAMPLERS))
-    elif key == ("network", "dtype"):
-        _check_choice(where, value, ("float32", "float64"))
-    elif key == ("theory", "solver"):
-        _check_choice(where, value, tuple(SOLVER_METHODS))
-    elif key in (("theory", "finite"), ("theory", "infinite")):
-        _check_bool(where, value)
+    if key == ("hyper", "width"):
+        theory_width(where, value)
+    elif key in (("hyper", "temperature"), ("hyper", "lambda0"), ("hyper", "lambda1")):
+        check_positive(where, value)
+    elif key in (("data", "n_train"), ("data", "n_test")):
+        check_positive(where, value, integer=True)
+    elif key == ("data", "seed"):
+        check_non_negative_int(where, value)
     elif key in (("data", "dataset"), ("hyper", "activation")) and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}.")
 
@@ -177,41 +186,32 @@ def _section_grid(section: str, raw: dict, where: str) -> list[dict]:
             for combination in itertools.product(*choices)]
 
 
-def _architectures(raw: Any, where: str) -> list[tuple[dict, str]]:
+def _architecture_entries(raw: Any, where: str) -> list[tuple[dict, str]]:
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{where} must be a non-empty array of tables ([[architectures]] with "
-                          f"kind = {' | '.join(repr(kind) for kind in ARCHITECTURE_KINDS)}).")
-    out = []
-    for index, entry in enumerate(raw):
-        entry_where = f"{where}[{index}]"
-        entry = _table(entry, entry_where, _ARCHITECTURE_FIELDS)
-        if "kind" not in entry:
-            raise ConfigError(f"{entry_where}.kind is missing; choose one of "
-                              f"{ARCHITECTURE_KINDS}.")
-        _check_choice(f"{entry_where}.kind", entry["kind"], ARCHITECTURE_KINDS)
-        out.append((entry, entry_where))
-    return out
+                          "kind = 'fc' | 'cnn' | 'lcn' | 'cnn-gap').")
+    return [(table(entry, f"{where}[{index}]", _ARCHITECTURE_FIELDS), f"{where}[{index}]")
+            for index, entry in enumerate(raw)]
 
 
 def _merged(base: dict, entry: dict, where: str) -> dict:
     """The base config with one [[points]] entry's sections laid over it, field by field."""
-    entry = _table(entry, where, ("data", "hyper", "theory", "network", "architectures"))
+    entry = table(entry, where, ("data", "hyper", "theory", "network", "architectures"))
     merged = dict(base)
     for section in ("data", "hyper", "theory", "network"):
         if section in entry:
-            override = _table(entry[section], f"{where}.{section}", _SECTION_FIELDS[section])
+            override = table(entry[section], f"{where}.{section}", _SECTION_FIELDS[section])
             merged[section] = {**(base.get(section) or {}), **override}
     if "architectures" in entry:
         merged["architectures"] = entry["architectures"]
     return merged
 
 
-def _origin(base_where: str, entry_where: str | None, section: str, raw_entry: dict | None
-            ) -> str:
+def _origin(entry_where: str | None, section: str, raw_entry: dict | None) -> str:
     """Where a field came from, for error messages: the [[points]] entry if it set it."""
     if entry_where is not None and raw_entry is not None and section in raw_entry:
         return f"{entry_where}.{section}"
-    return section if not base_where else f"{base_where}.{section}"
+    return section
 
 
 def _expand(raw: dict, entry_where: str | None, raw_entry: dict | None
@@ -219,83 +219,61 @@ def _expand(raw: dict, entry_where: str | None, raw_entry: dict | None
     """Grid of one (merged) config: (spec, where its data came from, where its architecture
     came from)."""
     def where(section: str) -> str:
-        return _origin("", entry_where, section, raw_entry)
+        return _origin(entry_where, section, raw_entry)
 
     sections = {}
     for section in ("data", "hyper", "theory", "network"):
-        table = _table(raw.get(section), where(section), _SECTION_FIELDS[section])
-        sections[section] = {**_DEFAULTS[section], **table}
+        values = table(raw.get(section), where(section), _SECTION_FIELDS[section])
+        sections[section] = {**_DEFAULTS[section], **values}
     for name in ("dataset", "n_train", "n_test"):
         if name not in sections["data"]:
             raise ConfigError(f"{where('data')}.{name} is missing.")
     if "width" not in sections["hyper"]:
         raise ConfigError(f"{where('hyper')}.width is missing (one number or a list).")
-    options = sections["data"]["options"]
-    if not isinstance(options, dict):
-        raise ConfigError(f"{where('data')}.options must be a table, got {options!r}.")
-    theory_table = sections["theory"]
-    theory = TheorySettings(**theory_table)
-    _check_value("theory", "finite", f"{where('theory')}.finite", theory.finite)
-    _check_value("theory", "infinite", f"{where('theory')}.infinite", theory.infinite)
-    for name in ("solver", "tolerance", "max_iterations", "n_starts", "seed"):
-        _check_value("theory", name, f"{where('theory')}.{name}", getattr(theory, name))
-    use_theory = theory.finite or theory.infinite
-    network_grid = ([None] if raw.get("network") is None
-                    else _section_grid("network", sections["network"], where("network")))
-    if not use_theory and network_grid == [None]:
+    theory = theory_settings(sections["theory"], where("theory"))
+    network_grid: list[SamplerSettings | None] = [None]
+    if raw.get("network") is not None:
+        network_grid = [sampler_settings(values, where("network")) for values in
+                        _section_grid("network", sections["network"], where("network"))]
+    if not theory.any and network_grid == [None]:
         raise ConfigError(f"{where('theory')}.finite and .infinite are both false and there is "
                           "no [network] section: nothing to compute.")
+    options = sections["data"]["options"]
     data_grid = _section_grid("data", {k: v for k, v in sections["data"].items()
                                        if k != "options"}, where("data"))
     hyper_grid = _section_grid("hyper", sections["hyper"], where("hyper"))
-    architectures = _architectures(raw.get("architectures"),
-                                   _origin("", entry_where, "architectures", raw_entry))
+    entries = _architecture_entries(raw.get("architectures"),
+                                    _origin(entry_where, "architectures", raw_entry))
     out = []
-    for data, hyper, (architecture, architecture_where), network in itertools.product(
-            data_grid, hyper_grid, architectures, network_grid):
+    for data, hyper, (entry, architecture_where), network in itertools.product(
+            data_grid, hyper_grid, entries, network_grid):
+        data_values = {**data, "options": options}
         try:
-            spec_architecture = ArchitectureSpec(
-                architecture["kind"], hyper["activation"], architecture.get("mask", 1),
-                architecture.get("stride", 1), architecture.get("padding", 0))
-        except ValueError as error:
-            raise ConfigError(f"{architecture_where} with hyper.activation = "
-                              f"{hyper['activation']!r}: {error}") from error
-        if network is not None and float(hyper["width"]) != int(hyper["width"]):
-            raise ConfigError(f"{where('hyper')}.width = {hyper['width']!r} must be an integer "
-                              "when a [network] is sampled.")
-        spec = ExperimentSpec(
-            DataSpec(data["dataset"], data["n_train"], data["n_test"], data["seed"],
-                     tuple(options.items())),
-            spec_architecture, hyper["width"], hyper["temperature"], hyper["lambda0"],
-            hyper["lambda1"], theory if use_theory else None,
-            None if network is None else NetworkSpec(**network),
-        )
+            spec = ExperimentSpec(
+                data_spec(data_values, where("data")),
+                architecture(entry, hyper["activation"], architecture_where,
+                             f"{where('hyper')}.activation"),
+                hyper["width"], hyper["temperature"], hyper["lambda0"], hyper["lambda1"],
+                theory if theory.any else None, network)
+        except ConfigError as error:
+            message = str(error)
+            if message.startswith("retuned_priors"):
+                raise named(where("theory"), error, ("retuned_priors",)) from error
+            if message.startswith(("width", "temperature", "lambda")):
+                raise named(where("hyper"), error, ("width", "temperature", "lambda0",
+                                                    "lambda1")) from error
+            raise
         out.append((spec, where("data"), architecture_where))
     return out
 
 
 def parse_sweep_config(raw: dict, source: str = "") -> SweepConfig:
     """Validate a sweep config dictionary (as read from TOML) and expand it into points.
-    Does not load data; `check_sweep_data` does (see `load_sweep_config`)."""
-    return _parse(raw, source)[0]
-
-
-def _parse(raw: dict, source: str) -> tuple[SweepConfig, list[tuple[ExperimentSpec, str, str]]]:
-    from krenorm.experiments.sweep_data import check_data_spec
-
-    _table(raw, "the config", _TOP_LEVEL)
-    name = raw.get("name", Path(source).stem or "sweep")
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"name must be a non-empty string, got {name!r}.")
-    db = raw.get("db", f"runs/{name}.sqlite")
-    if not isinstance(db, str) or not db:
-        raise ConfigError(f"db must be a path string, got {db!r}.")
-    execution_raw = _table(raw.get("execution"), "execution", ("retries", "device",
-                                                               "threads_per_worker"))
-    execution = ExecutionSettings(**execution_raw)
-    _check_non_negative_int("execution.retries", execution.retries)
-    _check_choice("execution.device", execution.device, DEVICES)
-    _check_positive("execution.threads_per_worker", execution.threads_per_worker, integer=True)
+    Does not load data; `SweepConfig.check_data` does (see `load_sweep_config`)."""
+    table(raw, "the config", _TOP_LEVEL)
+    name = check_string("name", raw.get("name", Path(source).stem or "sweep"))
+    db = check_string("db", raw.get("db", f"runs/{name}.sqlite"))
+    execution = execution_settings(raw.get("execution"))
     entries = raw.get("points")
     if entries is None:
         expanded = _expand(raw, None, None)
@@ -308,56 +286,30 @@ def _parse(raw: dict, source: str) -> tuple[SweepConfig, list[tuple[ExperimentSp
             expanded.extend(_expand(_merged(raw, entry, entry_where), entry_where, entry))
     unique: dict[str, tuple[ExperimentSpec, str, str]] = {}
     for spec, data_where, architecture_where in expanded:
-        check_data_spec(spec.data, data_where)
         unique.setdefault(spec.content_hash, (spec, data_where, architecture_where))
-    config = SweepConfig(name, db, execution, tuple(spec for spec, _, _ in unique.values()),
-                         str(raw.get("description", "")), source)
-    return config, list(unique.values())
+    return SweepConfig(name, db, execution, tuple(spec for spec, _, _ in unique.values()),
+                       str(raw.get("description", "")), source,
+                       tuple((data_where, architecture_where)
+                             for _, data_where, architecture_where in unique.values()))
 
 
-def check_sweep_data(origins: list[tuple[ExperimentSpec, str, str]]) -> None:
-    """Load each distinct data spec once and check every architecture fits its inputs (images
-    for convolutional kinds, mask within the padded image), naming the fields at fault."""
-    from krenorm.experiments.sweep_data import load_point_data
-
-    shapes: dict[DataSpec, tuple[int, ...]] = {}
-    for spec, data_where, architecture_where in origins:
-        if spec.data not in shapes:
-            try:
-                dataset = load_point_data(spec.data)
-            except ConfigError as error:
-                raise ConfigError(f"{data_where}: {error}") from error
-            except Exception as error:  # missing files, checksum mismatch: say which data
-                raise ConfigError(f"{data_where}.dataset = {spec.data.dataset!r} cannot be "
-                                  f"loaded: {error}") from error
-            shapes[spec.data] = tuple(dataset.x_train.shape[1:])
-        shape = shapes[spec.data]
-        architecture = spec.architecture
-        if architecture.is_convolutional:
-            if len(shape) != 3:
-                raise ConfigError(f"{architecture_where}.kind = {architecture.kind!r} needs "
-                                  f"images (c, H, W) but {data_where}.dataset = "
-                                  f"{spec.data.dataset!r} gives inputs of shape {shape}.")
-            try:
-                architecture.output_grid(shape)
-            except ValueError as error:
-                raise ConfigError(f"{architecture_where}.mask on {data_where}.dataset = "
-                                  f"{spec.data.dataset!r} images {shape}: {error}") from error
+def read_toml(path: str | Path, what: str) -> dict:
+    """A TOML file as a dictionary; a missing file or a syntax error is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist.")
+    with path.open("rb") as handle:
+        try:
+            return tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from error
 
 
 def load_sweep_config(path: str | Path, check_data: bool = True) -> SweepConfig:
     """Read, validate and expand a TOML sweep config. With check_data, every distinct data set
     is loaded once and every architecture checked against it, so no point fails later for a
     reason the config already determines."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep config file {path} does not exist.")
-    with path.open("rb") as handle:
-        try:
-            raw = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: {error}") from error
-    config, origins = _parse(raw, str(path))
+    config = parse_sweep_config(read_toml(path, "sweep config"), str(path))
     if check_data:
-        check_sweep_data(origins)
+        config.check_data()
     return config

@@ -1,15 +1,17 @@
 """One theory case: the effective theory at finite width next to its infinite-width limit on
-the same data (THEORY.md §3–6). Used by `krenorm theory` and by the compare job."""
+the same data (docs/math/theory.md §3–6). Used by `krenorm theory`."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from krenorm.architectures import ArchitectureSpec
-from krenorm.theory.fit import fit_theory
+from krenorm.experiments.theory_step import fit_at_width
+from krenorm.width import INFINITE_WIDTH
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,13 @@ class TheoryCaseResult:
 def run_theory_case(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                     y_test: torch.Tensor, architecture: ArchitectureSpec, width: float,
                     temperature: float, lambda0: float = 1.0, lambda1: float = 1.0,
-                    **solver_options) -> TheoryCaseResult:
+                    **solver_options: Any) -> TheoryCaseResult:
     """Fit the theory at width N and at infinite width; test losses of both."""
     start = time.perf_counter()
-    finite = fit_theory(x_train, y_train, architecture, width, temperature, lambda0, lambda1,
-                        **solver_options)
-    infinite = fit_theory(x_train, y_train, architecture, width, temperature, lambda0, lambda1,
-                          infinite_width=True)
+    finite = fit_at_width(x_train, y_train, architecture, width, temperature, lambda0=lambda0,
+                          lambda1=lambda1, **solver_options)
+    infinite = fit_at_width(x_train, y_train, architecture, INFINITE_WIDTH, temperature,
+                            lambda0=lambda0, lambda1=lambda1)
     return TheoryCaseResult(
         finite=finite.summary().to_dict(),
         infinite=infinite.summary().to_dict(),

@@ -1,0 +1,161 @@
+"""Reading config tables into the validated objects the API uses (ARCHITECTURE.md "One
+pipeline"): `compare` and `sweep` configs, from TOML or from Python, go through the same
+constructors — `DataSpec`, `ArchitectureSpec`, `SamplerSettings`, `TheorySettings`,
+`ExperimentSpec`, `krenorm.width.check_width` — and a failure becomes a `ConfigError` naming the
+TOML field (``networks.burn_in``, ``architectures[2].mask``, ``data.options.classes``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+from krenorm.architectures import ARCHITECTURE_KINDS, ArchitectureSpec
+from krenorm.experiments.errors import ConfigError
+from krenorm.experiments.spec import DataSpec, TheorySettings
+from krenorm.networks import SAMPLERS
+from krenorm.networks.settings import SamplerSettings
+from krenorm.width import check_width
+
+#: The first word of a constructor's message, when it is a field name (``burn_in must …``,
+#: ``options.classes must …``, ``thin = 3 leaves …``).
+_LEADING_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def named(where: str, error: Exception, names: Iterable[str]) -> ConfigError:
+    """A ConfigError for `error` raised while building the object of table `where`: the message
+    gets the table prefixed to the field it starts with (``where.field …``) when that is one of
+    `names`, else ``where: message``."""
+    message = str(error)
+    match = _LEADING_NAME.match(message)
+    if match and match.group(1) in set(names):
+        return ConfigError(f"{where}.{message}")
+    return ConfigError(f"{where}: {message}")
+
+
+def table(raw: Any, where: str, allowed: Iterable[str]) -> dict:
+    """A TOML table with only `allowed` keys (None reads as an empty table)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table, got {raw!r}.")
+    allowed = tuple(allowed)
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} in {where}; allowed: {sorted(allowed)}.")
+    return raw
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive(where: str, value: Any, integer: bool = False) -> None:
+    """A finite positive number (or integer)."""
+    number = is_int(value) if integer else (is_int(value) or isinstance(value, float))
+    if not number or not value > 0 or value != value or value == float("inf"):
+        kind = "integer" if integer else "number"
+        raise ConfigError(f"{where} must be a finite positive {kind}, got {value!r}.")
+
+
+def check_non_negative_int(where: str, value: Any) -> None:
+    if not is_int(value) or value < 0:
+        raise ConfigError(f"{where} must be a non-negative integer, got {value!r}.")
+
+
+def check_choice(where: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {sorted(choices)}, got {value!r}.")
+
+
+def check_bool(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}.")
+    return value
+
+
+def check_string(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a non-empty string, got {value!r}.")
+    return value
+
+
+def theory_width(where: str, value: Any) -> float:
+    """A width N of the theory: a positive number, or inf (TOML `inf`) for infinite width."""
+    try:
+        return check_width(value, name=where)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def network_width(where: str, value: Any) -> int:
+    """A width N of a sampled network: a positive integer."""
+    if not is_int(value) or value < 1:
+        raise ConfigError(f"{where} must be a positive integer (units or channels of a sampled "
+                          f"network), got {value!r}.")
+    return value
+
+
+def data_spec(values: dict, where: str) -> DataSpec:
+    """A DataSpec from (dataset, n_train, n_test, seed, options) of table `where`."""
+    for name in ("dataset", "n_train", "n_test"):
+        if name not in values:
+            raise ConfigError(f"{where}.{name} is missing.")
+    options = values.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{where}.options must be a table, got {options!r}.")
+    try:
+        return DataSpec(values["dataset"], values["n_train"], values["n_test"],
+                        values.get("seed", 0), tuple(options.items()))
+    except ValueError as error:
+        raise named(where, error, ("dataset", "n_train", "n_test", "seed", "options")) from error
+
+
+def architecture(entry: dict, activation: Any, where: str, activation_where: str
+                 ) -> ArchitectureSpec:
+    """An ArchitectureSpec from one [[architectures]] entry (kind, mask, stride, padding) and
+    the activation set elsewhere (`activation_where`)."""
+    if "kind" not in entry:
+        raise ConfigError(f"{where}.kind is missing; choose one of {ARCHITECTURE_KINDS}.")
+    check_choice(f"{where}.kind", entry["kind"], ARCHITECTURE_KINDS)
+    if not isinstance(activation, str):
+        raise ConfigError(f"{activation_where} must be a string, got {activation!r}.")
+    try:
+        return ArchitectureSpec(entry["kind"], activation, entry.get("mask", 1),
+                                entry.get("stride", 1), entry.get("padding", 0))
+    except ValueError as error:
+        message = str(error)
+        if message.startswith(("mask", "stride", "padding")):
+            raise ConfigError(f"{where}.{message}") from error
+        raise ConfigError(f"{where} with {activation_where} = {activation!r}: {message}"
+                          ) from error
+
+
+SAMPLER_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(SamplerSettings))
+THEORY_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(TheorySettings))
+
+
+def sampler_settings(values: dict, where: str) -> SamplerSettings:
+    """SamplerSettings from a [network] / [networks] table (unknown keys refused; a sampler
+    name the settings know but this version's samplers do not is refused too)."""
+    table(values, where, SAMPLER_FIELDS)
+    try:
+        settings = SamplerSettings(**values)
+    except ValueError as error:
+        raise named(where, error, SAMPLER_FIELDS) from error
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(f"{where}.sampler = {settings.sampler!r} is not available; choose one "
+                          f"of {sorted(SAMPLERS)}.")
+    return settings
+
+
+def theory_settings(values: dict, where: str) -> TheorySettings:
+    """TheorySettings from a [theory] table (unknown keys refused)."""
+    table(values, where, THEORY_FIELDS)
+    try:
+        return TheorySettings(**values)
+    except ValueError as error:
+        raise named(where, error, THEORY_FIELDS) from error
