@@ -1,7 +1,7 @@
 # Two entry points: `make demo` (main job on shipped default data) and `make test`.
-# Both create/update .venv with every extra (cli, plots, cluster) and the dev tools. torch is
+# Both create/update .venv with every extra (cli, cluster) and the dev tools. torch is
 # pinned to 2.13.0 first so pip takes the local CPU wheel and never resolves a CUDA build.
-# `make typecheck` runs mypy over src (configured in pyproject.toml).
+# `make typecheck` runs mypy over src alone (configured in pyproject.toml); `make test` runs it too.
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.krenorm-installed
@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 test: $(STAMP)
-	@echo "running ruff and the test suite…"
+	@echo "running ruff, mypy and the test suite…"
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q

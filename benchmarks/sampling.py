@@ -57,8 +57,8 @@ from krenorm.networks import (
 
 @dataclass(frozen=True)
 class ReferenceTask:
-    """One throughput measurement handed to a reference loop: the same network (THEORY.md §1
-    parameterisation), data, posterior (T, λ0, λ1) and step size η (θ ← θ − η∇L + √(2ηT)ξ with
+    """One throughput measurement handed to a reference loop: the same network (docs/math/theory.md
+    §1 parameterisation), data, posterior (T, λ0, λ1) and step size η (θ ← θ − η∇L + √(2ηT)ξ with
     L = ½Σ(f − y)² + ½λT|θ|², deepbays' convention and ours). x_train is (P, 1, 28, 28) float32;
     the loop flattens it for FC. y_train is (P, 1) float32."""
 

@@ -1,5 +1,6 @@
-"""Linear-network theory of the adaptive lens (ADAPTIVE.md): closed-form limits, the exact
-Gamma-mixture oracle, rescaling = adaptation for the mean, the χ = 1 reduction to THEORY.md §3."""
+"""Linear-network theory of the adaptive lens (docs/math/adaptive.md): closed-form limits, the exact
+Gamma-mixture oracle, rescaling = adaptation for the mean, the χ = 1 reduction to
+docs/math/theory.md §3."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def test_adapted_and_rescaled_kernels_give_the_same_mean(chi_name):
 
 
 def test_correction_at_chi_one_minimises_theory_action():
-    # THEORY.md §3, FC with linear σ: K = C = x·x/(λ0 N0), K_R = Q̄ K/λ1, T = κ;
+    # docs/math/theory.md §3, FC with linear σ: K = C = x·x/(λ0 N0), K_R = Q̄ K/λ1, T = κ;
     # S(Q̄) = Q̄ − ln Q̄ + (1/N)[ln det(T + K_R) + yᵀ(T + K_R)⁻¹y], minimised here numerically.
     x, y, x_test, _ = _teacher_data(40, 15, 5, seed=5)
     width, g_w, g_v, kappa = 30, 1.5, 0.8, 0.3
@@ -147,8 +148,8 @@ def test_correction_error_against_oracle_shrinks_with_width():
         oracle = linear_oracle(x, y, x_test, regime).prediction
         corrected = standard_corrected_linear(x, y, x_test, regime).prediction
         errors.append(_relative(corrected.test_mean, oracle.test_mean))
-    # The saddle point is O(1/N) (THEORY.md §5): each 4-fold width increase must cut the error
-    # by more than 2.5 (measured 3.2 and 3.8; an O(1/√N) error would give 2).
+    # The saddle point is O(1/N) (docs/math/theory.md §5): each 4-fold width increase must cut the
+    # error by more than 2.5 (measured 3.2 and 3.8; an O(1/√N) error would give 2).
     assert errors[1] < errors[0] / 2.5
     assert errors[2] < errors[1] / 2.5
 

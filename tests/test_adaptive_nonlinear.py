@@ -1,4 +1,4 @@
-"""Tree-level adaptive solver for nonlinear φ (ADAPTIVE.md, Saddle point): checked against the
+"""Tree-level adaptive solver for nonlinear φ (docs/math/adaptive.md §2): checked against the
 linear closed form and against a deterministic 2-D quadrature of the single-neuron law (erf)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from krenorm.adaptive.linear_oracle import linear_oracle
-from krenorm.adaptive.sampled import NetworkSamplingSettings, sample_network
+from krenorm.adaptive.sampled import sample_network, study_sampler_settings
 from krenorm.adaptive.scaling import ScalingRegime
 
 
@@ -26,7 +26,7 @@ def test_sampled_linear_network_agrees_with_oracle(chi):
     oracle = linear_oracle(x, y, x_test, regime)
     sampled = sample_network(
         x, y, x_test, y_test, regime, "identity",
-        NetworkSamplingSettings(n_replicas=16, n_steps=1000, thin=4, seed=2),
+        study_sampler_settings(n_replicas=16, n_steps=1000, thin=4, seed=2),
     )  # fmt: skip
     summary = sampled.summary
     # Standard errors: Q from the spread of 16 replica means, the test loss from the pooled

@@ -82,7 +82,7 @@ def test_tiny_compare_run_writes_tables_figures_and_report(tmp_path):
         assert agreement.z == pytest.approx(agreement.deviation / agreement.stderr)
     # One sampled width per architecture: no 1/N fit, and the report says so.
     assert {problem.fit.status for problem in result.agreement.problems} == {"one width"}
-    # Retuned priors reproduce the finite-width FC and LCN theory exactly (THEORY.md §3).
+    # Retuned priors reproduce the finite-width FC and LCN theory exactly (docs/math/theory.md §3).
     for kind in ("fc", "lcn"):
         assert result.find(kind, "retuned", 32.0).test_loss == pytest.approx(
             result.find(kind, "theory", 32.0).test_loss, rel=1e-9)

@@ -1,5 +1,5 @@
 """Kill a compare run mid-way — SIGKILL its driver — and rerun it: every point recorded exactly
-once, and the same tables and report as a run that was never interrupted (ARCHITECTURE.md "One
+once, and the same tables and report as a run that was never interrupted (docs/architecture.md "One
 pipeline": a compare run is a fixed sweep; docs/sweeps.md "Resume semantics").
 
 The driver runs as `python -m krenorm compare` in a subprocess with two pool workers; the
@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from krenorm.experiments.compare import run_compare
 from krenorm.experiments.config import load_config
@@ -81,6 +83,7 @@ def _same_entry(left: str, right: str) -> bool:
         return left == right
 
 
+@pytest.mark.slow
 def test_sigkill_compare_driver_then_resume(tmp_path):
     config = tmp_path / "compare.toml"
     config.write_text(CONFIG)

@@ -1,5 +1,5 @@
-"""Data layer (ARCHITECTURE.md "Data without a network"): canonical MNIST from the pinned wheel,
-refusal of tampered files and malicious pickles, balanced seeded selection, train-only
+"""Data layer (docs/architecture.md "Data without a network"): canonical MNIST from the pinned
+wheel, refusal of tampered files and malicious pickles, balanced seeded selection, train-only
 standardization, CIFAR-10 from the shared JPEG zip and from python batches, the CLI listing.
 
 Most tests run on small fake data sets written in the standard formats into tmp_path, so they

@@ -1,5 +1,6 @@
-"""Synthetic tasks (krenorm.data.synthetic, THEORY.md §1): seeded determinism, independence of
-the test set from n_train, and each teacher against an independent evaluation of its formula."""
+"""Synthetic tasks (krenorm.data.synthetic, docs/math/theory.md §1): seeded determinism,
+independence of the test set from n_train, and each teacher against an independent evaluation of
+its formula."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Patch-AGOP of Conv2d layers by hooks (G = WᵀΔW) against explicit patch Jacobians
-(FEATURES.md "Patch-AGOP of a CNN layer")."""
+(docs/math/features.md §2)."""
 
 import pytest
 import torch

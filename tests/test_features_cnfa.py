@@ -1,4 +1,4 @@
-"""CNFA agreement measures and report (FEATURES.md "CNFA"), and the feature-lens figures."""
+"""CNFA agreement measures and report (docs/math/features.md §3), and the feature-lens figures."""
 
 import math
 

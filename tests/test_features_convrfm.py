@@ -1,4 +1,4 @@
-"""RFM, ConvRFM and Deep ConvRFM estimators (FEATURES.md "ConvRFM iteration", "Deep ConvRFM")."""
+"""RFM, ConvRFM and Deep ConvRFM estimators (docs/math/features.md §5, "Deep ConvRFM")."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ def star_data():
 
 
 def test_convrfm_improves_over_identity_metric_on_star_task(star_data):
-    """50 training images, validation on a separate draw of 50, test on 300 (FEATURES.md:
+    """50 training images, validation on a separate draw of 50, test on 300 (docs/math/features.md:
     one-layer CNTK ≈ 78% → ≈ 95% in the reference). Each accuracy has a binomial standard error
     of at most √(0.25/300) ≈ 0.029; requiring a gain of 0.08 (observed ≈ 0.13) is ~2.8 standard
     errors of a paired difference below the observed gain and fails if the metric update does
@@ -44,7 +44,7 @@ def test_convrfm_improves_over_identity_metric_on_star_task(star_data):
 
 def test_rfm_learns_the_relevant_coordinates():
     """y = x0·x1 on 10-dimensional Gaussian inputs: the learned metric concentrates on
-    coordinates 0 and 1 and the validation error drops (FEATURES.md RFM)."""
+    coordinates 0 and 1 and the validation error drops (docs/math/features.md RFM)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(400, 10, generator=generator, dtype=torch.float64)
     y = x[:, 0] * x[:, 1]

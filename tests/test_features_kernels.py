@@ -1,5 +1,5 @@
 """Mahalanobis patch kernels, closed-form predictor gradients, metric updates and the ridge solver
-(FEATURES.md "Kernels with a learned patch metric", "ConvRFM iteration")."""
+(docs/math/features.md §4, "ConvRFM iteration")."""
 
 import math
 
@@ -90,7 +90,7 @@ def test_conv_kernel_gram_and_closed_form_gradients_equal_autograd(name, layout)
 
 @pytest.mark.parametrize("name", ["laplace", "gaussian"])
 def test_rfm_vector_gradients_match_features_formula_and_autograd(name):
-    """One patch per vector: FEATURES.md's closed forms, e.g. Laplace
+    """One patch per vector: docs/math/features.md's closed forms, e.g. Laplace
     ∇f_o(x) = (1/L) Σ_j α_jo k_M(x, x_j)/‖x − x_j‖_M · M(x_j − x)."""
     kernel = MahalanobisPatchKernel(name)
     x, centers = _random((5, 4), 5), _random((6, 4), 6)

@@ -1,5 +1,5 @@
-"""Seeded synthetic tasks of FEATURES.md ("Synthetic tasks where fixed convolutional kernels
-fail")."""
+"""Seeded synthetic tasks of docs/math/features.md ("Synthetic tasks where fixed convolutional
+kernels fail")."""
 
 import math
 

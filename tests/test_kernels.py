@@ -1,5 +1,5 @@
-"""Kernels (THEORY.md §2): κ against Monte-Carlo and quadrature, Conv2d-exact patches, local
-blocks, NNGP limits of sampled wide networks."""
+"""Kernels (docs/math/theory.md §2): κ against Monte-Carlo and quadrature, Conv2d-exact patches,
+local blocks, NNGP limits of sampled wide networks."""
 
 import math
 

@@ -1,5 +1,5 @@
-"""Networks in the THEORY.md §1 parameterisation, the closed-form readout posterior and the
-posterior observables (autocorrelation, alignment, Q estimate)."""
+"""Networks in the docs/math/theory.md §1 parameterisation, the closed-form readout posterior and
+the posterior observables (autocorrelation, alignment, Q estimate)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_gap_and_fc_formulas():
 
 @pytest.mark.parametrize("kind", ["fc", "cnn", "lcn", "cnn-gap"])
 def test_prior_hidden_kernel_is_the_nngp(kind):
-    # Over the prior, E[ΦΦᵀ] = λ1·NNGP exactly at any width (THEORY.md §1–2 share one
+    # Over the prior, E[ΦΦᵀ] = λ1·NNGP exactly at any width (docs/math/theory.md §1–2 share one
     # parameterisation). Average over R·N independent units; tolerance 5 standard errors of
     # that average, estimated from the replica-to-replica spread.
     spec = ArchitectureSpec(kind, "erf", mask=3, stride=2)

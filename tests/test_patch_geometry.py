@@ -74,6 +74,7 @@ def test_spec_constructors_and_flat_stable_dict():
     assert hash(by_keyword) == hash(by_position)
 
 
+@pytest.mark.slow
 def test_architectures_imports_without_a_cycle():
     # Each module imported first in a fresh interpreter: the dependency runs one way.
     for module in ("krenorm.architectures", "krenorm.kernels", "krenorm.kernels.nngp",

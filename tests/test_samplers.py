@@ -1,5 +1,6 @@
 """Posterior samplers: exact recovery of a known posterior, agreement between samplers, replica
-independence, filters that move, divergence errors, checkpoint/resume (THEORY.md §1, §4, §5)."""
+independence, filters that move, divergence errors, checkpoint/resume (docs/math/theory.md §1, §4,
+§5)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ from krenorm.networks import (
 
 
 def linear_fc_posterior(x, y, x_test, width, temperature, lambda0, lambda1):
-    """Exact posterior of a linear FC network (THEORY.md §5): given the readout, f is a GP with
-    kernel s·K0, K0 = x x'/(λ0 λ1 N0), s = λ1|a|²/N ~ Gamma(N/2, scale 2/N). A 1-D quadrature over
-    s (log grid) gives E f, E f² at the test points and E[s | y] (= the readout order parameter)."""
+    """Exact posterior of a linear FC network (docs/math/theory.md §5): given the readout, f is a
+    GP with kernel s·K0, K0 = x x'/(λ0 λ1 N0), s = λ1|a|²/N ~ Gamma(N/2, scale 2/N). A 1-D
+    quadrature over s (log grid) gives E f, E f² at the test points and E[s | y] (= the readout
+    order parameter)."""
     n0 = x.shape[1]
     gram = x @ x.T / (lambda0 * lambda1 * n0)
     cross = x_test @ x.T / (lambda0 * lambda1 * n0)

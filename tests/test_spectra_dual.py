@@ -1,4 +1,4 @@
-"""Dual recursions (SPECTRA.md "Architectures as trees"): κ̇ against Price's theorem, and the
+"""Dual recursions (docs/math/spectra.md §2): κ̇ against Price's theorem, and the
 tree NNGP/NTK against the foundation's FC kernel and the empirical NTK of wide networks."""
 
 import math

@@ -1,4 +1,4 @@
-"""Hypercube spectra (SPECTRA.md "Exact spectra on the hypercube"): WHT vs dense diagonalisation,
+"""Hypercube spectra (docs/math/spectra.md §3): WHT vs dense diagonalisation,
 the one-layer cyclic convolution theorem, local pooling by cyclic shifts, MLP degeneracy,
 bias parity, grouping, and agreement with the foundation's CNN kernel."""
 

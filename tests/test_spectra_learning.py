@@ -1,4 +1,4 @@
-"""Learning index and learning curves (SPECTRA.md "Learning index", "Learning curves from a
+"""Learning index and learning curves (docs/math/spectra.md §4, "Learning curves from a
 spectrum"): r(k) for MLP and CNN trees with a numerical scaling check, the eigenlearning solver
 against closed forms, and eigenlearning against direct kernel ridge regression."""
 

@@ -1,4 +1,4 @@
-"""Sphere products (SPECTRA.md "Sphere products"): Gegenbauer normalisation and orthogonality
+"""Sphere products (docs/math/spectra.md §6): Gegenbauer normalisation and orthogonality
 under Gauss–Jacobi, eigenvalues against independent integrals (scipy quad on S², exact DFT on
 the torus S¹×S¹), Funk–Hecke reconstruction, and the n0^{−|k|} scaling of the learning index."""
 

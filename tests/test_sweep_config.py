@@ -1,5 +1,5 @@
 """Sweep configs: grid and list expansion, stable content hashes, and bad configs refused before
-any work starts with a message naming the field (ARCHITECTURE.md "Scale"; docs/sweeps.md)."""
+any work starts with a message naming the field (docs/architecture.md "Scale"; docs/sweeps.md)."""
 
 import copy
 
@@ -21,9 +21,9 @@ BASE = {
 }
 
 
-# spec_version 2 (SamplerSettings as network settings, TheorySettings.retuned_priors, N = inf
-# allowed); under spec_version 1 this point hashed to 342fc49e…4243409.
-PINNED_HASH = "36bc9a0619fc758583362aa53a99a522a6ad7067b66c30ca4110fe9ccb37265e"
+# spec_version 3 (leapfrog_steps in the sampler settings); under spec_version 2 this point hashed
+# to 36bc9a06…b37265e, under spec_version 1 to 342fc49e…4243409.
+PINNED_HASH = "6b8f71c927ff94dd9d28200b41a7d6db214eef7a0b38dc43f41708bff8432d15"
 
 
 def _with(path: str, value):

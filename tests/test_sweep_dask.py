@@ -1,5 +1,5 @@
 """A local Dask cluster and the local process pool produce the same results table
-(ARCHITECTURE.md "Scale": one executor interface, `--scheduler` for Dask)."""
+(docs/architecture.md "Scale": one executor interface, `--scheduler` for Dask)."""
 
 import math
 

@@ -1,5 +1,5 @@
 """Kill a sweep mid-run — SIGKILL one worker, then the driver — and resume it: no point lost,
-none run twice (ARCHITECTURE.md "Scale"; docs/sweeps.md "Resume semantics").
+none run twice (docs/architecture.md "Scale"; docs/sweeps.md "Resume semantics").
 
 The driver runs as `python -m krenorm sweep` in a subprocess; worker process ids come from the
 provenance of the points they finished. Executions are counted from the store's attempt log:
@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from krenorm.experiments.processes import process_alive
 from krenorm.experiments.store import ResultsStore
@@ -66,6 +68,7 @@ def _done(db) -> list:
         return store.records(status="done")
 
 
+@pytest.mark.slow
 def test_sigkill_worker_then_driver_then_resume(tmp_path):
     config, db = tmp_path / "resume.toml", tmp_path / "resume.sqlite"
     config.write_text(CONFIG)

@@ -1,5 +1,5 @@
 """Results store: exactly-once claims and records, reclaiming the claims of dead drivers, and
-concurrent writers from two processes (ARCHITECTURE.md "Scale"; docs/sweeps.md)."""
+concurrent writers from two processes (docs/architecture.md "Scale"; docs/sweeps.md)."""
 
 import json
 import os

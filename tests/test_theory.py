@@ -1,4 +1,5 @@
-"""Effective theory (THEORY.md §3–5): exact limits, finite differences, architecture identities."""
+"""Effective theory (docs/math/theory.md §3–5): exact limits, finite differences, architecture
+identities."""
 
 import itertools
 import math

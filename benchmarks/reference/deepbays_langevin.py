@@ -3,7 +3,8 @@
 deepbays samples one network at a time: per step `deepbays.NN.train` zeroes the gradients, runs
 the forward pass, evaluates `regLoss` = ½Σ(f−y)² + ½λ0T|W|² + ½λ1T|a|² (float32), back-propagates,
 and `LangevinOpt.step` applies θ ← θ − η∇regLoss + √(2ηT)ξ to every parameter. Its stationary law
-is exp(−regLoss/T), the posterior of THEORY.md §1 (docs/reference_deepbays.md has the mapping).
+is exp(−regLoss/T), the posterior of docs/math/theory.md §1 (docs/reference_deepbays.md has the
+mapping).
 
 Use from the sampling benchmark (inside .venv-ref, with benchmarks/reference on sys.path):
 

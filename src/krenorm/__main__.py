@@ -1,5 +1,6 @@
-"""`python -m krenorm …` runs the `krenorm` command (same as the installed script)."""
+"""`python -m krenorm …` runs the `krenorm` command (the same entry point as the installed
+script, so a missing `cli` extra gives the same one-line message)."""
 
-from krenorm.cli import app
+from krenorm._cli_entry import main
 
-app(prog_name="krenorm")
+main()

@@ -1,7 +1,7 @@
-"""Kernel rescaling versus adaptation across scaling regimes χ ∈ [1, N] (ADAPTIVE.md).
+"""Kernel rescaling versus adaptation across scaling regimes χ ∈ [1, N] (docs/math/adaptive.md).
 
-    scaling        χ ∈ [1, N], priors g_w/(χN) and g_v/D, noise κ/χ; THEORY.md's (T, λ0, λ1)
-    linear_oracle  exact finite-N linear network: Gamma(N/2) scale mixture, 1-D quadrature
+    scaling        χ ∈ [1, N], priors g_w/(χN) and g_v/D, noise κ/χ; docs/math/theory.md's (T, λ0,
+    λ1) linear_oracle  exact finite-N linear network: Gamma(N/2) scale mixture, 1-D quadrature
     rescaling      scalar / deep-linear kernel renormalization (one root in ln U)
     linear_theory  linear-network predictions at a given scale Q
     correction     standard-scaling correction (scalar Q with the fluctuation trace)

@@ -1,12 +1,12 @@
-"""Standard-scaling correction: kernel rescaling with the fluctuation term (ADAPTIVE.md, Linear
-networks; THEORY.md §3).
+"""Standard-scaling correction: kernel rescaling with the fluctuation term (docs/math/adaptive.md
+§3; docs/math/theory.md §3).
 
     1 − 1/Q = (χ/N) tᵀK̂t − (1/N) tr[(QK̂ + κ)⁻¹ K̂],   t = (QK̂ + κ)⁻¹ y.
 
 Exact at large N for linear networks (the saddle point of the Gamma scale mixture); at χ = 1 it
-is the stationarity condition of THEORY.md §3's S(Q̄) with K_R = Q̄ K̂ and T = κ. For a nonlinear
-φ with K̂ its NNGP kernel it is the Gaussian-equivalence rescaling theory, carried to general χ;
-it cannot change the shape of the kernel, only its scale.
+is the stationarity condition of docs/math/theory.md §3's S(Q̄) with K_R = Q̄ K̂ and T = κ. For a
+nonlinear φ with K̂ its NNGP kernel it is the Gaussian-equivalence rescaling theory, carried to
+general χ; it cannot change the shape of the kernel, only its scale.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ScaledKernelPrediction:
     solution: RescalingSolution | None
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
-        """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
+        """Posterior-averaged instantaneous test MSE = bias² + variance (docs/math/theory.md §4)."""
         return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:

@@ -1,5 +1,5 @@
-"""Exact finite-N posterior of a one-hidden-layer linear network (ADAPTIVE.md, Linear networks;
-THEORY.md §5).
+"""Exact finite-N posterior of a one-hidden-layer linear network (docs/math/adaptive.md §3;
+docs/math/theory.md §5).
 
 f(x) = Σ_i w_i v_i·x = u·x with u = Vᵀw. Given w, u ~ N(0, (g_v/D)|w|² I), and
 |w|² = (g_w/χ) Q with Q ~ Gamma(N/2, scale 2/N): the output prior is a Gamma(N/2) scale mixture

@@ -1,4 +1,4 @@
-"""Linear-network predictions at a given kernel scale Q (ADAPTIVE.md, Linear networks).
+"""Linear-network predictions at a given kernel scale Q (docs/math/adaptive.md §3).
 
 For f(x) = Σ_i w_i v_i·x the output is a GP with kernel Q K̂/χ given the readout scale Q, with
 K̂ = (g_w g_v/D) X Xᵀ. At a saddle-point value of Q (rescaling, standard-scaling correction or
@@ -29,7 +29,7 @@ THEORY_METHODS = ("nngp", "corrected", "tree-level")
 def posterior_test_loss(
     y_test: torch.Tensor, test_mean: torch.Tensor, test_variance: torch.Tensor
 ) -> dict[str, float]:
-    """Posterior-averaged instantaneous test MSE (THEORY.md §4):
+    """Posterior-averaged instantaneous test MSE (docs/math/theory.md §4):
     (1/Pt) Σ (y − E f)² (bias²) + (1/Pt) Σ Var f (variance)."""
     y_test = torch.as_tensor(y_test, dtype=torch.float64).reshape(-1)
     if y_test.shape != test_mean.shape:
@@ -61,7 +61,7 @@ class LinearPrediction:
         return torch.diagonal(self.test_covariance).clone()
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
-        """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
+        """Posterior-averaged instantaneous test MSE = bias² + variance (docs/math/theory.md §4)."""
         return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Adaptive saddle point for a nonlinear φ (ADAPTIVE.md, Saddle point).
+"""Adaptive saddle point for a nonlinear φ (docs/math/adaptive.md §2).
 
 Single-neuron law, M = (g_w/N)[χ t tᵀ − c (Ĉ + κ)⁻¹]:
 
@@ -132,7 +132,7 @@ class AdaptiveSolution:
         return self.steps[-1].ess
 
     def test_loss(self, y_test: torch.Tensor) -> dict[str, float]:
-        """Posterior-averaged instantaneous test MSE = bias² + variance (THEORY.md §4)."""
+        """Posterior-averaged instantaneous test MSE = bias² + variance (docs/math/theory.md §4)."""
         return posterior_test_loss(y_test, self.test_mean, self.test_variance)
 
     def to_dict(self) -> dict:
@@ -401,7 +401,7 @@ def solve_adaptive_saddle_point(
 ) -> AdaptiveSolution:
     """Annealed adaptive saddle point, resample–move importance sampling (module docstring).
 
-    fluctuations=False: tree level; True: the full saddle point of ADAPTIVE.md, whose
+    fluctuations=False: tree level; True: the full saddle point of docs/math/adaptive.md, whose
     single-neuron tilt also carries −(g_w/2N) φᵀ(Ĉ + κ)⁻¹φ."""
     settings = settings or AdaptiveSolverSettings()
     act = get_activation(activation)

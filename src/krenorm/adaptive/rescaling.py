@@ -1,5 +1,5 @@
-"""Scalar kernel rescaling of linear networks, one and many layers (ADAPTIVE.md, Deep linear
-networks; back-propagating kernel renormalization).
+"""Scalar kernel rescaling of linear networks, one and many layers (docs/math/adaptive.md §4;
+back-propagating kernel renormalization).
 
 The output prior of a deep linear network is a GP with kernel U K̂/χ, U = Π_l Q_l, with independent
 Q_l ~ Gamma(N_l/2, scale 2/N_l). Stationarity of the log posterior in ln Q_l gives
@@ -11,10 +11,10 @@ so every Q_l = 1 + G(U)/N_l and U solves one 1-D equation in ln U:
     F(ln U) = ln U − Σ_l ln(1 + G(U)/N_l) = 0.
 
 With one layer this is the standard-scaling correction 1 − 1/Q = (χ/N) tᵀK̂t − (1/N) tr(A⁻¹K̂),
-i.e. the scalar-Q̄ equation of THEORY.md §3 at χ = 1. Dropping the trace (fluctuation) term gives
-the tree level 1 − 1/Q = (χ/N) tᵀK̂t of the adaptive theory for linear φ.
+i.e. the scalar-Q̄ equation of docs/math/theory.md §3 at χ = 1. Dropping the trace (fluctuation)
+term gives the tree level 1 − 1/Q = (χ/N) tᵀK̂t of the adaptive theory for linear φ.
 K̂ may be any kernel (NNGP of a nonlinear φ included): the equation is then the Gaussian-
-equivalence rescaling theory of THEORY.md §3 carried to general χ.
+equivalence rescaling theory of docs/math/theory.md §3 carried to general χ.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def solve_rescaling(
 ) -> RescalingSolution:
     """Solve N_l(Q_l − 1) = U[χ tᵀK̂t − f·tr(A⁻¹K̂)], U = Π Q_l (f = 1, or 0 for the tree level).
 
-    One root in ln U (ADAPTIVE.md, Deep linear networks): F is scanned on a grid of ln U for sign
+    One root in ln U (docs/math/adaptive.md §4): F is scanned on a grid of ln U for sign
     changes, each bracket is refined by Brent's method, and the root with the largest log
     posterior Σ_l (N_l/2)(ln Q_l − Q_l) + ln N(y; 0, (UK̂ + κ)/χ) is kept.
     """

@@ -1,7 +1,7 @@
-"""Sampled finite networks at scaling χ, through krenorm.networks (ADAPTIVE.md, Model).
+"""Sampled finite networks at scaling χ, through krenorm.networks (docs/math/adaptive.md §1).
 
-The FC network of THEORY.md §1 with λ0 = 1/g_v, λ1 = χ/g_w and temperature T = κ/χ is exactly
-f(x) = Σ_i w_i φ(v_i·x) with v_i ~ N(0, (g_v/D) I), w_i ~ N(0, g_w/(χN)) and noise κ/χ
+The FC network of docs/math/theory.md §1 with λ0 = 1/g_v, λ1 = χ/g_w and temperature T = κ/χ is
+exactly f(x) = Σ_i w_i φ(v_i·x) with v_i ~ N(0, (g_v/D) I), w_i ~ N(0, g_w/(χN)) and noise κ/χ
 (w_i = a_i/√N, v_i = W_i/√D), so χ needs no special network: `ScalingRegime` supplies the numbers.
 Besides the networks' own summary (test loss ± standard error, predictive mean and variance,
 Q estimate (λ1/N)Σ⟨a²⟩, kernel alignment), this records the first-layer second moment
@@ -12,35 +12,23 @@ the posterior hidden kernel Ĉ = g_w⟨(1/N)Σ_i φ_i φ_iᵀ⟩ on the training
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from krenorm.adaptive.scaling import ScalingRegime
 from krenorm.architectures import ArchitectureSpec
 from krenorm.networks import PosteriorRun, PosteriorSummary
+from krenorm.networks.settings import SamplerSettings
+
+#: The study's sampling defaults where they differ from `SamplerSettings`: fewer replicas than
+#: a compare run, and a first-layer moment recorded every 5 steps.
+STUDY_SAMPLING_DEFAULTS: dict[str, int] = {"n_replicas": 8, "thin": 5}
 
 
-@dataclass(frozen=True)
-class NetworkSamplingSettings:
-    """Chains of krenorm.networks: sampler ('collapsed', 'mala', 'langevin'), replicas, steps,
-    burn-in (None: half), thinning between recorded states, seed."""
-
-    sampler: str = "collapsed"
-    n_replicas: int = 8
-    n_steps: int = 2000
-    burn_in: int | None = None
-    thin: int = 5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("n_replicas", "n_steps", "thin"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def study_sampler_settings(**fields: object) -> SamplerSettings:
+    """`SamplerSettings` with the study's defaults (STUDY_SAMPLING_DEFAULTS) under `fields`."""
+    return SamplerSettings.from_dict({**STUDY_SAMPLING_DEFAULTS, **fields}, where="sampling")
 
 
 @dataclass(frozen=True)
@@ -93,17 +81,17 @@ def sample_network(
     y_test: torch.Tensor,
     regime: ScalingRegime,
     activation: str,
-    settings: NetworkSamplingSettings | None = None,
+    settings: SamplerSettings | None = None,
 ) -> SampledNetwork:
     """Sample R replicas of the width-N FC network at χ and collect the observables above."""
-    settings = settings or NetworkSamplingSettings()
+    settings = settings or study_sampler_settings()
     x_train, x_test = (torch.as_tensor(x, dtype=torch.float64) for x in (x_train, x_test))
     y_train, y_test = (torch.as_tensor(y, dtype=torch.float64) for y in (y_train, y_test))
     if x_train.ndim != 2 or x_train.shape[1] != regime.input_dim:
         raise ValueError(
             f"x_train must be (P, D = {regime.input_dim}), got {tuple(x_train.shape)}."
         )
-    burn_in = settings.n_steps // 2 if settings.burn_in is None else settings.burn_in
+    burn_in, thin = settings.effective_burn_in, settings.effective_thin
     run = PosteriorRun(
         ArchitectureSpec("fc", activation),
         regime.width,
@@ -114,17 +102,12 @@ def sample_network(
         temperature=regime.temperature,
         lambda0=regime.theory_lambda0,
         lambda1=regime.theory_lambda1,
-        sampler=settings.sampler,
-        n_replicas=settings.n_replicas,
-        n_steps=settings.n_steps,
-        burn_in=burn_in,
-        thin=settings.thin,
-        seed=settings.seed,
+        settings=settings,
     )
     shape = (settings.n_replicas, regime.input_dim, regime.input_dim)
     per_replica = torch.zeros(shape, dtype=torch.float64)
     records = 0
-    for stop in range(burn_in + settings.thin, settings.n_steps + 1, settings.thin):
+    for stop in range(burn_in + thin, settings.n_steps + 1, thin):
         run.advance(until_step=stop)
         first_layer = run.model.first_layer.detach().to(torch.float64)  # (R, N, D), W = √D v
         per_replica += torch.einsum("rnd,rne->rde", first_layer, first_layer)

@@ -1,15 +1,15 @@
-"""The scaling parameter χ ∈ [1, N] and its conversions (ADAPTIVE.md, Model).
+"""The scaling parameter χ ∈ [1, N] and its conversions (docs/math/adaptive.md §1).
 
 Model:  f(x) = Σ_{i=1}^N w_i φ(v_i·x),  v_i ~ N(0, (g_v/D) I),  w_i ~ N(0, g_w/(χN)),
 likelihood noise (= sampler temperature) κ/χ.  χ = 1 is standard scaling, χ = N mean-field.
 
-THEORY.md §1 writes the same network as f = Σ a_i σ(h_i)/√N, h_i = u_i·x/√D with
+docs/math/theory.md §1 writes the same network as f = Σ a_i σ(h_i)/√N, h_i = u_i·x/√D with
 u_i ~ N(0, 1/λ0), a_i ~ N(0, 1/λ1) and temperature T, so
 
     λ0 = 1/g_v,   λ1 = χ/g_w,   T = κ/χ        (χ = 1: λ1 = 1/g_w, T = κ).
 
-The NNGP kernel K̂ = g_w E[φφᵀ] equals g_w times the FC kernel of THEORY.md §2 at λ0 = 1/g_v,
-and does not depend on χ (the readout prior and the noise both carry 1/χ).
+The NNGP kernel K̂ = g_w E[φφᵀ] equals g_w times the FC kernel of docs/math/theory.md §2 at λ0 =
+1/g_v, and does not depend on χ (the readout prior and the noise both carry 1/χ).
 """
 
 from __future__ import annotations
@@ -85,17 +85,17 @@ class ScalingRegime:
 
     @property
     def theory_lambda0(self) -> float:
-        """THEORY.md §1 first-layer prior precision λ0 = 1/g_v."""
+        """docs/math/theory.md §1 first-layer prior precision λ0 = 1/g_v."""
         return 1.0 / self.g_v
 
     @property
     def theory_lambda1(self) -> float:
-        """THEORY.md §1 readout prior precision λ1 = χ/g_w (a_i = √N w_i)."""
+        """docs/math/theory.md §1 readout prior precision λ1 = χ/g_w (a_i = √N w_i)."""
         return self.chi / self.g_w
 
     @property
     def theory_temperature(self) -> float:
-        """THEORY.md §1 temperature T = κ/χ."""
+        """docs/math/theory.md §1 temperature T = κ/χ."""
         return self.kappa / self.chi
 
     def to_dict(self) -> dict:
@@ -117,9 +117,9 @@ def nngp_kernel_hat(
     g_w: float = 1.0,
     g_v: float = 1.0,
 ) -> torch.Tensor:
-    """K̂(x, z) = g_w E_v[φ(v·x) φ(v·z)], v ~ N(0, (g_v/D) I)  (ADAPTIVE.md, Model), float64.
+    """K̂(x, z) = g_w E_v[φ(v·x) φ(v·z)], v ~ N(0, (g_v/D) I)  (docs/math/adaptive.md §1), float64.
 
-    Equals g_w κ(C) with the FC input Gram C = g_v x·z/D of THEORY.md §2 (λ0 = 1/g_v);
+    Equals g_w κ(C) with the FC input Gram C = g_v x·z/D of docs/math/theory.md §2 (λ0 = 1/g_v);
     linear φ gives K̂ = (g_w g_v/D) x zᵀ.
     """
     check_positive("g_w", g_w)

@@ -1,7 +1,7 @@
-"""The rescaling-versus-adaptation study (ADAPTIVE.md): for each experiment (task, activation,
-P, N, D, κ) and each χ of the config, the theories — NNGP, standard-scaling correction (scalar
-rescaling Q K̂), tree-level adaptation, optionally the full adaptive saddle point, and for linear
-networks the exact finite-N oracle — against sampled networks (krenorm.networks).
+"""The rescaling-versus-adaptation study (docs/math/adaptive.md): for each experiment (task,
+activation, P, N, D, κ) and each χ of the config, the theories — NNGP, standard-scaling correction
+(scalar rescaling Q K̂), tree-level adaptation, optionally the full adaptive saddle point, and for
+linear networks the exact finite-N oracle — against sampled networks (krenorm.networks).
 
 Per point and method: test loss (bias² + variance), relative error of the mean predictor against
 the networks' posterior mean, alignment of the hidden kernel with y yᵀ, and the overlap of the top
@@ -35,7 +35,7 @@ from krenorm.adaptive.nonlinear import (
     AdaptiveSolverSettings,
     solve_adaptive_saddle_point,
 )
-from krenorm.adaptive.sampled import NetworkSamplingSettings, sample_network
+from krenorm.adaptive.sampled import sample_network, study_sampler_settings
 from krenorm.adaptive.scaling import (
     ScalingRegime,
     chi_for_regime,
@@ -46,6 +46,7 @@ from krenorm.adaptive.tasks import TASK_NAMES, make_task, teacher_directions
 from krenorm.adaptive.tree_level import tree_level_linear
 from krenorm.data import Dataset
 from krenorm.kernels.activations import get_activation
+from krenorm.networks.settings import SamplerSettings
 
 LINEAR_ACTIVATIONS = ("identity", "linear", "lin")
 
@@ -95,7 +96,7 @@ class StudyConfig:
     chi: tuple[str | float, ...]
     experiments: tuple[ExperimentConfig, ...]
     solver: AdaptiveSolverSettings = field(default_factory=AdaptiveSolverSettings)
-    sampling: NetworkSamplingSettings = field(default_factory=NetworkSamplingSettings)
+    sampling: SamplerSettings = field(default_factory=study_sampler_settings)
     threads: int = 1
     full_saddle: bool = True
 
@@ -113,7 +114,6 @@ class StudyConfig:
         solver = raw.get("solver", {})
         _check_keys("[solver]", solver, {f.name for f in fields(AdaptiveSolverSettings)})
         sampling = raw.get("sampling", {})
-        _check_keys("[sampling]", sampling, {f.name for f in fields(NetworkSamplingSettings)})
         experiments = raw.get("experiment", [])
         if not experiments:
             raise ValueError(f"{path}: add at least one [[experiment]] table.")
@@ -125,7 +125,7 @@ class StudyConfig:
             chi=tuple(study.get("chi", ("standard", "intermediate", "mean-field"))),
             experiments=tuple(ExperimentConfig(**experiment) for experiment in experiments),
             solver=AdaptiveSolverSettings(**solver),
-            sampling=NetworkSamplingSettings(**sampling),
+            sampling=study_sampler_settings(**sampling),
             threads=int(study.get("threads", 1)),
             full_saddle=bool(study.get("full_saddle", True)),
         )

@@ -1,4 +1,4 @@
-"""Tasks of the adaptive lens (ADAPTIVE.md, Tasks), as krenorm.data `Dataset`s with vector
+"""Tasks of the adaptive lens (docs/math/adaptive.md §5), as krenorm.data `Dataset`s with vector
 inputs (P, D). `teacher["directions"]` (k, D) holds the unit teacher directions where one exists.
 
     teacher–student linear   x ~ N(0, I_D), y = w·x/√D (krenorm.data.linear_teacher)

@@ -1,4 +1,4 @@
-"""Tree-level adaptive theory of linear networks: closed form (ADAPTIVE.md, Saddle point and
+"""Tree-level adaptive theory of linear networks: closed form (docs/math/adaptive.md §2 and
 Linear networks).
 
 At tree level M = (g_w χ/N) t tᵀ; for linear φ the single-neuron law of v is Gaussian with

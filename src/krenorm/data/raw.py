@@ -14,7 +14,7 @@ import numpy as np
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
-#: kinds of source, in the order they are searched (ARCHITECTURE.md "Data without a network").
+#: kinds of source, in the order they are searched (docs/architecture.md "Data without a network").
 SOURCE_KINDS: tuple[str, ...] = ("user-dir", "pypi-wheel", "debian", "shared-zip")
 
 

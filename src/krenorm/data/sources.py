@@ -1,4 +1,4 @@
-"""Finding a data set locally, in the order of ARCHITECTURE.md "Data without a network":
+"""Finding a data set locally, in the order of docs/architecture.md "Data without a network":
 
 1. the user directory: `data_dir` if given (then it must hold the data), else $KRENORM_DATA_DIR;
    MNIST/Fashion-MNIST as the four IDX or IDX.gz files, CIFAR-10 as cifar-10-batches-py/,

@@ -117,7 +117,7 @@ def _shared_zip_status() -> SourceStatus:
 
 
 def data_status() -> tuple[SourceStatus, ...]:
-    """Every source of every data set, in search order (ARCHITECTURE.md "Data without a
+    """Every source of every data set, in search order (docs/architecture.md "Data without a
     network")."""
     packaged = {
         "mnist": _mnist_wheel_status,

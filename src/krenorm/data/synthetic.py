@@ -1,4 +1,4 @@
-"""Seeded synthetic tasks returning the same `Dataset` as the real loaders (THEORY.md §1).
+"""Seeded synthetic tasks returning the same `Dataset` as the real loaders (docs/math/theory.md §1).
 
     linear teacher      x ~ N(0, I_D),  y = w·x / √D,                         w ~ N(0, I_D)
     FC teacher          x ~ N(0, I_D),  y = Σ_i a_i σ(w_i·x / √D) / √N,        w_i ~ N(0, I_D/λ0),
@@ -10,7 +10,7 @@
                         {S: c_S} meaning Σ_S c_S Π_{j∈S} x_j)
 
 r_i(x) are Conv2d-ordered patches (krenorm.kernels.extract_patches), so the local teacher is
-exactly a one-hidden-layer CNN of THEORY.md §1 with N channels and a dense readout.
+exactly a one-hidden-layer CNN of docs/math/theory.md §1 with N channels and a dense readout.
 Label noise: Gaussian with standard deviation `noise` (variance T = noise²) on the training
 targets only; test targets are the noiseless teacher, so the test loss measures the teacher.
 Random streams are independent per role (teacher, train inputs, test inputs, noise): changing
@@ -136,7 +136,8 @@ def fc_teacher(
     lambda1: float = 1.0,
     seed: int = 0,
 ) -> Dataset:
-    """One-hidden-layer FC teacher of THEORY.md §1: y = Σ_i a_i σ(w_i·x/√D)/√N, x ~ N(0, I_D)."""
+    """One-hidden-layer FC teacher of docs/math/theory.md §1: y = Σ_i a_i σ(w_i·x/√D)/√N, x ~ N(0,
+    I_D)."""
     n_train, n_test = _check_int("n_train", n_train, 1), _check_int("n_test", n_test, 0)
     dimension = _check_int("dimension", dimension, 1)
     hidden_units = _check_int("hidden_units", hidden_units, 1)
@@ -180,7 +181,7 @@ def local_teacher(
     seed: int = 0,
     images: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Dataset:
-    """Local (CNN) teacher of THEORY.md §1 on images (P, c, H, W):
+    """Local (CNN) teacher of docs/math/theory.md §1 on images (P, c, H, W):
 
         y = Σ_{k,i} a_{k,i} σ(w_k·r_i(x)/√M) / √(N·Np),  N = channels, M = c·m_h·m_w.
 

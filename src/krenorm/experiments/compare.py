@@ -2,7 +2,7 @@
 width against sampled finite networks on the same data (docs/math/theory.md §3–6), for every
 architecture and width of a `CompareConfig`.
 
-A compare run is a fixed sweep (ARCHITECTURE.md "One pipeline"): its config expands to
+A compare run is a fixed sweep (docs/architecture.md "One pipeline"): its config expands to
 `ExperimentSpec`s, `sweep.run_sweep` runs them through the same runner and executors (local
 pool, the driver process, or a Dask cluster) into the same SQLite store — results.sqlite in the
 output directory unless the config or the caller names another — so an interrupted run resumes

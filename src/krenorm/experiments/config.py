@@ -1,6 +1,6 @@
 """Configuration of the main job (`krenorm compare`, `krenorm demo`): data, hyper-parameters,
 architectures, theory widths and sampler settings. A compare config is a fixed sweep: it
-expands to the same `ExperimentSpec`s a sweep runs (ARCHITECTURE.md "One pipeline"), through
+expands to the same `ExperimentSpec`s a sweep runs (docs/architecture.md "One pipeline"), through
 the same validated constructors, so a bad field is refused before any work with a message
 naming it as written in the TOML.
 

@@ -1,4 +1,4 @@
-"""Where sweep points run (ARCHITECTURE.md "Scale"): a concurrent.futures-style interface over
+"""Where sweep points run (docs/architecture.md "Scale"): a concurrent.futures-style interface over
 a local process pool (default), the driver process itself (workers = 0, for debugging) or a Dask
 distributed cluster (`--scheduler tcp://host:8786`; on SLURM start the cluster with
 dask-jobqueue, see docs/sweeps.md). Every executor hands out `concurrent.futures.Future`s, so

@@ -13,7 +13,7 @@ from krenorm.networks import PosteriorSummary, sample_posterior
 from krenorm.networks.settings import SamplerSettings
 
 
-def sample_network(architecture: ArchitectureSpec, width: int, dataset: Dataset, *,
+def sample_network(architecture: ArchitectureSpec, width: float, dataset: Dataset, *,
                    temperature: float, lambda0: float, lambda1: float,
                    settings: SamplerSettings, device: torch.device | str | None = None
                    ) -> PosteriorSummary:
@@ -26,8 +26,4 @@ def sample_network(architecture: ArchitectureSpec, width: int, dataset: Dataset,
         return sample_posterior(
             architecture, width, dataset.x_train, dataset.y_train, dataset.x_test,
             dataset.y_test, temperature=temperature, lambda0=lambda0, lambda1=lambda1,
-            sampler=settings.sampler, n_replicas=settings.n_replicas, n_steps=settings.n_steps,
-            burn_in=settings.burn_in, thin=settings.thin, step_size=settings.step_size,
-            adapt_step_size=settings.adapt_step_size, seed=settings.seed,
-            kernel_records=settings.kernel_records, device=device,
-            dtype=getattr(torch, settings.dtype))
+            settings=settings, device=device)

@@ -1,7 +1,7 @@
 """The one row type of results: one finished experiment of the store, with the spec it ran and
 an `Estimate` per source it computed — the theory at width N (N = ∞ included), the N → ∞
 reference, the retuned-prior Gaussian process and the sampled network. Reports, tables,
-figures and the agreement analysis all read these rows (ARCHITECTURE.md "One pipeline").
+figures and the agreement analysis all read these rows (docs/architecture.md "One pipeline").
 
 Theory and network rows are matched by their problem (data, architecture, T, λ0, λ1) and the
 exact width N — never by a source label or α.

@@ -1,4 +1,4 @@
-"""One experiment as a pure, hashable, validated value (ARCHITECTURE.md "One pipeline").
+"""One experiment as a pure, hashable, validated value (docs/architecture.md "One pipeline").
 
 An experiment is (data spec, architecture spec, width N, T, λ0, λ1, theory settings, sampler
 settings): the effective theory at width N (N = math.inf is the infinite-width NNGP limit,
@@ -35,7 +35,9 @@ from krenorm.width import check_width, is_infinite, width_from_json, width_label
 #: Bumped whenever the meaning of a spec field changes, so old hashes are never reused.
 #: 2: network settings are `SamplerSettings` (thin, step size, adaptation, kernel records added),
 #: the theory settings carry `retuned_priors`, and N may be math.inf (written "inf").
-SPEC_VERSION = 2
+#: 3: the network settings carry `leapfrog_steps` (HMC samplers) and the sampler set grew
+#: 'hmc' and 'collapsed-hmc'.
+SPEC_VERSION = 3
 
 
 def _hashable(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""SQLite results store of sweeps (ARCHITECTURE.md "Scale"; schema in docs/sweeps.md).
+"""SQLite results store of sweeps (docs/architecture.md "Scale"; schema in docs/sweeps.md).
 
 One row per experiment (keyed by the spec's content hash) with its spec JSON, status, attempts,
 metrics, diagnostics, provenance and last error; one row per attempt (who ran it, how it

@@ -1,7 +1,7 @@
 """Run a sweep — `krenorm sweep CONFIG`, and `krenorm compare`, which is a fixed sweep: check
 the data of every point, register the points in the results store, hand back claims of dead
 drivers, skip finished points, run the rest through an executor with retries, and record each
-result in its own transaction (ARCHITECTURE.md "Scale", "One pipeline"; docs/sweeps.md).
+result in its own transaction (docs/architecture.md "Scale", "One pipeline"; docs/sweeps.md).
 
 Resume semantics: a point is 'done' exactly once. Killing the driver (or a worker) loses at most
 the points in flight; the next `krenorm sweep` on the same store reruns exactly those (and the

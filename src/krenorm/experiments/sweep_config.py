@@ -1,6 +1,6 @@
 """Sweep configs (`krenorm sweep CONFIG`): a grid, or a list of grids, over dataset,
 architecture, width N, P, T, λ0, λ1, seeds and sampler settings, expanded into frozen
-`ExperimentSpec`s and validated completely before any work starts (ARCHITECTURE.md "Scale";
+`ExperimentSpec`s and validated completely before any work starts (docs/architecture.md "Scale";
 docs/sweeps.md). Every error is a ConfigError naming the offending field.
 
 A field listed in AXES may hold a list; the sweep is the Cartesian product of all lists and the

@@ -1,6 +1,6 @@
 """The data of an experiment: loading a `DataSpec`, a fingerprint of the arrays actually used,
 and the checks a config can only make with the data in hand — done once per distinct data set
-in the driver, before any work (ARCHITECTURE.md "Data without a network"; docs/data.md).
+in the driver, before any work (docs/architecture.md "Data without a network"; docs/data.md).
 """
 
 from __future__ import annotations

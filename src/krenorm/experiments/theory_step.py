@@ -11,7 +11,6 @@ import torch
 from krenorm.architectures import ArchitectureSpec
 from krenorm.theory import fit_theory
 from krenorm.theory.fit import FittedTheory
-from krenorm.width import is_infinite
 
 
 def fit_at_width(x_train: torch.Tensor, y_train: torch.Tensor, architecture: ArchitectureSpec,
@@ -20,14 +19,7 @@ def fit_at_width(x_train: torch.Tensor, y_train: torch.Tensor, architecture: Arc
     """The theory at width N (math.inf: the NNGP limit, Q̄ = 1). options: solver options,
     device, fixed_q_bar (see `krenorm.theory.fit.TheoryConfig`).
 
-    Do not read width or α from the fit's summary at N = ∞ (see the comment below); use
-    `krenorm.width.alpha`."""
-    if is_infinite(width):
-        # Transitional: this version of krenorm.theory takes the infinite-width limit as a flag
-        # with some finite width it does not use (the test loss is independent of it), not as
-        # width = math.inf. When it does, this branch becomes the plain call below.
-        return fit_theory(x_train, y_train, architecture, 1.0, temperature, lambda0=lambda0,
-                          lambda1=lambda1, infinite_width=True, **options)
+    The width is passed through unchanged: at N = math.inf the fit is the NNGP limit."""
     return fit_theory(x_train, y_train, architecture, width, temperature, lambda0=lambda0,
                       lambda1=lambda1, **options)
 

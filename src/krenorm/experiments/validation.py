@@ -1,4 +1,4 @@
-"""Reading config tables into the validated objects the API uses (ARCHITECTURE.md "One
+"""Reading config tables into the validated objects the API uses (docs/architecture.md "One
 pipeline"): `compare` and `sweep` configs, from TOML or from Python, go through the same
 constructors — `DataSpec`, `ArchitectureSpec`, `SamplerSettings`, `TheorySettings`,
 `ExperimentSpec`, `krenorm.width.check_width` — and a failure becomes a `ConfigError` naming the

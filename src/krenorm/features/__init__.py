@@ -1,7 +1,8 @@
-"""Patch-AGOP, CNFA, RFM, ConvRFM and Deep ConvRFM (FEATURES.md).
+"""Patch-AGOP, CNFA, RFM, ConvRFM and Deep ConvRFM (docs/math/features.md).
 
-Notation as in FEATURES.md: d = c·q_h·q_w is the patch dimension and M the learned d×d patch
-metric (the package docstring's "M = patch dimension" is THEORY.md's symbol, not used here).
+Notation as in docs/math/features.md: d = c·q_h·q_w is the patch dimension and M the learned d×d
+patch metric (the package docstring's "M = patch dimension" is docs/math/theory.md's symbol, not
+used here).
 """
 
 from krenorm.features.agop import PatchAGOP, brute_force_patch_agop, patch_agop

@@ -1,4 +1,4 @@
-"""Patch-AGOP of the Conv2d layers of a torch model (FEATURES.md "Patch-AGOP of a CNN layer").
+"""Patch-AGOP of the Conv2d layers of a torch model (docs/math/features.md §2).
 
 For a layer with filters W ∈ R^{k×d} (per group when groups > 1), replace the conv output at
 position r by W u_r with the patch u_r as an independent argument. Then
@@ -223,7 +223,7 @@ def patch_agop(
 ) -> dict[str, PatchAGOP]:
     """Patch-AGOP G = Wᵀ Δ W of Conv2d layers of `model` over the images in `data`.
 
-    FEATURES.md "Patch-AGOP of a CNN layer". `estimator="exact"` takes one backward per output o
+    docs/math/features.md §2. `estimator="exact"` takes one backward per output o
     (vmapped over outputs when `vectorize`); `"probes"` uses `n_probes` Gaussian probes g per
     image, E[(Jᵀg)(Jᵀg)ᵀ] = JᵀJ, unbiased for Δ and G. `data` is a (P, c, H, W) tensor (split
     into `batch_size` chunks) or any iterable of batches (a DataLoader streams). The model is

@@ -1,4 +1,5 @@
-"""Convolutional Neural Feature Ansatz: agreement of WᵀW with G^α per layer (FEATURES.md "CNFA").
+"""Convolutional Neural Feature Ansatz: agreement of WᵀW with G^α per layer (docs/math/features.md
+§3).
 
 Measures, always named in output:
     pearson(A, B) = ⟨A − ā, B − b̄⟩ / (‖A − ā‖ ‖B − b̄‖),  ā the scalar mean of A's entries;
@@ -123,7 +124,7 @@ class LayerCNFA:
 
 @dataclass(frozen=True)
 class CNFAReport:
-    """CNFA per layer and α (FEATURES.md "CNFA")."""
+    """CNFA per layer and α (docs/math/features.md §3)."""
 
     layers: tuple[LayerCNFA, ...]
     n_images: int
@@ -252,7 +253,7 @@ def cnfa_report(
     batch_size: int = 64,
 ) -> CNFAReport:
     """CNFA report of `trained_model` against `initial_model` (same architecture, its weights at
-    initialization) on the same images (FEATURES.md "CNFA").
+    initialization) on the same images (docs/math/features.md §3).
 
     For each conv layer and α: Pearson and cosine between WᵀW and G^α for the trained model, the
     model at initialization, and the initial filters against the trained AGOP (LayerCNFA);

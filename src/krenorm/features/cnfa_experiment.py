@@ -1,5 +1,5 @@
 """The CNFA experiment behind `krenorm cnfa`: train a small CNN briefly on a real data set and
-report the CNFA of its conv layers on held-out images (FEATURES.md "CNFA")."""
+report the CNFA of its conv layers on held-out images (docs/math/features.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Kernels on patches with a learned Mahalanobis metric M, their Grams, the gradients of a kernel
-predictor with respect to each patch, and its patch-AGOP (FEATURES.md "Kernels with a learned
-patch metric", "ConvRFM iteration").
+predictor with respect to each patch, and its patch-AGOP (docs/math/features.md "Kernels with a
+learned patch metric", "ConvRFM iteration").
 
 With patches u_r = p_r(x), v_s = p_s(z) ∈ R^d and κ one of patch_kernels.KERNEL_NAMES,
     aligned     K(x, z) = (1/Np) Σ_r κ(u_rᵀMu_r, u_rᵀMv_r, v_rᵀMv_r)
@@ -13,7 +13,7 @@ the special case of one patch per input (RFM).
 For f_o(x) = Σ_j α_jo K(x, x_j), with u_r an independent argument,
     ∇_{u_r} f_o = (1/Np) Σ_j α_jo [2 ∂aκ_{jr} M u_r + ∂bκ_{jr} M v_{jr}]      (aligned)
 and the same with the sum over s and 1/Np² for all-pairs; for one patch and the Laplace kernel this
-is FEATURES.md's (1/L) Σ_j α_jo k_M(x, x_j)/‖x − x_j‖_M · M(x_j − x). The patch-AGOP is
+is docs/math/features.md's (1/L) Σ_j α_jo k_M(x, x_j)/‖x − x_j‖_M · M(x_j − x). The patch-AGOP is
 G = (1/|S|) Σ_{x∈S} Σ_r Σ_o ∇_{u_r} f_o ∇_{u_r} f_oᵀ.
 """
 

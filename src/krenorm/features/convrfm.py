@@ -1,5 +1,5 @@
-"""ConvRFM: kernel machines on image patches with a learned patch metric M (FEATURES.md "Kernels
-with a learned patch metric", "ConvRFM iteration").
+"""ConvRFM: kernel machines on image patches with a learned patch metric M (docs/math/features.md
+"Kernels with a learned patch metric", "ConvRFM iteration").
 
 kernel ∈ {laplace, gaussian, nngp, ntk}, layout ∈ {aligned, all-pairs}; nngp/ntk in the aligned
 layout are the one-layer ReLU CNN-GP / CNTK with flatten readout (conv_kernels.py). With

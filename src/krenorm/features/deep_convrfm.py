@@ -1,4 +1,4 @@
-"""Deep ConvRFM (FEATURES.md "Deep ConvRFM").
+"""Deep ConvRFM (docs/math/features.md §6).
 
 Level ℓ runs ConvRFM on its inputs h_ℓ and keeps the selected patch metric M*_ℓ. Unless it is
 the last level, k filters are sampled with covariance M*_ℓ (w = M*^{1/2} z, z ~ N(0, I_d)) and

@@ -1,4 +1,4 @@
-"""scikit-learn style fit/predict shared by the RFM and ConvRFM estimators (FEATURES.md
+"""scikit-learn style fit/predict shared by the RFM and ConvRFM estimators (docs/math/features.md
 "ConvRFM iteration"): validation split, the recursion of recursion.py, and the final refit.
 
 Subclasses declare their hyper-parameters in __init__ (scikit-learn reads the signature for

@@ -1,4 +1,4 @@
-"""Figures of the feature-learning lens (FEATURES.md "ConvRFM iteration", "Deep ConvRFM", "CNFA"):
+"""Figures of the feature-learning lens (docs/math/features.md §5, "Deep ConvRFM", "CNFA"):
 top eigenvectors of a patch metric M as filter images, images filtered by them, metric spectra,
 and the CNFA report. Plain matplotlib Figure objects, rendered by the Agg canvas that
 Figure.savefig uses without pyplot (no global backend state); callers save them with

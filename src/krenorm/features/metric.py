@@ -1,8 +1,8 @@
 """Matrix powers of PSD matrices and the ConvRFM metric update M ← normalise(G^power)
-(FEATURES.md "CNFA", "ConvRFM iteration").
+(docs/math/features.md §3, "ConvRFM iteration").
 
-Normalisation of M (FEATURES.md asks to document it): M is scaled to match the starting metric
-M0 = I of the same dimension d, so the bandwidth L means the same in every round:
+Normalisation of M (docs/math/features.md asks to document it): M is scaled to match the starting
+metric M0 = I of the same dimension d, so the bandwidth L means the same in every round:
     trace      tr M = d          (default)
     frobenius  ‖M‖_F = √d
     max        λ_max(M) = 1

@@ -1,5 +1,5 @@
-"""Elementwise patch kernels κ(a, b, c) and their partial derivatives (FEATURES.md "Kernels with a
-learned patch metric").
+"""Elementwise patch kernels κ(a, b, c) and their partial derivatives (docs/math/features.md
+"Kernels with a learned patch metric").
 
 Every kernel compares two patches u, v through a = uᵀMu, b = uᵀMv, c = vᵀMv:
     laplace   exp(−√s / L),          s = a − 2b + c = ‖u − v‖²_M
@@ -13,8 +13,8 @@ krenorm.kernels' C = r·r'/(λ0 M) at λ0 = 1). Closed-form partials used for pr
     nngp      ∂a = √(c/a) √(1−ρ²)/(4π),  ∂b = (π − θ)/(2π)
     ntk       ∂a = √(c/a) [√(1−ρ²) − ρ²/√(1−ρ²)]/(4π),  ∂b = 2κ̇ + ρ/(2π√(1−ρ²))
 Where a gradient does not exist — s = 0 for Laplace (the self term), ρ = ±1 for the NTK, a zero
-patch for the ReLU kernels — the singular part is set to zero, the convention FEATURES.md states
-for the Laplace self term.
+patch for the ReLU kernels — the singular part is set to zero, the convention docs/math/features.md
+states for the Laplace self term.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The RFM / ConvRFM recursion with validation-based selection (FEATURES.md "ConvRFM iteration").
+"""The RFM / ConvRFM recursion with validation-based selection (docs/math/features.md §5).
 
 M0 = I. Round t: for every bandwidth L (Laplace/Gaussian only) and ridge λ of the grids, fit
 α = (K_M + λI)⁻¹Y on the fitting split and score the predictor on the validation split; keep the

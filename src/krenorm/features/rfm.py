@@ -1,4 +1,4 @@
-"""Recursive Feature Machines on vectors (FEATURES.md "Kernels with a learned patch metric",
+"""Recursive Feature Machines on vectors (docs/math/features.md §4,
 "ConvRFM iteration"): Laplace k_M(x, z) = exp(−‖x − z‖_M / L) or Gaussian
 exp(−‖x − z‖²_M / (2L²)) kernel ridge regression, M ← normalise(G^power) with G the AGOP of the
 predictor, gradients in closed form (conv_kernels.py with one patch per input:

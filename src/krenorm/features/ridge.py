@@ -1,4 +1,4 @@
-"""Kernel ridge regression by Cholesky (FEATURES.md "ConvRFM iteration"): α = (K + λI)⁻¹ Y."""
+"""Kernel ridge regression by Cholesky (docs/math/features.md §5): α = (K + λI)⁻¹ Y."""
 
 from __future__ import annotations
 

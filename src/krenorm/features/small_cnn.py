@@ -1,7 +1,8 @@
-"""A small CNN and a brief training loop, the subject of the CNFA report (FEATURES.md "CNFA").
+"""A small CNN and a brief training loop, the subject of the CNFA report (docs/math/features.md §3).
 
 Standard parameterisation (torch defaults, Adam), since the CNFA is a statement about networks
-trained in the usual way; the Bayesian-network parameterisation of THEORY.md lives in networks/.
+trained in the usual way; the Bayesian-network parameterisation of docs/math/theory.md lives in
+networks/.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Seeded synthetic tasks on which fixed convolutional kernels fail (FEATURES.md "Synthetic tasks").
+"""Seeded synthetic tasks on which fixed convolutional kernels fail (docs/math/features.md §7).
 
 Star and bar glyphs are added to the noise (signal + noise), so a detector cannot key on a patch
 of suspiciously low variance; noisy-frame digits replace the frame pixels they cover (pasted).

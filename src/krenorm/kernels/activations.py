@@ -1,4 +1,4 @@
-"""Activation functions and their Gaussian dual kernels (THEORY.md §2).
+"""Activation functions and their Gaussian dual kernels (docs/math/theory.md §2).
 
 κ(a, b, c) = E[σ(u)σ(v)],  (u, v) ~ N(0, [[a, b], [b, c]]),   μ(a) = E[σ(u)],  u ~ N(0, a).
 
@@ -101,7 +101,7 @@ class Activation:
     """An elementwise nonlinearity σ with its dual kernel κ and mean μ.
 
     `kernel`/`mean` are closed forms when known, else None (quadrature is used).
-    `odd` means σ(−x) = −σ(x), so μ ≡ 0 and the mean term of THEORY.md §3 vanishes.
+    `odd` means σ(−x) = −σ(x), so μ ≡ 0 and the mean term of docs/math/theory.md §3 vanishes.
     """
 
     name: str

@@ -1,4 +1,4 @@
-"""Replicated one-hidden-layer networks in exactly the THEORY.md §1 parameterisation.
+"""Replicated one-hidden-layer networks in exactly the docs/math/theory.md §1 parameterisation.
 
     FC:      h_i(x) = w_i·x/√N0,                  f(x) = Σ_i a_i σ(h_i(x))/√N
     CNN:     h_{k,i}(x) = w_k·r_i(x)/√M,          f(x) = Σ_{k,i} a_{k,i} σ(h_{k,i}(x))/√(N·Np)
@@ -11,7 +11,7 @@ axis. The input scaling (1/√N0 or patches r_i/√M, Conv2d layout) is applied 
 
 Every network writes its output as f = Φ a with hidden features Φ (R, P, F) that already carry the
 readout normalisation (1/√N, 1/√(N·Np) or the pooled 1/(Np·√N)); the collapsed sampler and the
-posterior observables use Φ directly (THEORY.md §1, §4).
+posterior observables use Φ directly (docs/math/theory.md §1, §4).
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ class ReplicatedNetwork(nn.Module):
         raise NotImplementedError
 
     def hidden_features(self, inputs: PreparedInputs | torch.Tensor) -> torch.Tensor:
-        """Φ (R, P, F) with f = Φ a: σ(h) times the readout normalisation of THEORY.md §1."""
+        """Φ (R, P, F) with f = Φ a: σ(h) times the readout normalisation of docs/math/theory.md
+        §1."""
         raise NotImplementedError
 
     def readout_matrix(self) -> torch.Tensor:
@@ -324,8 +325,8 @@ def build_network(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> ReplicatedNetwork:
-    """The network of `spec` (THEORY.md §1) with R replicas drawn from the prior N(0, 1/λ0),
-    N(0, 1/λ1). Give `seed` (a fresh generator on `device`) or an explicit `generator`."""
+    """The network of `spec` (docs/math/theory.md §1) with R replicas drawn from the prior N(0,
+    1/λ0), N(0, 1/λ1). Give `seed` (a fresh generator on `device`) or an explicit `generator`."""
     if (seed is None) == (generator is None):
         raise ValueError("give exactly one of seed= or generator= (randomness is explicit).")
     if generator is None and seed is not None:

@@ -1,7 +1,8 @@
-"""Posterior observables of sampled networks and their Monte-Carlo error (THEORY.md §3, §4).
+"""Posterior observables of sampled networks and their Monte-Carlo error (docs/math/theory.md §3,
+§4).
 
 - Instantaneous errors: the posterior average of E[(y − f)²] per sample (never the error of the
-  averaged predictor), split as bias² = (y − E f)² and variance = Var f (THEORY.md §4).
+  averaged predictor), split as bias² = (y − E f)² and variance = Var f (docs/math/theory.md §4).
 - Integrated autocorrelation time with Sokal's adaptive window, pooled over chains (an
   independent check of τ; the summaries' errors, ESS and R̂ come from ArviZ, see `diagnostics`).
 - Kernels: posterior-averaged hidden-layer kernel ΦΦᵀ versus the NNGP kernel, compared by
@@ -10,7 +11,7 @@
 - Readout order parameter: Q_ij = (λ1/N) Σ_k ⟨a_{k,i} a_{k,j}⟩ (positions i, j; averaged over
   outputs). Its prior expectation is δ_ij, the infinite-width value of Q̄; differentiating
   ln Z = −(N/2) S(Q̄*) with respect to a per-position readout precision shows that at the saddle
-  point this posterior second moment equals Q̄ of THEORY.md §3 (scalar for FC and CNN-GAP,
+  point this posterior second moment equals Q̄ of docs/math/theory.md §3 (scalar for FC and CNN-GAP,
   Np×Np for CNN, diagonal q̄_i for LCN).
 """
 
@@ -146,5 +147,5 @@ def readout_order_parameter(
     block_second_moments: torch.Tensor, width: float, lambda1: float
 ) -> torch.Tensor:
     """Q_ij = (λ1/N) S_ij from S_ij = (1/D) Σ_{k,d} ⟨a_{k,i,d} a_{k,j,d}⟩ (…, pos, pos); the
-    prior gives δ_ij exactly, the posterior estimates Q̄ of THEORY.md §3."""
+    prior gives δ_ij exactly, the posterior estimates Q̄ of docs/math/theory.md §3."""
     return block_second_moments * (lambda1 / width)

@@ -1,4 +1,4 @@
-"""The Gaussian readout given the hidden layer, in closed form (THEORY.md §1, §4).
+"""The Gaussian readout given the hidden layer, in closed form (docs/math/theory.md §1, §4).
 
 With hidden features Φ (P×F, readout normalisation included) fixed, f = Φ a is linear in the
 readout a ~ N(0, 1/λ1), so the posterior exp(−|Φa − y|²/(2T) − λ1|a|²/2) is Gaussian:
@@ -138,7 +138,8 @@ class GaussianReadout:
     def readout_block_second_moments(self, width: int, positions: int) -> torch.Tensor:
         """S_ij = (1/D) Σ_{k,d} E[a_{k,i,d} a_{k,j,d} | hidden layer] for the readout laid out as
         (N, positions, D), per replica (R, positions, positions): posterior covariance plus the
-        outer product of the mean, summed over channels k (THEORY.md §3 order parameter)."""
+        outer product of the mean, summed over channels k (docs/math/theory.md §3 order
+        parameter)."""
         n_replicas = self.features.shape[0]
         n_outputs = self.targets.shape[1]
         mean = self.readout_mean().reshape(n_replicas, width, positions, n_outputs)

@@ -1,3 +1,3 @@
 """Exact hypercube and sphere-product spectra of FC/CNN/LCN kernels, learning index and
-eigenlearning curves (SPECTRA.md).
+eigenlearning curves (docs/math/spectra.md).
 """

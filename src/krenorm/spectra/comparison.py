@@ -1,6 +1,6 @@
-"""The standard "space and frequency" comparison behind `krenorm spectra` (SPECTRA.md): an MLP,
-a shallow CNN and a deep (hierarchical) CNN on {±1}^d, their eigenvalues by (frequency, spatial
-extent), and learning curves for a short-range high-frequency and a long-range low-frequency
+"""The standard "space and frequency" comparison behind `krenorm spectra` (docs/math/spectra.md):
+an MLP, a shallow CNN and a deep (hierarchical) CNN on {±1}^d, their eigenvalues by (frequency,
+spatial extent), and learning curves for a short-range high-frequency and a long-range low-frequency
 target (eigenlearning theory and kernel ridge regression points).
 """
 

@@ -1,4 +1,4 @@
-"""NNGP and NTK dual recursions on an architecture tree (SPECTRA.md "Architectures as trees").
+"""NNGP and NTK dual recursions on an architecture tree (docs/math/spectra.md §2).
 
 Inputs are normalised (hypercube or product of spheres of radius √n0), so every leaf has
 K_leaf(x, x) = 1 and K_leaf(x, y) = ⟨x_v, y_v⟩/n0 = t_v. For a hidden node u with children w:

@@ -1,4 +1,4 @@
-"""Learning curves of kernel ridge regression from a spectrum (SPECTRA.md "Learning curves").
+"""Learning curves of kernel ridge regression from a spectrum (docs/math/spectra.md §5).
 
 Eigenlearning equations for n samples and ridge δ: the effective ridge κ > 0 solves
 

@@ -1,5 +1,6 @@
-"""Figures of the eigenstructure lens (SPECTRA.md): eigenvalue maps over (frequency, spatial
-extent) per architecture, and learning curves (eigenlearning theory lines, KRR points ± 1 s.e.).
+"""Figures of the eigenstructure lens (docs/math/spectra.md): eigenvalue maps over (frequency,
+spatial extent) per architecture, and learning curves (eigenlearning theory lines, KRR points ± 1
+s.e.).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Grouping of the 2^d hypercube eigenvalues (SPECTRA.md "Exact spectra on the hypercube").
+"""Grouping of the 2^d hypercube eigenvalues (docs/math/spectra.md §3).
 
 Two labels of a subset S: its per-patch degree profile k_v = |S ∩ v| with the spanning subtree
 T(k) (for tree architectures, whose eigenvalues depend on S only through k), and its

@@ -1,4 +1,4 @@
-"""Exact spectra of tree kernels on {±1}^d (SPECTRA.md "Exact spectra on the hypercube").
+"""Exact spectra of tree kernels on {±1}^d (docs/math/spectra.md §3).
 
 Without pooling K(x, y) = g(x⊙y), so the Walsh functions χ_S(x) = Π_{i∈S} x_i are the
 eigenfunctions (uniform measure) and λ_S = 2^{-d} Σ_z g(z) χ_S(z): one fast Walsh–Hadamard

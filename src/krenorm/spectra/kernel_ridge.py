@@ -1,5 +1,5 @@
 """Direct kernel ridge regression on the hypercube, the yardstick for eigenlearning
-(SPECTRA.md "Learning curves from a spectrum").
+(docs/math/spectra.md §5).
 
 n training points drawn i.i.d. uniformly from {±1}^d, labels y = f*(x) + ε with ε ~ N(0, σ²);
 f̂(x) = K(x, X)(K(X, X) + δ I)^{-1} y by a Cholesky solve. For K(x, y) = g(x⊙y) the Gram entries

@@ -1,5 +1,5 @@
-"""Predicted vs measured learning curves on the hypercube (SPECTRA.md "Learning curves from a
-spectrum"): eigenlearning on the exact Walsh spectrum against direct kernel ridge regression.
+"""Predicted vs measured learning curves on the hypercube (docs/math/spectra.md "Learning curves
+from a spectrum"): eigenlearning on the exact Walsh spectrum against direct kernel ridge regression.
 """
 
 from __future__ import annotations

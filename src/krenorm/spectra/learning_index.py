@@ -1,4 +1,4 @@
-"""Learning index of a tree architecture (SPECTRA.md "Learning index").
+"""Learning index of a tree architecture (docs/math/spectra.md §4).
 
 With patch sizes n0 = d^{α0} and fan-ins c_u = d^{α_u}, the eigenvalue of the eigenspace with
 per-patch degrees k scales as λ_k = Θ(d^{−r(k)}),

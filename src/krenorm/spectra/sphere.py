@@ -1,4 +1,4 @@
-"""Spectra of tree kernels on products of spheres (SPECTRA.md "Sphere products").
+"""Spectra of tree kernels on products of spheres (docs/math/spectra.md §6).
 
 Input: p patches, patch v on the sphere √n_v·S^{n_v−1}; the kernel is F(t_1..t_p) with
 t_v = ⟨x_v, y_v⟩/n_v. Its eigenfunctions are products of spherical harmonics, with eigenvalue

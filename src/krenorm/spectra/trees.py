@@ -1,4 +1,4 @@
-"""Architectures as trees/DAGs of kernel operations (SPECTRA.md "Architectures as trees").
+"""Architectures as trees/DAGs of kernel operations (docs/math/spectra.md §2).
 
 Leaves are input patches (sets of coordinates); an internal node either applies a hidden layer
 to the concatenation of its children's channels (an activation name, weight variance σ_w²,

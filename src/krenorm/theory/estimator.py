@@ -28,7 +28,7 @@ def _as_tensor(x: Any) -> torch.Tensor:
 class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
     """Posterior of a finite-width Bayesian one-hidden-layer network in the proportional limit.
 
-    Parameters mirror THEORY.md: architecture 'fc' | 'cnn' | 'lcn' | 'cnn-gap'; width N;
+    Parameters mirror docs/math/theory.md: architecture 'fc' | 'cnn' | 'lcn' | 'cnn-gap'; width N;
     temperature T; lambda0, lambda1 (prior precisions); activation; mask, stride, padding
     (Conv2d meaning, ignored for 'fc'); n_outputs (None: taken from y; 'fc' only for > 1).
     width = math.inf is the infinite-width limit (Q̄ = 1, the NNGP); infinite_width=True is a
