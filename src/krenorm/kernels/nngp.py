@@ -6,7 +6,7 @@ CNN with global average pooling: (1/(λ1 Np²)) Σ_ij K_ij.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
@@ -18,13 +18,28 @@ from krenorm.kernels.grams import (
     local_diagonal_blocks,
 )
 from krenorm.kernels.local_kernel import LocalKernel, weighted_test_diagonals
+from krenorm.kernels.patches import PatchGeometry
 
-if TYPE_CHECKING:  # annotations only: architectures imports this package's leaves at run time
-    from krenorm.architectures import ArchitectureSpec
+
+class KernelArchitecture(Protocol):
+    """What the kernels need of an architecture (`krenorm.architectures.ArchitectureSpec` is
+    one). A protocol rather than an import: architectures sits above kernels (it holds a
+    PatchGeometry from here), so kernels never imports it back."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def activation(self) -> str: ...
+
+    @property
+    def geometry(self) -> PatchGeometry: ...
+
+    def n_patches(self, image_shape: tuple[int, ...]) -> int: ...
 
 
 def nngp_kernel(
-    spec: ArchitectureSpec,
+    spec: KernelArchitecture,
     x: torch.Tensor,
     z: torch.Tensor | None = None,
     lambda0: float = 1.0,
@@ -53,7 +68,7 @@ def nngp_kernel(
 
 
 def nngp_diagonal(
-    spec: ArchitectureSpec, x: torch.Tensor, lambda0: float = 1.0, lambda1: float = 1.0
+    spec: KernelArchitecture, x: torch.Tensor, lambda0: float = 1.0, lambda1: float = 1.0
 ) -> torch.Tensor:
     """K(x0, x0) for each test input — never a test×test matrix."""
     check_positive("lambda1", lambda1)
