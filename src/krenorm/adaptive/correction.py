@@ -24,7 +24,8 @@ from krenorm.adaptive.linear_theory import (
     predict_at_scale,
 )
 from krenorm.adaptive.rescaling import RescalingSolution, solve_rescaling
-from krenorm.adaptive.scaling import ScalingRegime
+from krenorm.adaptive.scaling import INCREASE_KAPPA, ScalingRegime
+from krenorm.linalg import factor_noisy_kernel
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,8 @@ def scaled_kernel_prediction(
             f"got {tuple(cross_kernel.shape)}."
         )
     q = float(scale)
-    eye = torch.eye(kernel.shape[0], dtype=torch.float64)
-    factor, info = torch.linalg.cholesky_ex(q * kernel + regime.kappa * eye)
-    if int(info) != 0:
-        raise ValueError("Q K̂ + κ is not positive definite (Cholesky failed); increase kappa.")
+    factor = factor_noisy_kernel(q * kernel, regime.kappa, overwrite=True, what="Q K̂ + κ",
+                                 advice=INCREASE_KAPPA)
     t = torch.cholesky_solve(y_train.reshape(-1, 1), factor)[:, 0]
     solved = torch.cholesky_solve(cross_kernel, factor)
     variance = (q * test_diagonal - q**2 * (cross_kernel * solved).sum(0)) / regime.chi

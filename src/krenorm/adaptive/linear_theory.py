@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from krenorm._validation import check_finite, check_vectors
-from krenorm.adaptive.scaling import ScalingRegime
+from krenorm.adaptive.scaling import INCREASE_KAPPA, ScalingRegime
+from krenorm.linalg import factor_noisy_kernel
 
 #: Theories evaluated here; the exact oracle (linear_oracle.py) builds its own LinearPrediction.
 THEORY_METHODS = ("nngp", "corrected", "tree-level")
@@ -99,13 +100,6 @@ def linear_kernel_hat(x: torch.Tensor, z: torch.Tensor, regime: ScalingRegime) -
     return regime.g_w * regime.g_v / regime.input_dim * (x @ z.T)
 
 
-def _cholesky(matrix: torch.Tensor, what: str) -> torch.Tensor:
-    factor, info = torch.linalg.cholesky_ex(matrix)
-    if int(info) != 0:
-        raise ValueError(f"{what} is not positive definite (Cholesky failed); increase kappa.")
-    return factor
-
-
 def predict_at_scale(
     method: str,
     x_train: torch.Tensor,
@@ -127,8 +121,8 @@ def predict_at_scale(
     sigma2 = regime.first_layer_prior_variance
     kernel = linear_kernel_hat(x_train, x_train, regime)
     cross = linear_kernel_hat(x_train, x_test, regime)
-    eye = torch.eye(len(y_train), dtype=torch.float64)
-    factor = _cholesky(q * kernel + kappa * eye, "Q K̂ + κ")
+    factor = factor_noisy_kernel(q * kernel, kappa, overwrite=True, what="Q K̂ + κ",
+                                 advice=INCREASE_KAPPA)
     t = torch.cholesky_solve(y_train[:, None], factor)[:, 0]
     feature_t = x_train.T @ t
     weight_covariance = sigma2 * torch.eye(regime.input_dim, dtype=torch.float64)
@@ -149,7 +143,8 @@ def predict_at_scale(
         adapted = regime.g_w * x_train @ weight_covariance @ x_train.T
         adapted_cross = regime.g_w * x_train @ weight_covariance @ x_test.T
         adapted_test = regime.g_w * x_test @ weight_covariance @ x_test.T
-        adapted_factor = _cholesky(adapted + kappa * eye, "Ĉ + κ")
+        adapted_factor = factor_noisy_kernel(adapted, kappa, overwrite=True, what="Ĉ + κ",
+                                             advice=INCREASE_KAPPA)
         covariance = adapted_test - adapted_cross.T @ torch.cholesky_solve(
             adapted_cross, adapted_factor
         )

@@ -43,7 +43,10 @@ from krenorm._validation import check_finite, check_vectors
 from krenorm.adaptive.linear_theory import posterior_test_loss
 from krenorm.adaptive.scaling import ScalingRegime, nngp_kernel_hat
 from krenorm.kernels.activations import Activation, get_activation
+from krenorm.linalg import factor_noisy_kernel
 
+#: What to change when the particle estimate of Ĉ + κ is not positive definite.
+PARTICLES_ADVICE = "increase kappa or n_particles"
 #: Past iterates kept by the Anderson-accelerated fixed point.
 _ANDERSON_MEMORY = 6
 #: MALA's optimal acceptance (Roberts & Rosenthal), the target of the step adaptation.
@@ -157,9 +160,7 @@ def _ess(weights: torch.Tensor) -> float:
 
 def _predictor(kernel: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
     """Training predictor Ĉ(Ĉ + κ)⁻¹y = y − κ(Ĉ + κ)⁻¹y."""
-    factor, info = torch.linalg.cholesky_ex(kernel + kappa * torch.eye(len(y), dtype=kernel.dtype))
-    if int(info) != 0:
-        raise ValueError("Ĉ + κ is not positive definite; increase kappa or n_particles.")
+    factor = factor_noisy_kernel(kernel, kappa, what="Ĉ + κ", advice=PARTICLES_ADVICE)
     return y - kappa * torch.cholesky_solve(y[:, None], factor)[:, 0]
 
 
@@ -186,10 +187,7 @@ class _Tilt:
 def _tilt_from_kernel(kernel: torch.Tensor, y: torch.Tensor, kappa: float, strength: float,
                       fluctuation: float) -> _Tilt:
     """t = (Ĉ + κ)⁻¹y and, with fluctuations, B = (Ĉ + κ)⁻¹ (one Cholesky)."""
-    eye = torch.eye(len(y), dtype=torch.float64)
-    factor, info = torch.linalg.cholesky_ex(kernel + kappa * eye)
-    if int(info) != 0:
-        raise ValueError("Ĉ + κ is not positive definite; increase kappa or n_particles.")
+    factor = factor_noisy_kernel(kernel, kappa, what="Ĉ + κ", advice=PARTICLES_ADVICE)
     t = torch.cholesky_solve(y[:, None], factor)[:, 0]
     inverse = torch.cholesky_inverse(factor) if fluctuation else None
     return _Tilt(strength, t, fluctuation, inverse)
@@ -450,7 +448,7 @@ def solve_adaptive_saddle_point(
     test_features = act(law.particles @ x_test.T)
     cross = g_w * (law.features.T * weights) @ test_features
     test_diagonal = g_w * weights @ test_features**2
-    factor = torch.linalg.cholesky(hidden + kappa * torch.eye(len(y), dtype=torch.float64))
+    factor = factor_noisy_kernel(hidden, kappa, what="Ĉ + κ", advice=PARTICLES_ADVICE)
     solved = torch.cholesky_solve(cross, factor)
     second = (law.particles.T * weights) @ law.particles
     return AdaptiveSolution(

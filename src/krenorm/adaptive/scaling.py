@@ -23,6 +23,9 @@ from krenorm._validation import check_positive
 from krenorm.kernels.activations import Activation
 from krenorm.kernels.grams import fc_kernel, fc_kernel_diagonal
 
+#: What to change when Q K̂ + κ (or Ĉ + κ) is not positive definite.
+INCREASE_KAPPA = "increase kappa"
+
 #: Named regimes: the three points of the χ axis the study reports.
 REGIME_NAMES: tuple[str, ...] = ("standard", "intermediate", "mean-field")
 

@@ -30,7 +30,7 @@ import torch
 
 from krenorm._validation import check_positive, check_targets
 from krenorm.kernels.grams import LocalGramBlocks
-from krenorm.theory.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
+from krenorm.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
 from krenorm.theory.order_parameters import (
     MatrixStructure,
     OrderParameterStructure,

@@ -28,9 +28,9 @@ import torch
 from krenorm._validation import check_positive, check_targets
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.grams import fc_kernel, fc_kernel_diagonal, fc_means
+from krenorm.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
 from krenorm.theory.action import ActionEvaluation, EffectiveAction
 from krenorm.theory.kernel_model import RenormalizedKernels
-from krenorm.theory.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
 from krenorm.theory.order_parameters import MeanTermStructure
 from krenorm.theory.solvers import solve_saddle_point
 from krenorm.width import check_width

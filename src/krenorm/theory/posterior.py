@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from krenorm.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
 from krenorm.theory.action import SpectralBasis
-from krenorm.theory.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
 
 #: (k_R(x0) (B×P), K_R(x0, x0) (B)) for one batch of test inputs.
 TestKernels = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
