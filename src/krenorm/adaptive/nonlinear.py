@@ -32,7 +32,6 @@ Test side: ĉ* = g_w E_p[φ(X*v) φ(Xv)ᵀ], mean ĉ*ᵀ(Ĉ + κ)⁻¹y and vari
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ import torch
 from krenorm._validation import check_finite, check_vectors
 from krenorm.adaptive.linear_theory import posterior_test_loss
 from krenorm.adaptive.scaling import ScalingRegime, nngp_kernel_hat
+from krenorm.fixed_point import AndersonMixer
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.linalg import factor_noisy_kernel
 
@@ -232,9 +232,7 @@ def _anderson_fixed_point(step_map: StepMap, start: torch.Tensor, scale: float,
     memory _ANDERSON_MEMORY, restarting the history when the residual grows tenfold over the
     best seen. Residuals are |g(x) − x|/scale. Returns x, iterations, residual, convergence."""
     x, residual, best = start, math.inf, math.inf
-    beta = settings.damping
-    g_history: list[torch.Tensor] = []
-    r_history: list[torch.Tensor] = []
+    mixer = AndersonMixer(_ANDERSON_MEMORY, mixing=settings.damping)
     for iteration in range(1, settings.max_iterations + 1):
         mapped = step_map(x)
         r = mapped - x
@@ -244,17 +242,9 @@ def _anderson_fixed_point(step_map: StepMap, start: torch.Tensor, scale: float,
         if residual < settings.tolerance:
             return mapped, iteration, residual, True
         if residual > 10 * best:
-            g_history, r_history = [], []
+            mixer.reset()
         best = min(best, residual)
-        g_history = [*g_history[-_ANDERSON_MEMORY:], mapped]
-        r_history = [*r_history[-_ANDERSON_MEMORY:], r]
-        if len(r_history) == 1:
-            x = x + beta * r
-            continue
-        delta_r = torch.stack([b - a for a, b in itertools.pairwise(r_history)], 1)
-        delta_g = torch.stack([b - a for a, b in itertools.pairwise(g_history)], 1)
-        gamma = torch.linalg.lstsq(delta_r, r[:, None]).solution[:, 0]
-        x = mapped - delta_g @ gamma - (1 - beta) * (r - delta_r @ gamma)
+        x = mixer.propose(x, r)
     return x, settings.max_iterations, residual, False
 
 

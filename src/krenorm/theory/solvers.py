@@ -31,7 +31,6 @@ compared. All line searches are one backtracking rule (`_backtrack`).
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import scipy.optimize
 import scipy.sparse.linalg
 import torch
 
+from krenorm.fixed_point import AndersonMixer
 from krenorm.theory.action import ActionEvaluation, EffectiveAction
 from krenorm.theory.diagnostics import (
     SOLVER_METHODS,
@@ -290,8 +290,7 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
     coordinates = _Coordinates(structure, q.dtype)
     evaluation = action.evaluate(q)
     evaluations = 1
-    x_history: list[torch.Tensor] = []
-    f_history: list[torch.Tensor] = []
+    mixer = AndersonMixer(memory, rcond=1e-10)
     for iteration in range(max_iterations):
         if gradient_norm(evaluation) <= tolerance:
             return _Run(evaluation, iteration, evaluations, "gradient tolerance reached")
@@ -299,15 +298,7 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
         trial = None
         if target is not None:
             x = coordinates.to_coordinates(evaluation.point)
-            residual = coordinates.to_coordinates(target) - x
-            x_history = [*x_history[-memory:], x]
-            f_history = [*f_history[-memory:], residual]
-            proposal = x + residual
-            if len(x_history) > 1:
-                delta_x = torch.stack([b - a for a, b in itertools.pairwise(x_history)], 1)
-                delta_f = torch.stack([b - a for a, b in itertools.pairwise(f_history)], 1)
-                gamma = torch.linalg.lstsq(delta_f, residual[:, None], rcond=1e-10).solution
-                proposal = x + residual - (delta_x + delta_f) @ gamma[:, 0]
+            proposal = mixer.propose(x, coordinates.to_coordinates(target) - x)
             candidate = structure.symmetrize(coordinates.from_coordinates(proposal))
             if structure.is_admissible(candidate):
                 trial = action.evaluate(candidate)
@@ -315,7 +306,7 @@ def _anderson(action: EffectiveAction, q: torch.Tensor, tolerance: float, max_it
                 if gradient_norm(trial) > 10 * gradient_norm(evaluation):
                     trial = None
         if trial is None:
-            x_history, f_history = [], []
+            mixer.reset()
             trial, _, used = _damped_step(action, evaluation, 1.0)
             evaluations += used
             if trial is None:
