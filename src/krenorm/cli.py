@@ -200,6 +200,9 @@ def _run_compare_and_print(config_path: str | Path, output_dir: str | None, *,
     except ValueError as error:  # ConfigError, and bad --workers / --scheduler values
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+    except RuntimeError as error:  # StoreError, SweepInterruptedError: exit codes 3, 4
+        _exit_for_sweep_fault(error)
+        raise
     console = Console()
     for line in console_lines(result.agreement):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
@@ -248,6 +251,20 @@ def demo_command(
                            scheduler=scheduler, db=None, progress=progress)
 
 
+def _exit_for_sweep_fault(error: RuntimeError) -> None:
+    """Exit with the documented code (docs/sweeps.md "Failure modes") for a store fault (3) or
+    an interrupted sweep (4); return for any other error."""
+    from krenorm.experiments.store_errors import StoreError
+    from krenorm.experiments.sweep import EXIT_INTERRUPTED, EXIT_STORE, SweepInterruptedError
+
+    if isinstance(error, StoreError):
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_STORE) from error
+    if isinstance(error, SweepInterruptedError):
+        typer.echo(f"stopped: {error}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from error
+
+
 @app.command("sweep")
 def sweep_command(
     config: str = typer.Argument(..., help="Sweep TOML (see examples/sweep_theory.toml)."),
@@ -255,22 +272,32 @@ def sweep_command(
     scheduler: str = typer.Option(None, help=_SCHEDULER_HELP),
     db: str = typer.Option(None, help="Results store (SQLite; default: the config's db)."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
+    extend: bool = typer.Option(False, help="The config's name is already a sweep in the store "
+                                            "with other points: add these points to it."),
+    max_points: int = typer.Option(None, help="Largest grid accepted (default: the config's "
+                                              "execution.max_points, 100000)."),
 ) -> None:
-    """Run every point of a sweep not yet finished in the results store (resumable)."""
+    """Run every point of a sweep not yet finished in the results store (resumable). Exit
+    codes: 0 all done, 1 points failed, 2 bad config or options, 3 results-store fault,
+    4 stopped early (scheduler lost, Ctrl-C; rerun to resume)."""
     from rich.console import Console
 
     from krenorm.experiments.sweep import run_sweep
 
     try:
         result = run_sweep(config, db=db, workers=workers, scheduler=scheduler,
-                           progress=progress)
+                           progress=progress, extend=extend, max_points=max_points)
     except ValueError as error:  # ConfigError, and bad --workers / --scheduler values
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+    except RuntimeError as error:  # StoreError, SweepInterruptedError: exit codes 3, 4
+        _exit_for_sweep_fault(error)
+        raise
     Console().print(
         f"[bold]{result.name}[/bold]: {result.completed} finished now, {result.skipped} already "
         f"done, {result.failed} failed, {result.elsewhere} running elsewhere "
-        f"({result.retries} retries, {result.worker_losses} lost to dead workers, "
+        f"({result.retries} retries, {result.worker_losses} re-queued after a worker was lost, "
+        f"{result.timeouts} stopped at their time limit, "
         f"{result.reclaimed} reclaimed from dead drivers) in {result.seconds:.1f} s on "
         f"{result.executor}; store: {result.db}"
     )
@@ -304,9 +331,13 @@ def report_command(
         typer.echo(f"error: no results store at {db}; run `krenorm sweep` first.", err=True)
         raise typer.Exit(2)
     console = Console()
-    with ResultsStore(db) as store:
-        rows = result_rows(store, sweep)
-        console.print(status_table(store, sweep))
+    try:  # read-only: a report never writes the store, and works on a read-only copy
+        with ResultsStore(db, read_only=True) as store:
+            rows = result_rows(store, sweep)
+            console.print(status_table(store, sweep))
+    except RuntimeError as error:  # StoreError: exit code 3
+        _exit_for_sweep_fault(error)
+        raise
     console.print(results_table(rows))
     for line in console_lines(compare_networks(rows)):
         console.print(line, soft_wrap=True, highlight=False, markup=False)

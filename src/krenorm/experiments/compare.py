@@ -79,8 +79,10 @@ def run_compare(config: CompareConfig, output_dir: str | Path | None = None,
     output = Path(output_dir or config.output_dir)
     sweep = config.to_sweep(output)
     try:
+        # extend: an edited compare config keeps its store; the report reads only the points
+        # of the current config (result_rows with its hashes), so nothing merges silently.
         outcome = run_sweep(sweep, db=db, workers=workers, scheduler=scheduler,
-                            progress=progress, stale_after_s=stale_after_s)
+                            progress=progress, stale_after_s=stale_after_s, extend=True)
     except ConfigError as error:
         # The data options of a compare config are written directly in [data].
         raise ConfigError(str(error).replace("data.options.", "data.")) from error

@@ -63,33 +63,59 @@ _ARCHITECTURE_FIELDS = ("kind", "mask", "stride", "padding")
 DEVICES = ("cpu", "cuda", "auto")
 
 
+#: Default largest sweep (points counted from the grid's axes before expansion).
+MAX_POINTS = 100_000
+_EXECUTION_FIELDS = ("retries", "device", "threads_per_worker", "point_time_limit_s",
+                     "stall_after_s", "max_requeues", "max_points")
+
+
 @dataclass(frozen=True)
 class ExecutionSettings:
     """How a sweep runs (not part of any experiment's hash). retries: further tries of a point
-    whose run raised, per invocation; device: 'cpu', 'cuda' or 'auto' (CUDA when available);
-    threads_per_worker: torch threads in each worker process."""
+    whose run raised or ran past its time limit, per invocation; device: 'cpu', 'cuda' or
+    'auto' (CUDA when available); threads_per_worker: torch threads in each worker process;
+    point_time_limit_s: time limit of every point (None: derived from each point's estimate,
+    point_limits.py); stall_after_s: a pool worker without heartbeat this long is killed and its
+    points re-queued; max_requeues: how often one invocation re-queues a point lost to
+    infrastructure (dead or stalled worker) before calling it failed — these do not use
+    `retries`; max_points: largest grid accepted (counted before expansion)."""
 
     retries: int = 1
     device: str = "cpu"
     threads_per_worker: int = 1
+    point_time_limit_s: float | None = None
+    stall_after_s: float = 60.0
+    max_requeues: int = 5
+    max_points: int = MAX_POINTS
 
     def __post_init__(self) -> None:
         check_non_negative_int("retries", self.retries)
         check_choice("device", self.device, DEVICES)
         check_positive("threads_per_worker", self.threads_per_worker, integer=True)
+        if self.point_time_limit_s is not None:
+            check_positive("point_time_limit_s", self.point_time_limit_s)
+        check_positive("stall_after_s", self.stall_after_s)
+        if self.stall_after_s <= 2.0:
+            raise ConfigError(f"stall_after_s must exceed 2 s (two worker heartbeats), got "
+                              f"{self.stall_after_s}.")
+        check_non_negative_int("max_requeues", self.max_requeues)
+        check_positive("max_points", self.max_points, integer=True)
 
     def to_dict(self) -> dict:
         return {"retries": self.retries, "device": self.device,
-                "threads_per_worker": self.threads_per_worker}
+                "threads_per_worker": self.threads_per_worker,
+                "point_time_limit_s": self.point_time_limit_s,
+                "stall_after_s": self.stall_after_s, "max_requeues": self.max_requeues,
+                "max_points": self.max_points}
 
 
 def execution_settings(raw: Any, where: str = "execution") -> ExecutionSettings:
     """ExecutionSettings from an [execution] table."""
-    values = table(raw, where, ("retries", "device", "threads_per_worker"))
+    values = table(raw, where, _EXECUTION_FIELDS)
     try:
         return ExecutionSettings(**values)
     except ValueError as error:
-        raise named(where, error, ("retries", "device", "threads_per_worker")) from error
+        raise named(where, error, _EXECUTION_FIELDS) from error
 
 
 #: Where in a config a point's data and architecture came from (field names for errors).
@@ -267,13 +293,62 @@ def _expand(raw: dict, entry_where: str | None, raw_entry: dict | None
     return out
 
 
-def parse_sweep_config(raw: dict, source: str = "") -> SweepConfig:
+def _grid_size(raw: dict, where: str) -> tuple[int, list[str]]:
+    """Points of one (merged) grid counted from its axes, without expanding it, and the factors
+    ('hyper.width 100', …) that make the count. Malformed sections count as 1 here; the
+    validation of the expansion names them."""
+    size, factors = 1, []
+    for section, axes in AXES.items():
+        values = raw.get(section)
+        if not isinstance(values, dict) or (section == "network" and values is None):
+            continue
+        for name in axes:
+            value = values.get(name)
+            if isinstance(value, list) and len(value) > 1:
+                size *= len(value)
+                factors.append(f"{section}.{name} {len(value)}")
+    architectures = raw.get("architectures")
+    if isinstance(architectures, list) and len(architectures) > 1:
+        size *= len(architectures)
+        factors.append(f"architectures {len(architectures)}")
+    return size, factors
+
+
+def count_points(raw: dict) -> tuple[int, str]:
+    """How many points a sweep config describes (duplicates included), counted from its axes
+    before anything is expanded, and a description of the count."""
+    entries = raw.get("points")
+    if not isinstance(entries, list) or not entries:
+        size, factors = _grid_size(raw, "")
+        return size, " × ".join(factors) or "one point"
+    total, parts = 0, []
+    for index, entry in enumerate(entries):
+        merged = _merged(raw, entry, f"points[{index}]") if isinstance(entry, dict) else raw
+        size, factors = _grid_size(merged, f"points[{index}]")
+        total += size
+        parts.append(f"points[{index}]: {' × '.join(factors) or '1'}")
+    return total, "; ".join(parts)
+
+
+def parse_sweep_config(raw: dict, source: str = "", *,
+                       max_points: int | None = None) -> SweepConfig:
     """Validate a sweep config dictionary (as read from TOML) and expand it into points.
-    Does not load data; `SweepConfig.check_data` does (see `load_sweep_config`)."""
+    Does not load data; `SweepConfig.check_data` does (see `load_sweep_config`).
+
+    The grid is counted from its axes first and refused, before any expansion, when it has more
+    than max_points points (default: execution.max_points, itself 100 000 by default)."""
     table(raw, "the config", _TOP_LEVEL)
     name = check_string("name", raw.get("name", Path(source).stem or "sweep"))
     db = check_string("db", raw.get("db", f"runs/{name}.sqlite"))
     execution = execution_settings(raw.get("execution"))
+    limit = execution.max_points if max_points is None else max_points
+    check_positive("max_points", limit, integer=True)
+    total, how = count_points(raw)
+    if total > limit:
+        raise ConfigError(
+            f"the sweep has {total:,} points ({how}), more than the limit of {limit:,}; split "
+            f"it into smaller sweeps, or raise the limit (execution.max_points in the config, "
+            f"or --max-points) if you mean it.")
     entries = raw.get("points")
     if entries is None:
         expanded = _expand(raw, None, None)
@@ -305,11 +380,13 @@ def read_toml(path: str | Path, what: str) -> dict:
             raise ConfigError(f"{path}: {error}") from error
 
 
-def load_sweep_config(path: str | Path, check_data: bool = True) -> SweepConfig:
+def load_sweep_config(path: str | Path, check_data: bool = True, *,
+                      max_points: int | None = None) -> SweepConfig:
     """Read, validate and expand a TOML sweep config. With check_data, every distinct data set
     is loaded once and every architecture checked against it, so no point fails later for a
-    reason the config already determines."""
-    config = parse_sweep_config(read_toml(path, "sweep config"), str(path))
+    reason the config already determines. max_points: see `parse_sweep_config`."""
+    config = parse_sweep_config(read_toml(path, "sweep config"), str(path),
+                                max_points=max_points)
     if check_data:
         config.check_data()
     return config

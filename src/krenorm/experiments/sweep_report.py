@@ -83,7 +83,7 @@ def write_sweep_report(db: str | Path, output_dir: str | Path, sweep: str | None
                        ) -> ReportFiles:
     """Write results.csv, results.json, the figures and report.md of the finished points of one
     sweep (or of the whole store) into `output_dir` (`report.write_report`)."""
-    with ResultsStore(db) as store:
+    with ResultsStore(db, read_only=True) as store:
         rows = result_rows(store, sweep)
         sweeps = store.sweeps()
     name = sweep or (sweeps[0] if len(sweeps) == 1 else Path(db).stem)
