@@ -141,11 +141,12 @@ class _Driver:
             if time.monotonic() - last_heartbeat >= self.heartbeat_every_s:
                 self.store.heartbeat(self.session_id)
                 last_heartbeat = time.monotonic()
-            self._note(self.executor.inspect())
             lost_worker = False
-            for future in finished:
+            for future in finished:  # results that came back are recorded before anything else
                 spec, claim = self.in_flight.pop(future)
                 lost_worker |= self._settle(future, spec, claim, queue, advance)
+            # A worker inspect() kills shows up as a broken pool in a later round.
+            self._note(self.executor.inspect())
             if lost_worker:
                 # A broken pool fails every future in flight; settle them all, then restart.
                 concurrent.futures.wait(self.in_flight, timeout=60.0)
