@@ -24,7 +24,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
 
+from krenorm.cli import app
 from krenorm.experiments import executors
 from krenorm.experiments import sweep as sweep_module
 from krenorm.experiments.errors import ConfigError
@@ -97,7 +99,8 @@ def _running_worker(beacons: Path, timeout_s: float = 120.0) -> psutil.Process:
 
 class _Flaky(InlineExecutor):
     """Inline execution whose first `lose` submissions come back as a lost worker (what a
-    broken pool reports), optionally with what `inspect()` found first."""
+    broken pool reports). With problem_kind, each such future stays pending until `inspect()`
+    has reported it (as the real pool does: the worker is killed, then the pool breaks)."""
 
     def __init__(self, lose: int, problem_kind: str | None = None):
         super().__init__()
@@ -107,8 +110,10 @@ class _Flaky(InlineExecutor):
         if self.lose > 0:
             self.lose -= 1
             future = concurrent.futures.Future()
-            future.set_exception(BrokenProcessPool("a worker died"))
-            self.pending.append(future)
+            if self.problem_kind is None:
+                future.set_exception(BrokenProcessPool("a worker died"))
+            else:
+                self.pending.append(future)
             return future
         return super().submit(function, *arguments)
 
@@ -116,10 +121,12 @@ class _Flaky(InlineExecutor):
         return isinstance(error, BrokenProcessPool)
 
     def inspect(self):
-        if self.problem_kind is None or not self.pending:
-            return []
-        future, self.pending = self.pending[0], []
-        return [WorkerProblem(self.problem_kind, 4242, future, f"{self.problem_kind} for test")]
+        problems = [WorkerProblem(self.problem_kind, 4242, future, f"{self.problem_kind} for "
+                                  "test") for future in self.pending]
+        for future in self.pending:
+            future.set_exception(BrokenProcessPool("killed by inspect"))
+        self.pending = []
+        return problems
 
 
 def _exactly_once(db, n_points):
@@ -369,7 +376,7 @@ def test_same_content_resumes_and_cli_says_extend(tmp_path):
     assert run_sweep(str(config), db=db, workers=0, progress=False).skipped == 12
     config.write_text(_toml({**THEORY, "hyper": {"width": [3]}}))
     cli = _cli("sweep", str(config), "--db", str(db), "--workers", "0", "--no-progress")
-    assert cli.returncode == 2 and "--extend" in cli.stderr
+    assert cli.exit_code == 2 and "--extend" in cli.stderr
 
 
 def _toml(raw: dict) -> str:
@@ -389,10 +396,9 @@ def _toml(raw: dict) -> str:
     """)
 
 
-def _cli(*arguments, preexec=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "krenorm", *arguments], capture_output=True,
-                          text=True, timeout=120, preexec_fn=preexec,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+def _cli(*arguments):
+    """The krenorm command in this process (stderr kept apart from stdout)."""
+    return CliRunner().invoke(app, list(arguments))
 
 
 # --- 5. storage faults ----------------------------------------------------------------------
@@ -471,10 +477,10 @@ def test_read_only_store_is_reported_and_refuses_writes_with_a_message(tmp_path)
     config.write_text(_toml({**THEORY, "name": "more", "hyper": {"width": 3}}))
     with _read_only(db):
         report = _cli("report", str(db), "--out", str(tmp_path / "out"))
-        assert report.returncode == 0, report.stdout + report.stderr
+        assert report.exit_code == 0, report.stdout + report.stderr
         assert (tmp_path / "out" / "report.md").is_file()
         sweep = _cli("sweep", str(config), "--db", str(db), "--workers", "0", "--no-progress")
-        assert sweep.returncode == 3, sweep.stdout + sweep.stderr
+        assert sweep.exit_code == 3, sweep.stdout + sweep.stderr
         assert str(db) in sweep.stderr and "read-only" in sweep.stderr
         assert "Traceback" not in sweep.stderr
         with ResultsStore(db, read_only=True) as store:

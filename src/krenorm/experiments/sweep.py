@@ -131,7 +131,8 @@ class _Driver:
             ) -> None:
         last_heartbeat = time.monotonic()
         while queue or self.in_flight:
-            self.executor.inspect()  # raises SchedulerLostError before we submit to nobody
+            # Raises SchedulerLostError before we submit to nobody.
+            self._note(self.executor.inspect())
             self._fill(queue)
             if not self.in_flight:
                 continue
