@@ -82,7 +82,15 @@ def beacons(tmp_path, monkeypatch):
     """The folder where pool workers announce the point they run (<pid>.point)."""
     folder = tmp_path / "beacons"
     folder.mkdir()
-    monkeypatch.setattr(executors.tempfile, "mkdtemp", lambda **_: str(folder))
+    real = executors.tempfile.mkdtemp
+
+    def mkdtemp(**options):  # only the heartbeat folder (multiprocessing uses mkdtemp too)
+        if options.get("prefix") == "krenorm-heartbeats-":
+            folder.mkdir(exist_ok=True)
+            return str(folder)
+        return real(**options)
+
+    monkeypatch.setattr(executors.tempfile, "mkdtemp", mkdtemp)
     return folder
 
 
@@ -300,7 +308,7 @@ _CLUSTER = textwrap.dedent("""
     from distributed import LocalCluster
     import time
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                           dashboard_address=None)
+                           protocol="tcp", dashboard_address=None)
     print(cluster.scheduler_address, flush=True)
     time.sleep(600)
 """)
