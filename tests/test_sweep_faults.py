@@ -566,3 +566,30 @@ def test_nan_in_a_result_keeps_every_json_column_valid(tmp_path):
     flags = json.loads(connection.execute("SELECT non_finite_json FROM experiments WHERE "
                                           "non_finite_json IS NOT NULL").fetchone()[0])
     assert flags["metrics"] == [[["theory.test_loss"], "nan"], [["x"], "inf"]]
+
+
+def test_disk_full_during_a_sweep_exits_3_naming_the_file(tmp_path, monkeypatch):
+    """SQLite's 'database or disk is full' on the 4th result: `krenorm sweep` exits 3 with the
+    file and the remedy; the 3 results before are kept, nothing is marked failed."""
+    from krenorm.experiments import store as store_module
+
+    original = ResultsStore.record_result.__wrapped__
+    recorded = []
+
+    def record_until_full(self, claim, *arguments):
+        if len(recorded) == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        recorded.append(claim.spec_hash)
+        return original(self, claim, *arguments)
+
+    monkeypatch.setattr(ResultsStore, "record_result",
+                        store_module._guarded("recording a result")(record_until_full))
+    db, config = tmp_path / "full.sqlite", tmp_path / "c.toml"
+    config.write_text(_toml(THEORY))
+    cli = _cli("sweep", str(config), "--db", str(db), "--workers", "0", "--no-progress")
+    assert cli.exit_code == 3, cli.stdout + cli.stderr
+    assert f"results store {db}: recording a result failed" in cli.stderr.replace("\n", "")
+    assert "Free space or move the store" in cli.stderr.replace("\n", " ")
+    monkeypatch.undo()
+    with ResultsStore(db) as store:
+        assert store.counts() == {"pending": 9, "running": 0, "done": 3, "failed": 0}

@@ -46,6 +46,7 @@ from krenorm.experiments.point_limits import point_time_limit
 from krenorm.experiments.runner import run_experiment
 from krenorm.experiments.spec import ExperimentSpec
 from krenorm.experiments.store import Claim, ResultsStore
+from krenorm.experiments.store_errors import StoreError
 from krenorm.experiments.sweep_config import SweepConfig, load_sweep_config
 
 #: Exit codes of `krenorm sweep` / `krenorm compare` (docs/sweeps.md "Failure modes").
@@ -287,14 +288,13 @@ def run_sweep(config: SweepConfig | str | Path, db: str | Path | None = None,
     config.check_data()
     _check_device(config, scheduler)
     db_path = Path(db if db is not None else config.db)
-    # Open the store first: a store fault (read-only, full disk) is said before workers start.
-    with ResultsStore(db_path) as store:
+    executor = make_executor(workers, scheduler, config.execution.threads_per_worker,
+                             stall_after_s=config.execution.stall_after_s)
+    with executor, ResultsStore(db_path) as store:
         store.register(config.name, config.points, extend=extend)
         reclaimed = store.reclaim_abandoned(stale_after_s)
-        with make_executor(workers, scheduler, config.execution.threads_per_worker,
-                           stall_after_s=config.execution.stall_after_s) as executor:
-            driver, skipped = _drive(config, store, executor, heartbeat_every_s, progress,
-                                     scheduler)
+        driver, skipped = _drive(config, store, executor, heartbeat_every_s, progress,
+                                 scheduler)
     return SweepResult(config.name, str(db_path), executor.description, len(config.points),
                        skipped, driver.completed, driver.failed, driver.elsewhere,
                        driver.retries, driver.worker_losses, reclaimed,
@@ -331,9 +331,18 @@ def _drive(config: SweepConfig, store: ResultsStore, executor: SweepExecutor,
         reason, stop = "scheduler-lost", (str(error), error)
     except KeyboardInterrupt as error:
         reason, stop = "interrupted", ("interrupted (Ctrl-C)", error)
+    except StoreError:
+        # The store itself failed (disk full, read-only): handing claims back would fail the
+        # same way; the next driver reclaims them (this process will be gone).
+        reason = "store-error"
+        with contextlib.suppress(StoreError):
+            driver.release_all()
+            store.close_session(session_id, "store-error")
+        raise
     finally:
-        driver.release_all()
-        store.close_session(session_id, reason)
+        if reason != "store-error":
+            driver.release_all()
+            store.close_session(session_id, reason)
     if stop is not None:
         message, cause = stop
         store.add_event("interrupted", message, sweep=config.name, session_id=session_id)
