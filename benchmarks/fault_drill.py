@@ -149,7 +149,9 @@ def drill(points: int, kills: int, workers: int, seed: int, directory: Path) -> 
         "attempts": len(attempts),
         "requeued_after_worker_loss": sum(1 for event in events if event.kind == "requeued"),
         "reclaimed_from_dead_drivers": sum(1 for a in attempts if a.outcome == "abandoned"),
-        "seconds": time.monotonic() - start, "last_output": output.strip().splitlines()[-1:],
+        "seconds": round(time.monotonic() - start, 1),
+        "last_driver_said": [line.strip() for line in output.splitlines()
+                             if "finished now" in line][-1:],
     }
 
 
