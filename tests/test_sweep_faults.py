@@ -593,3 +593,56 @@ def test_disk_full_during_a_sweep_exits_3_naming_the_file(tmp_path, monkeypatch)
     monkeypatch.undo()
     with ResultsStore(db) as store:
         assert store.counts() == {"pending": 9, "running": 0, "done": 3, "failed": 0}
+
+
+def _bare(cls, **attributes):
+    """An executor object without its pool or client (for its inspect() logic alone)."""
+    executor = object.__new__(cls)
+    executor.__dict__.update(attributes)
+    return executor
+
+
+def test_pool_inspect_kills_a_silent_worker_and_one_past_its_limit(tmp_path):
+    """inspect() on real processes standing in for workers: one whose heartbeat stopped 10 s
+    ago (stall_after_s = 3) and one running a point for 5 s with a 1 s limit; both are killed
+    and reported; a beating, idle one is left alone."""
+    sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(3)]
+    silent, slow, healthy = sleepers
+    now = time.time()
+    for process in sleepers:
+        (tmp_path / f"{process.pid}.alive").touch()
+    os.utime(tmp_path / f"{silent.pid}.alive", (now - 10, now - 10))
+    point = concurrent.futures.Future()
+    (tmp_path / f"{slow.pid}.point").write_text(f"token {now - 5!r}")
+    executor = _bare(executors.ProcessPoolSweepExecutor, _beacon_dir=str(tmp_path),
+                     stall_after_s=3.0, _tokens={"token": point}, _limits={point: 1.0})
+    try:
+        problems = {problem.pid: problem for problem in executor.inspect()}
+        assert set(problems) == {silent.pid, slow.pid}
+        assert problems[silent.pid].kind == "stalled" and problems[silent.pid].future is None
+        assert "stopped responding (no heartbeat for 10 s" in problems[silent.pid].detail
+        assert problems[slow.pid].kind == "over-time" and problems[slow.pid].future is point
+        assert silent.wait(5) == -signal.SIGKILL and slow.wait(5) == -signal.SIGKILL
+        assert healthy.poll() is None
+    finally:
+        for process in sleepers:
+            process.kill()
+            process.wait()
+
+
+def test_dask_inspect_says_when_the_scheduler_is_gone():
+    from types import SimpleNamespace
+
+    client = SimpleNamespace(status="running")
+    executor = _bare(executors.DaskSweepExecutor, _client=client, scheduler="tcp://head:8786",
+                     scheduler_grace_s=0.3, _unreachable_since=None)
+    assert executor.inspect() == []
+    client.status = "connecting"  # a blip: tolerated for scheduler_grace_s
+    assert executor.inspect() == []
+    time.sleep(0.4)
+    with pytest.raises(SchedulerLostError, match="lost the Dask scheduler at tcp://head:8786"):
+        executor.inspect()
+    client.status = "closed"
+    executor._unreachable_since = None
+    with pytest.raises(SchedulerLostError, match="'closed'"):
+        executor.inspect()
