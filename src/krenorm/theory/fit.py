@@ -32,6 +32,7 @@ import torch
 from krenorm._validation import check_finite, check_positive, check_targets
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.posterior import Prediction
 from krenorm.theory.renormalized_kernels import renormalized_kernels
@@ -65,6 +66,8 @@ class TheoryConfig:
     per patch for an LCN; a diagonal Q̄ for a CNN without pooling).
     device: where kernels and P×P algebra run ('cpu', 'cuda', ...; float64 throughout); the
     order parameters and the solver stay on the CPU.
+    blocks: how CNN/LCN local blocks are held (`BlockSettings`: auto/stored/streamed, float64 or
+    float32 storage; None = auto: streamed when stored blocks would not fit memory_limit).
     infinite_width (deprecated): True means width = math.inf.
     """
 
@@ -78,6 +81,7 @@ class TheoryConfig:
     memory_limit: int | None = None
     fixed_q_bar: tuple[float, ...] | None = None
     device: str | None = None
+    blocks: BlockSettings | None = None
 
     def __init__(
         self,
@@ -92,6 +96,7 @@ class TheoryConfig:
         memory_limit: int | None = None,
         fixed_q_bar: Sequence[float] | torch.Tensor | None = None,
         device: str | None = None,
+        blocks: BlockSettings | None = None,
         infinite_width: bool | None = None,
         solver: str | None = None,
         tolerance: float | None = None,
@@ -116,6 +121,9 @@ class TheoryConfig:
                                     hessian_check=hessian_check)
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}.")
+        if blocks is not None and not isinstance(blocks, BlockSettings):
+            raise ValueError(f"blocks must be a BlockSettings or None, got "
+                             f"{type(blocks).__name__}.")
         fixed = None if fixed_q_bar is None else tuple(
             float(value) for value in torch.as_tensor(fixed_q_bar, dtype=torch.float64).reshape(-1))
         values = {
@@ -129,6 +137,7 @@ class TheoryConfig:
             "memory_limit": memory_limit,
             "fixed_q_bar": fixed,
             "device": device,
+            "blocks": blocks,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -146,6 +155,7 @@ class TheoryConfig:
             "memory_limit": self.memory_limit,
             "fixed_q_bar": None if self.fixed_q_bar is None else list(self.fixed_q_bar),
             "device": self.device,
+            "blocks": None if self.blocks is None else self.blocks.to_dict(),
         }
 
 
@@ -234,7 +244,8 @@ class FittedTheory:
         self.n_train = self.x_train.shape[0]
         self.n_outputs = 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
         self.kernels = renormalized_kernels(spec, self.x_train, config.lambda0, config.lambda1,
-                                            config.chunk_bytes, config.memory_limit)
+                                            config.chunk_bytes, config.memory_limit,
+                                            blocks=config.blocks)
         self.action = self.kernels.action(self.y_train, config.width, config.temperature)
         self.structure = self.action.structure
         self.point, self.diagnostics = self._order_parameters()
@@ -366,8 +377,17 @@ class FittedTheory:
             log_evidence=self.log_evidence,
             train_error=self.train_error,
             train_loss=self.train_loss,
-            diagnostics={} if self.diagnostics is None else self.diagnostics.to_dict(),
+            diagnostics=self._diagnostics_dict(),
         )
+
+    def _diagnostics_dict(self) -> dict[str, Any]:
+        """The solver's diagnostics, with how the local blocks were held (stored or streamed,
+        and why) where the model has blocks."""
+        out = {} if self.diagnostics is None else self.diagnostics.to_dict()
+        plan = getattr(self.kernels, "block_plan", None)
+        if plan is not None:
+            out["blocks"] = plan.to_dict()
+        return out
 
 
 def fit_theory(x_train: torch.Tensor, y_train: torch.Tensor, architecture: ArchitectureSpec,

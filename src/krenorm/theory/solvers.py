@@ -573,6 +573,7 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
     starts += [structure.random_start(generator) for _ in range(settings.n_starts - 1)]
 
     solve = rule.methods[method]
+    passes_before = action.block_passes()
     runs = [solve(action, initial, settings.tolerance, settings.max_iterations)
             for initial in starts]
     best = min(runs, key=rule.rank)
@@ -597,6 +598,9 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
             stacklevel=2,
         )
     curvature = rule.curvature(action, best.evaluation) if settings.hessian_check else None
+    passes_after = action.block_passes()
+    block_passes = (None if passes_before is None or passes_after is None
+                    else passes_after - passes_before)
     diagnostics = SolverDiagnostics(
         method=method,
         converged=converged,
@@ -612,5 +616,6 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
         hessian_eigenvalues=None if curvature is None else curvature.eigenvalues,
         is_saddle=None if curvature is None else curvature.signature_ok,
         final_damping=best.final_damping,
+        block_passes=block_passes,
     )
     return SaddlePoint(best.evaluation.point, diagnostics, structure)
