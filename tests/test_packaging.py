@@ -195,6 +195,7 @@ CITED_PAGES = {
     **{f"docs/math/{name}.md": f"docs/math/{name}.md"
        for name in ("theory", "features", "spectra", "adaptive")},
     "docs/architecture.md": "docs/architecture.md",
+    "docs/scale.md": "docs/scale.md",
 }
 PENDING_PAGES = ("DEEP.md", "docs/math/deep.md")
 

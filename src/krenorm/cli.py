@@ -20,6 +20,12 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """krenorm: predict what finite Bayesian one-hidden-layer networks learn."""
+    import os
+
+    if os.environ.get("KRENORM_THREADS"):  # torch is imported only when the setting asks
+        from krenorm.threads import apply_threads
+
+        apply_threads()
 
 
 @app.command("data")

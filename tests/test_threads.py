@@ -1,0 +1,41 @@
+"""Thread-count rules (docs/scale.md §2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from krenorm.threads import apply_threads, configured_threads, thread_limit
+
+
+def test_explicit_then_krenorm_then_omp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KRENORM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert configured_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert configured_threads() == 3
+    monkeypatch.setenv("KRENORM_THREADS", "2")
+    assert configured_threads() == 2
+    assert configured_threads(1) == 1
+
+
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRENORM_THREADS", "many")
+    with pytest.raises(ValueError, match="KRENORM_THREADS"):
+        configured_threads()
+    with pytest.raises(ValueError, match="threads"):
+        configured_threads(0)
+
+
+def test_thread_limit_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KRENORM_THREADS", raising=False)
+    previous = torch.get_num_threads()
+    target = 1 if previous != 1 else 2
+    with thread_limit(target) as used:
+        assert used == target == torch.get_num_threads()
+    assert torch.get_num_threads() == previous
+    monkeypatch.setenv("KRENORM_THREADS", str(target))
+    try:
+        assert apply_threads() == target
+    finally:
+        torch.set_num_threads(previous)
