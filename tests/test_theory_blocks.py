@@ -72,6 +72,10 @@ def test_streamed_fit_equals_stored(kind: str, mask: int, stride: int) -> None:
     passes = streamed.diagnostics.block_passes
     assert passes is not None and passes >= 2
     assert streamed.summary().diagnostics["blocks"]["mode"] == "streamed"
+    # The posterior's K_R(Q̄*) reuses the solve's last contraction: no further pass.
+    before = streamed.kernels.basis.passes
+    streamed.kernels.posterior(streamed.point, y, 0.05)
+    assert streamed.kernels.basis.passes == before
 
 
 def test_float32_storage_close_and_reported() -> None:
@@ -111,3 +115,22 @@ def test_block_settings_refuse_bad_values() -> None:
         BlockSettings(dtype="float16")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="chunk_bytes"):
         BlockSettings(chunk_bytes=0)
+
+
+def test_progress_reports_every_evaluation() -> None:
+    from krenorm.theory.progress import solver_progress
+    from krenorm.theory.solvers import SolverProgress
+
+    x = _images(20, 8, 7)
+    y = torch.sin(x.sum((1, 2, 3)))
+    steps: list[SolverProgress] = []
+    fit = fit_theory(x, y, ArchitectureSpec("cnn", "erf", 4, 2), width=20.0, temperature=0.1,
+                     blocks=BlockSettings(mode="streamed"), progress=steps.append)
+    assert fit.diagnostics is not None
+    assert len(steps) == fit.diagnostics.function_evaluations
+    passes = [step.block_passes for step in steps]
+    assert passes == sorted(passes) and passes[-1] is not None and passes[-1] >= 2
+    assert steps[-1].gradient_norm == pytest.approx(fit.diagnostics.gradient_norm)
+    with solver_progress(every_s=0.0) as progress:  # the rich display runs and returns
+        fit_theory(x, y, ArchitectureSpec("cnn", "erf", 4, 2), width=20.0, temperature=0.1,
+                   progress=progress)

@@ -16,6 +16,7 @@ otherwise; `plan_blocks` says which and why, and the fit reports it in its diagn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -108,6 +109,37 @@ def plan_blocks(settings: BlockSettings | None, n_pairs: int, n_samples: int,
                      f"streamed because stored blocks would not fit: {sizes}")
 
 
+class _LastCombination:
+    """The last single (unbatched) combination K_R(W) of a streamed basis, kept so that asking
+    for it again — the posterior's K_R(Q̄*) right after the solve's last evaluation at Q̄* — costs
+    a P×P copy instead of a pass (docs/scale.md §4)."""
+
+    def __init__(self) -> None:
+        self.weights: torch.Tensor | None = None
+        self.kernel: torch.Tensor | None = None
+
+    def get(self, weights: torch.Tensor) -> torch.Tensor | None:
+        if (self.weights is not None and self.kernel is not None
+                and self.weights.shape == weights.shape
+                and bool(torch.equal(self.weights, weights.detach().to(self.weights)))):
+            return self.kernel.clone()  # callers may factor it in place
+        return None
+
+    def put(self, weights: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        self.weights, self.kernel = weights.detach().clone(), kernel.clone()
+        return kernel
+
+
+def _cached_combine(cache: _LastCombination, streamed: bool, weights: torch.Tensor,
+                    combine: Callable[[torch.Tensor], torch.Tensor], batch_dims: int
+                    ) -> torch.Tensor:
+    """combine(weights), through the cache for unbatched weights of a streamed basis."""
+    if not streamed or weights.ndim != batch_dims:
+        return combine(weights)
+    cached = cache.get(weights)
+    return cached if cached is not None else cache.put(weights, combine(weights))
+
+
 class ChunkedLocalBasis(GramBasis):
     """CNN: K'_ij = K_ij/(λ1 Np) over all pairs, from `ChunkedGramBlocks` (stored in any dtype or
     streamed); the same contractions as `LocalBlocksBasis`."""
@@ -117,6 +149,7 @@ class ChunkedLocalBasis(GramBasis):
             raise ValueError("ChunkedLocalBasis needs every pair of patches (pair_set='all').")
         self.blocks = blocks
         self.scale = 1.0 / (check_positive("lambda1", lambda1) * blocks.n_patches)
+        self._last = _LastCombination()
 
     @property
     def n_samples(self) -> int:
@@ -132,7 +165,8 @@ class ChunkedLocalBasis(GramBasis):
         self.blocks.passes = value
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
-        return self.blocks.contract(coefficients) * self.scale
+        return _cached_combine(self._last, self.blocks.streamed, coefficients,
+                               lambda w: self.blocks.contract(w) * self.scale, 2)
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
         return self.blocks.frobenius(matrix) * self.scale
@@ -147,6 +181,7 @@ class ChunkedDiagonalBasis(GramBasis):
             raise ValueError("ChunkedDiagonalBasis needs pair_set='diagonal'.")
         self.blocks = blocks
         self.scale = 1.0 / (check_positive("lambda1", lambda1) * blocks.n_patches)
+        self._last = _LastCombination()
 
     @property
     def n_samples(self) -> int:
@@ -162,7 +197,8 @@ class ChunkedDiagonalBasis(GramBasis):
         self.blocks.passes = value
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
-        return self.blocks.combine(coefficients) * self.scale
+        return _cached_combine(self._last, self.blocks.streamed, coefficients,
+                               lambda w: self.blocks.combine(w) * self.scale, 1)
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
         return self.blocks.project(matrix) * self.scale

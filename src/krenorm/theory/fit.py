@@ -36,7 +36,11 @@ from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.posterior import Prediction
 from krenorm.theory.renormalized_kernels import renormalized_kernels
-from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_point
+from krenorm.theory.solvers import (
+    ProgressCallback,
+    SaddlePointConvergenceWarning,
+    solve_saddle_point,
+)
 from krenorm.width import alpha, check_width, is_infinite, width_to_json
 
 __all__ = [
@@ -234,9 +238,11 @@ class FittedTheory:
     `q_bar` and `conjugate_q` read it), diagnostics (`SolverDiagnostics`, None for a fixed
     order parameter), posterior, log_evidence."""
 
-    def __init__(self, config: TheoryConfig, x_train: torch.Tensor, y_train: torch.Tensor):
+    def __init__(self, config: TheoryConfig, x_train: torch.Tensor, y_train: torch.Tensor, *,
+                 progress: ProgressCallback | None = None):
         spec = config.architecture
         self.config = config
+        self._progress = progress
         self.x_train, self.y_train = _validate_training_set(spec, x_train, y_train)
         if config.device is not None:
             self.x_train = self.x_train.to(config.device)
@@ -261,7 +267,8 @@ class FittedTheory:
             return self.structure.point_from(self.config.fixed_q_bar), None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-            saddle = solve_saddle_point(self.action, settings=self.config.solver_settings)
+            saddle = solve_saddle_point(self.action, settings=self.config.solver_settings,
+                                        progress=self._progress)
         if not saddle.diagnostics.converged:
             saddle = self._continuation()
         return saddle.point, saddle.diagnostics
@@ -281,7 +288,8 @@ class FittedTheory:
                     warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
                 saddle = solve_saddle_point(
                     action, start,
-                    settings=settings.updated(hessian_check=settings.hessian_check and final))
+                    settings=settings.updated(hessian_check=settings.hessian_check and final),
+                    progress=self._progress)
             if saddle.diagnostics.converged:
                 start = saddle.point
         assert saddle is not None  # the factor tuple is not empty
@@ -392,12 +400,14 @@ class FittedTheory:
 
 def fit_theory(x_train: torch.Tensor, y_train: torch.Tensor, architecture: ArchitectureSpec,
                width: float, temperature: float, lambda0: float = 1.0, lambda1: float = 1.0,
-               **options: Any) -> FittedTheory:
+               *, progress: ProgressCallback | None = None, **options: Any) -> FittedTheory:
     """Fit the effective theory (docs/math/theory.md §3) and return a `FittedTheory`.
 
     width = math.inf gives the infinite-width (NNGP) limit. `options` are the keyword-only
     options of `TheoryConfig`: solver_settings, the flat solver keywords (solver, tolerance,
     max_iterations, n_starts, seed, hessian_check), chunk_bytes, memory_limit, fixed_q_bar,
-    device (and the deprecated infinite_width)."""
+    device, blocks (and the deprecated infinite_width). `progress` is called with a
+    `SolverProgress` after every evaluation of S (see `krenorm.theory.progress` for a rich
+    display)."""
     config = TheoryConfig(architecture, width, temperature, lambda0, lambda1, **options)
-    return FittedTheory(config, x_train, y_train)
+    return FittedTheory(config, x_train, y_train, progress=progress)

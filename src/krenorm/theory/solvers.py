@@ -60,6 +60,7 @@ __all__ = [
     "SaddlePoint",
     "SaddlePointConvergenceWarning",
     "SolverDiagnostics",
+    "SolverProgress",
     "SolverMethod",
     "SolverSettings",
     "gradient_norm",
@@ -83,6 +84,58 @@ NEWTON_LIMIT = 16
 
 class SaddlePointConvergenceWarning(RuntimeWarning):
     """The saddle-point solver stopped before the gradient tolerance was met."""
+
+
+@dataclass(frozen=True)
+class SolverProgress:
+    """One evaluation of S during a solve, for progress displays: evaluations so far, ‖∇S‖ and
+    S at the evaluated point, and passes over the kernel blocks so far in this solve (None for
+    actions without blocks)."""
+
+    evaluations: int
+    gradient_norm: float
+    action: float
+    block_passes: int | None
+
+
+ProgressCallback = Callable[[SolverProgress], None]
+
+
+class _ReportingAction(EffectiveAction):
+    """An action that reports every evaluation to a callback and otherwise is `inner`."""
+
+    def __init__(self, inner: EffectiveAction, callback: ProgressCallback):
+        self.inner = inner
+        self.callback = callback
+        self.structure = inner.structure
+        self.width = inner.width
+        self.temperature = inner.temperature
+        self.evaluations = 0
+        self.first_passes = inner.block_passes()
+
+    def data_term(self, point: torch.Tensor) -> ActionEvaluation:
+        return self.inner.data_term(point)
+
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.inner.train_kernel(point)
+
+    def at_width(self, width: float) -> EffectiveAction:
+        return self.inner.at_width(width)
+
+    def identity(self) -> torch.Tensor:
+        return self.inner.identity()
+
+    def block_passes(self) -> int | None:
+        return self.inner.block_passes()
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        evaluation = self.inner.evaluate(point)
+        self.evaluations += 1
+        passes = self.inner.block_passes()
+        self.callback(SolverProgress(
+            self.evaluations, gradient_norm(evaluation), evaluation.value,
+            None if passes is None or self.first_passes is None else passes - self.first_passes))
+        return evaluation
 
 
 class _Coordinates:
@@ -546,7 +599,9 @@ _RULES: dict[str, _StationaryRule] = {
 
 
 def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = None, *,
-                       settings: SolverSettings | None = None, **options: Any) -> SaddlePoint:
+                       settings: SolverSettings | None = None,
+                       progress: ProgressCallback | None = None,
+                       **options: Any) -> SaddlePoint:
     """The stationary point of S (docs/math/theory.md §3): the minimum over SPD Q̄, or the
     saddle in (Q̄, Q), as the action's structure says.
 
@@ -556,6 +611,8 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
     n_starts > 1 further random starts are solved; their largest distance to the best solution
     is reported and a warning raised when it exceeds √tolerance. A solution whose gradient norm
     exceeds the tolerance comes back with converged=False and a SaddlePointConvergenceWarning.
+    `progress`, when given, is called with a `SolverProgress` after every evaluation of S (for
+    progress displays during long solves).
     """
     settings = (SolverSettings() if settings is None else settings).updated(**options)
     structure = action.structure
@@ -574,7 +631,8 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
 
     solve = rule.methods[method]
     passes_before = action.block_passes()
-    runs = [solve(action, initial, settings.tolerance, settings.max_iterations)
+    solved = action if progress is None else _ReportingAction(action, progress)
+    runs = [solve(solved, initial, settings.tolerance, settings.max_iterations)
             for initial in starts]
     best = min(runs, key=rule.rank)
     disagreement = max(
