@@ -5,7 +5,7 @@ Each configuration runs in a fresh subprocess (so peak RSS, `ru_maxrss`, is its 
 `--threads` torch threads, on MNIST 0 vs 1 (balanced, ±1 labels, krenorm.data) or CIFAR-10
 (RGB, airplane vs automobile), erf, N = 50, T = 0.1, λ0 = λ1 = 1, mask = stride:
 
-    python benchmarks/theory_scale.py engines --p 500 1000 --mask 4 [--modes stored streamed float32]
+    python benchmarks/theory_scale.py engines --p 500 1000 --mask 4 [--modes stored float32]
     python benchmarks/theory_scale.py threads --p 100 --mask 7
     python benchmarks/theory_scale.py engines --dataset cifar10 --p 2000 --mask 4 --modes streamed
 
