@@ -134,3 +134,28 @@ def test_progress_reports_every_evaluation() -> None:
     with solver_progress(every_s=0.0) as progress:  # the rich display runs and returns
         fit_theory(x, y, ArchitectureSpec("cnn", "erf", 4, 2), width=20.0, temperature=0.1,
                    progress=progress)
+
+
+def test_sharded_on_a_local_cluster_equals_single_process() -> None:
+    """Blocks built and kept on two in-process Dask workers (three shards), contractions as
+    map-reduce: Q̄ and the predictions equal the single-process solve to 1e-10."""
+    distributed = pytest.importorskip("distributed")
+    from krenorm.theory.sharded import balanced_rows
+
+    assert sorted(i for rows in balanced_rows(9, "all", 3) for i in rows) == list(range(9))
+    x, x_test = _images(24, 8, 8), _images(5, 8, 9)
+    y = torch.sin(x.sum((1, 2, 3)))
+    spec = ArchitectureSpec("cnn", "erf", 4, 2)
+    single = fit_theory(x, y, spec, width=15.0, temperature=0.05)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        sharded = fit_theory(x, y, spec, width=15.0, temperature=0.05,
+                             blocks=BlockSettings(scheduler=client, n_shards=3),
+                             hessian_check=False)
+        assert sharded.summary().diagnostics["blocks"]["mode"] == "sharded"
+        assert torch.allclose(sharded.q_bar, single.q_bar, rtol=0, atol=1e-10)
+        a, b = single.predict(x_test), sharded.predict(x_test)
+        assert torch.allclose(a.mean, b.mean, rtol=0, atol=1e-10)
+        assert torch.allclose(a.variance, b.variance, rtol=0, atol=1e-10)
+        assert sharded.config.to_dict()["blocks"]["scheduler"].startswith(("inproc", "tcp"))

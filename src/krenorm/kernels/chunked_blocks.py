@@ -18,7 +18,7 @@ Everything runs on the device of the patches, so the same code serves CPU and CU
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,13 +68,66 @@ def _chunks(n_patches: int, pair_set: PairSet, per_chunk: int) -> list[_Chunk]:
     return chunks
 
 
-class ChunkedGramBlocks:
+class PairContractions:
+    """Contractions with symmetric Np×Np weights, from per-pair `combine` / `project` (shared by
+    the single-process `ChunkedGramBlocks` and the Dask shards of `krenorm.theory.sharded`)."""
+
+    pair_set: PairSet
+    n_patches: int
+    n_samples: int
+    pair_rows: torch.Tensor
+    pair_cols: torch.Tensor
+    passes: int
+
+    @property
+    def streamed(self) -> bool:
+        return False
+
+    @property
+    def device(self) -> torch.device:
+        return self.pair_rows.device
+
+    def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self, matrix: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def contract(self, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_ij W_ij K_ij for symmetric Np×Np weights (batched); the 'all' pair set only (the
+        same contract as `LocalGramBlocks.contract`)."""
+        self._require_all_pairs()
+        if weights.shape[-2:] != (self.n_patches, self.n_patches):
+            raise ValueError(f"weights must be (..., {self.n_patches}, {self.n_patches}), got "
+                             f"{tuple(weights.shape)}.")
+        rows, cols = self.pair_rows, self.pair_cols
+        return self.combine(weights.to(device=self.device)[..., rows, cols])
+
+    def frobenius(self, matrix: torch.Tensor) -> torch.Tensor:
+        """F_ij = ⟨K_ij, B⟩_F as a symmetric Np×Np matrix (batched); 'all' pair set only."""
+        self._require_all_pairs()
+        values = self.project(matrix)
+        out = values.new_zeros(*values.shape[:-1], self.n_patches, self.n_patches)
+        out[..., self.pair_rows, self.pair_cols] = values
+        out[..., self.pair_cols, self.pair_rows] = values
+        return out
+
+    def _require_all_pairs(self) -> None:
+        if self.pair_set != "all":
+            raise ValueError("contract/frobenius need every pair of patches (pair_set='all'); "
+                             "use combine/project with one coefficient per patch.")
+
+
+class ChunkedGramBlocks(PairContractions):
     """The local blocks of images x, contracted chunk by chunk (see the module docstring).
 
     storage: None streams (recomputes every block on every pass); a dtype stores the blocks in
     that dtype (float32 halves the memory; contractions still accumulate in float64).
     pair_set: 'all' (CNN: every pair i ≤ j, row-major as `LocalGramBlocks`) or 'diagonal' (LCN:
-    K_ii only)."""
+    K_ii only).
+    rows: a shard — only the pairs whose first patch is in `rows`; its `combine` is the partial
+    sum over those pairs and its `project` is zero elsewhere, so shards add up to the whole
+    (`krenorm.theory.sharded`)."""
 
     def __init__(
         self,
@@ -90,6 +143,7 @@ class ChunkedGramBlocks:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         memory_limit: int | None = None,
         device: torch.device | str | None = None,
+        rows: Sequence[int] | None = None,
     ):
         if pair_set not in ("all", "diagonal"):
             raise ValueError(f"pair_set must be 'all' or 'diagonal', got {pair_set!r}.")
@@ -113,16 +167,29 @@ class ChunkedGramBlocks:
         self.is_diagonal_pair = self.pair_rows == self.pair_cols
         per_block = _KAPPA_TEMPORARIES * self.n_samples**2 * 8
         self._chunks = _chunks(self.n_patches, pair_set, chunk_length(per_block, chunk_bytes))
+        if rows is not None:
+            # A shard: only the pairs (i, j) with i in `rows` (the 'all' pair set) or the
+            # blocks K_ii with i in `rows` ('diagonal'; chunks of one block each).
+            wanted = set(rows)
+            if pair_set == "diagonal":
+                self._chunks = [_Chunk(i, None, i, i + 1) for i in sorted(wanted)]
+            else:
+                self._chunks = [chunk for chunk in self._chunks if chunk.row in wanted]
         self.storage_dtype = storage
         self.passes = 0
         self._stored: torch.Tensor | None = None
+        self._positions: dict[int, int] = {}
         if storage is not None:
-            check_allocation("the local Gram blocks", self.n_pairs * self.n_samples**2, storage,
+            held = sum(chunk.count for chunk in self._chunks)
+            check_allocation("the local Gram blocks", held * self.n_samples**2, storage,
                              memory_limit)
-            stored = self.norms.new_empty(self.n_pairs, self.n_samples, self.n_samples,
-                                          dtype=storage)
+            stored = self.norms.new_empty(held, self.n_samples, self.n_samples, dtype=storage)
+            # Storage is packed in chunk order; `_positions` maps a chunk to its slice.
+            position = 0
             for chunk in self._chunks:
-                stored[chunk.offset:chunk.offset + chunk.count] = self._compute(chunk)
+                stored[position:position + chunk.count] = self._compute(chunk)
+                self._positions[chunk.offset] = position
+                position += chunk.count
             self._stored = stored
 
     @property
@@ -161,7 +228,8 @@ class ChunkedGramBlocks:
             if self._stored is None:
                 blocks = self._compute(chunk)
             else:
-                blocks = self._stored[chunk.offset:chunk.offset + chunk.count].to(torch.float64)
+                position = self._positions[chunk.offset]
+                blocks = self._stored[position:position + chunk.count].to(torch.float64)
             yield chunk, blocks.reshape(chunk.count, -1)
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
@@ -199,33 +267,8 @@ class ChunkedGramBlocks:
                              f"{tuple(matrix.shape)}.")
         batch = matrix.shape[:-2]
         flat = matrix.reshape(-1, self.n_samples**2).to(dtype=torch.float64, device=self.device)
-        out = flat.new_empty(flat.shape[0], self.n_pairs)
+        # Zeros for pairs outside a shard: the driver sums the shards' projections.
+        out = flat.new_zeros(flat.shape[0], self.n_pairs)
         for chunk, blocks in self._walk():
             out[:, chunk.offset:chunk.offset + chunk.count] = flat @ blocks.T
         return out.reshape(*batch, self.n_pairs)
-
-    # -- symmetric Np×Np weights (the CNN order parameter) --------------------------------------
-
-    def contract(self, weights: torch.Tensor) -> torch.Tensor:
-        """Σ_ij W_ij K_ij for symmetric Np×Np weights (batched); the 'all' pair set only (the
-        same contract as `LocalGramBlocks.contract`)."""
-        self._require_all_pairs()
-        if weights.shape[-2:] != (self.n_patches, self.n_patches):
-            raise ValueError(f"weights must be (..., {self.n_patches}, {self.n_patches}), got "
-                             f"{tuple(weights.shape)}.")
-        rows, cols = self.pair_rows, self.pair_cols
-        return self.combine(weights.to(device=self.device)[..., rows, cols])
-
-    def frobenius(self, matrix: torch.Tensor) -> torch.Tensor:
-        """F_ij = ⟨K_ij, B⟩_F as a symmetric Np×Np matrix (batched); 'all' pair set only."""
-        self._require_all_pairs()
-        values = self.project(matrix)
-        out = values.new_zeros(*values.shape[:-1], self.n_patches, self.n_patches)
-        out[..., self.pair_rows, self.pair_cols] = values
-        out[..., self.pair_cols, self.pair_rows] = values
-        return out
-
-    def _require_all_pairs(self) -> None:
-        if self.pair_set != "all":
-            raise ValueError("contract/frobenius need every pair of patches (pair_set='all'); "
-                             "use combine/project with one coefficient per patch.")

@@ -23,11 +23,11 @@ from typing import Any, Literal
 import torch
 
 from krenorm._validation import check_positive
-from krenorm.kernels.chunked_blocks import ChunkedGramBlocks
+from krenorm.kernels.chunked_blocks import PairContractions
 from krenorm.kernels.memory import default_memory_limit
 from krenorm.theory.action import GramBasis
 
-BlockMode = Literal["auto", "stored", "streamed"]
+BlockMode = Literal["auto", "stored", "streamed", "sharded"]
 BlockDtype = Literal["float64", "float32"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -44,16 +44,31 @@ class BlockSettings:
     float64 accumulation; error reported in docs/scale.md §3). Streamed blocks are always
     computed in float64.
     chunk_bytes: budget of one chunk of blocks with its κ temporaries (None: the fit's
-    chunk_bytes)."""
+    chunk_bytes).
+    scheduler: a Dask scheduler address or distributed.Client; given, the blocks are stored
+    sharded on its workers (mode 'sharded', implied by a scheduler under 'auto';
+    docs/scale.md §5). n_shards: shards (default: one per worker)."""
 
     mode: BlockMode = "auto"
     dtype: BlockDtype = "float64"
     chunk_bytes: int | None = None
+    scheduler: Any = None
+    n_shards: int | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "stored", "streamed"):
-            raise ValueError(f"BlockSettings.mode must be 'auto', 'stored' or 'streamed', got "
-                             f"{self.mode!r}.")
+        if self.mode not in ("auto", "stored", "streamed", "sharded"):
+            raise ValueError(f"BlockSettings.mode must be 'auto', 'stored', 'streamed' or "
+                             f"'sharded', got {self.mode!r}.")
+        if self.mode == "sharded" and self.scheduler is None:
+            raise ValueError("BlockSettings(mode='sharded') needs scheduler= (a Dask scheduler "
+                             "address or distributed.Client).")
+        if self.scheduler is not None and self.mode in ("stored", "streamed"):
+            raise ValueError(f"a scheduler shards the blocks; it does not go with "
+                             f"mode={self.mode!r} (use 'auto' or 'sharded').")
+        if self.n_shards is not None and (isinstance(self.n_shards, bool) or not isinstance(
+                self.n_shards, int) or self.n_shards < 1):
+            raise ValueError(f"BlockSettings.n_shards must be a positive int or None, got "
+                             f"{self.n_shards!r}.")
         if self.dtype not in _DTYPES:
             raise ValueError(f"BlockSettings.dtype must be 'float64' or 'float32', got "
                              f"{self.dtype!r}.")
@@ -68,14 +83,20 @@ class BlockSettings:
         return _DTYPES[self.dtype]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able; a Client scheduler is written as its scheduler address."""
+        scheduler = self.scheduler
+        if scheduler is not None and not isinstance(scheduler, str):
+            scheduler = str(getattr(scheduler, "scheduler", None) and
+                            scheduler.scheduler.address)
+        return {"mode": self.mode, "dtype": self.dtype, "chunk_bytes": self.chunk_bytes,
+                "scheduler": scheduler, "n_shards": self.n_shards}
 
 
 @dataclass(frozen=True)
 class BlockPlan:
     """The engine chosen for one kernel model, with the numbers behind the choice."""
 
-    mode: Literal["stored", "streamed"]
+    mode: Literal["stored", "streamed", "sharded"]
     dtype: BlockDtype
     n_pairs: int
     n_samples: int
@@ -96,6 +117,9 @@ def plan_blocks(settings: BlockSettings | None, n_pairs: int, n_samples: int,
     budget = default_memory_limit() if memory_limit is None else int(memory_limit)
     sizes = (f"{n_pairs} blocks of {n_samples}×{n_samples} in {settings.dtype} need "
              f"{needed / 2**30:.2f} GiB, budget {budget / 2**30:.2f} GiB")
+    if settings.scheduler is not None:
+        return BlockPlan("sharded", settings.dtype, n_pairs, n_samples, needed, budget,
+                         f"sharded on the Dask workers of the scheduler ({sizes} in all)")
     if settings.mode == "streamed":
         return BlockPlan("streamed", "float64", n_pairs, n_samples, needed, budget,
                          f"streamed as asked ({sizes})")
@@ -142,9 +166,9 @@ def _cached_combine(cache: _LastCombination, streamed: bool, weights: torch.Tens
 
 class ChunkedLocalBasis(GramBasis):
     """CNN: K'_ij = K_ij/(λ1 Np) over all pairs, from `ChunkedGramBlocks` (stored in any dtype or
-    streamed); the same contractions as `LocalBlocksBasis`."""
+    streamed) or `ShardedGramBlocks`; the same contractions as `LocalBlocksBasis`."""
 
-    def __init__(self, blocks: ChunkedGramBlocks, lambda1: float):
+    def __init__(self, blocks: PairContractions, lambda1: float):
         if blocks.pair_set != "all":
             raise ValueError("ChunkedLocalBasis needs every pair of patches (pair_set='all').")
         self.blocks = blocks
@@ -176,7 +200,7 @@ class ChunkedDiagonalBasis(GramBasis):
     """LCN: K'_i = K_ii/(λ1 Np), one block per patch, from `ChunkedGramBlocks` with
     pair_set='diagonal'; the same contractions as `DiagonalBlocksBasis`."""
 
-    def __init__(self, blocks: ChunkedGramBlocks, lambda1: float):
+    def __init__(self, blocks: PairContractions, lambda1: float):
         if blocks.pair_set != "diagonal":
             raise ValueError("ChunkedDiagonalBasis needs pair_set='diagonal'.")
         self.blocks = blocks

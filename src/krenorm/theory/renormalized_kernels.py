@@ -20,7 +20,7 @@ import torch
 
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.activations import get_activation
-from krenorm.kernels.chunked_blocks import ChunkedGramBlocks, PairSet
+from krenorm.kernels.chunked_blocks import ChunkedGramBlocks, PairContractions, PairSet
 from krenorm.kernels.grams import (
     compute_local_blocks,
     fc_kernel,
@@ -48,6 +48,7 @@ from krenorm.theory.kernel_model import RenormalizedKernels
 from krenorm.theory.mean_term import MeanTermKernels
 from krenorm.theory.order_parameters import DiagonalStructure, MatrixStructure
 from krenorm.theory.posterior import GaussianPosterior, SpectralPosterior
+from krenorm.theory.sharded import ShardedGramBlocks
 
 __all__ = [
     "ConvolutionalKernels",
@@ -98,11 +99,19 @@ class ArchitectureKernels(RenormalizedKernels):
         if plan.mode == "stored" and plan.dtype == "float64":
             return None
         settings = self.block_settings
-        blocks = ChunkedGramBlocks(
-            self.x_train, self.spec.geometry, **self.local_options, pair_set=pair_set,
-            storage=None if plan.mode == "streamed" else settings.torch_dtype,
-            chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
-            memory_limit=self.memory_limit)
+        blocks: PairContractions
+        if plan.mode == "sharded":
+            blocks = ShardedGramBlocks(
+                settings.scheduler, self.x_train, self.spec.geometry,
+                activation=self.spec.activation, lambda0=self.lambda0, pair_set=pair_set,
+                storage=settings.torch_dtype, chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
+                n_shards=settings.n_shards)
+        else:
+            blocks = ChunkedGramBlocks(
+                self.x_train, self.spec.geometry, **self.local_options, pair_set=pair_set,
+                storage=None if plan.mode == "streamed" else settings.torch_dtype,
+                chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
+                memory_limit=self.memory_limit)
         if pair_set == "all":
             return ChunkedLocalBasis(blocks, self.lambda1)
         return ChunkedDiagonalBasis(blocks, self.lambda1)
