@@ -159,3 +159,28 @@ def test_sharded_on_a_local_cluster_equals_single_process() -> None:
         assert torch.allclose(a.mean, b.mean, rtol=0, atol=1e-10)
         assert torch.allclose(a.variance, b.variance, rtol=0, atol=1e-10)
         assert sharded.config.to_dict()["blocks"]["scheduler"].startswith(("inproc", "tcp"))
+
+
+def test_lbfgs_reuses_its_last_evaluation() -> None:
+    """L-BFGS ends on the point it evaluated last: that evaluation (two passes) is not
+    repeated."""
+    from krenorm.theory.solvers import solve_saddle_point
+
+    x = _images(20, 8, 10)
+    y = torch.sin(x.sum((1, 2, 3)))
+    fit = fit_theory(x, y, ArchitectureSpec("lcn", "erf", 4, 2), width=20.0, temperature=0.1)
+    action = fit.action
+    points: list[torch.Tensor] = []
+    evaluate = action.evaluate
+
+    def recording(point: torch.Tensor):  # type: ignore[no-untyped-def]
+        points.append(point.clone())
+        return evaluate(point)
+
+    action.evaluate = recording  # type: ignore[method-assign]
+    saddle = solve_saddle_point(action, method="lbfgs", hessian_check=False)
+    assert saddle.diagnostics.converged
+    assert saddle.diagnostics.function_evaluations == len(points)
+    assert saddle.diagnostics.block_passes == 2 * len(points)
+    assert not torch.equal(points[-1], points[-2])
+    assert torch.equal(points[-1], saddle.point)
