@@ -7,6 +7,7 @@ Each configuration runs in a fresh subprocess (so peak RSS, `ru_maxrss`, is its 
 
     python benchmarks/theory_scale.py engines --p 500 1000 --mask 4 [--modes stored float32]
     python benchmarks/theory_scale.py threads --p 100 --mask 7
+    python benchmarks/theory_scale.py passes --p 500 --mask 4 --image 3 32   # CPU s per pass
     python benchmarks/theory_scale.py engines --dataset cifar10 --p 2000 --mask 4 --modes streamed
 
 Reported per run: wall time (kernels + solve + 1 curvature check + test predictions), the
@@ -63,6 +64,33 @@ def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
             "threads": torch.get_num_threads()}
 
 
+def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[str]) -> None:
+    """CPU seconds of one combine and one project pass per engine, on random images of the
+    given shape (timing only; the values of the blocks do not matter for it)."""
+    from krenorm.kernels.chunked_blocks import ChunkedGramBlocks
+
+    x = torch.randn(n_train, channels, size, size, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    storage = {"streamed": None, "stored": torch.float64, "float32": torch.float32}
+    for mode in modes:
+        cpu = time.process_time()
+        blocks = ChunkedGramBlocks(x, mask, mask, storage=storage[mode])
+        build = time.process_time() - cpu
+        n = blocks.n_patches
+        weights = torch.eye(n, dtype=torch.float64)
+        matrix = torch.eye(n_train, dtype=torch.float64)
+        cpu = time.process_time()
+        blocks.contract(weights)
+        combine = time.process_time() - cpu
+        cpu = time.process_time()
+        blocks.frobenius(matrix)
+        project = time.process_time() - cpu
+        print(f"P={n_train} Np={n} pairs={blocks.n_pairs} {mode:>9}: build {build:6.1f} s CPU, "
+              f"combine pass {combine:6.2f} s CPU, project pass {project:6.2f} s CPU, "
+              f"held {blocks.stored_bytes() / 2**30:.2f} GiB", flush=True)
+        del blocks
+
+
 def run_single(arguments: list[str], threads: int) -> dict:
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     output = subprocess.run([sys.executable, __file__, "single", *arguments, "--threads",
@@ -89,7 +117,9 @@ def table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=["engines", "threads", "single"])
+    parser.add_argument("case", choices=["engines", "threads", "passes", "single"])
+    parser.add_argument("--image", type=int, nargs=2, default=[1, 28],
+                        help="channels and side of the random images of the 'passes' case")
     parser.add_argument("--dataset", default="mnist", choices=sorted(CLASSES))
     parser.add_argument("--p", type=int, nargs="+", default=[500])
     parser.add_argument("--n-test", type=int, default=1000)
@@ -103,6 +133,10 @@ def main() -> None:
     if args.case == "single":
         print(json.dumps(single(args.dataset, args.p[0], args.n_test, args.mask, args.modes[0],
                                 args.memory_limit)))
+        return
+    if args.case == "passes":
+        for n_train in args.p:
+            pass_costs(n_train, args.image[0], args.image[1], args.mask, args.modes)
         return
     common = ["--dataset", args.dataset, "--n-test", str(args.n_test), "--mask", str(args.mask)]
     if args.memory_limit is not None:
