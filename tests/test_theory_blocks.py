@@ -102,7 +102,8 @@ def test_auto_streams_when_stored_blocks_do_not_fit() -> None:
     y = torch.sin(x.sum((1, 2, 3)))
     fit = fit_theory(x, y, ArchitectureSpec("cnn", "erf", 4, 2), width=20.0, temperature=0.1,
                      memory_limit=20 * 20 * 8 * 5)  # room for 5 of the 45 blocks
-    assert fit.summary().diagnostics["blocks"]["mode"] == "streamed"
+    blocks = fit.summary().diagnostics["blocks"]
+    assert blocks["mode"] == "streamed" and blocks["keep_bytes"] == 0  # budget < working set
     with pytest.raises(MemoryError, match="GiB"):
         fit_theory(x, y, ArchitectureSpec("cnn", "erf", 4, 2), width=20.0, temperature=0.1,
                    memory_limit=20 * 20 * 8 * 5, blocks=BlockSettings(mode="stored"))
@@ -184,3 +185,24 @@ def test_lbfgs_reuses_its_last_evaluation() -> None:
     assert saddle.diagnostics.block_passes == 2 * len(points)
     assert not torch.equal(points[-1], points[-2])
     assert torch.equal(points[-1], saddle.point)
+
+
+def test_streamed_blocks_keep_what_the_budget_allows() -> None:
+    """Streamed with some blocks kept: the same contractions, and the plan keeps as many blocks
+    as fit the budget beyond the solver's working matrices."""
+    x = _images(12, 8, 11)
+    stored = compute_local_blocks(x, 4, 2)
+    block_bytes = 12 * 12 * 8
+    partial = ChunkedGramBlocks(x, 4, 2, chunk_bytes=1, keep_bytes=7 * block_bytes)
+    assert partial.streamed and partial.kept_pairs == 7 and partial.n_pairs == 45
+    generator = torch.Generator().manual_seed(12)
+    raw = torch.randn(9, 9, generator=generator, dtype=torch.float64)
+    matrix = torch.randn(12, 12, generator=generator, dtype=torch.float64)
+    assert torch.allclose(partial.contract(raw + raw.T), stored.contract(raw + raw.T), atol=1e-12)
+    assert torch.allclose(partial.frobenius(matrix + matrix.T),
+                          stored.frobenius(matrix + matrix.T), atol=1e-12)
+    plan = plan_blocks(None, n_pairs=1225, n_samples=1000, memory_limit=8 * 2**30)
+    assert plan.mode == "streamed"
+    kept = plan.keep_bytes // (1000**2 * 8)
+    assert kept == (8 * 2**30 - 40 * 1000**2 * 8) // (1000**2 * 8)
+    assert f"{kept} of 1225 blocks kept" in plan.reason

@@ -125,6 +125,8 @@ class ChunkedGramBlocks(PairContractions):
     that dtype (float32 halves the memory; contractions still accumulate in float64).
     pair_set: 'all' (CNN: every pair i ≤ j, row-major as `LocalGramBlocks`) or 'diagonal' (LCN:
     K_ii only).
+    keep_bytes: streamed blocks may keep this many bytes of float64 blocks (the first chunks)
+    and recompute only the rest: the memory budget buys fewer κ evaluations per pass.
     rows: a shard — only the pairs whose first patch is in `rows`; its `combine` is the partial
     sum over those pairs and its `project` is zero elsewhere, so shards add up to the whole
     (`krenorm.theory.sharded`)."""
@@ -144,6 +146,7 @@ class ChunkedGramBlocks(PairContractions):
         memory_limit: int | None = None,
         device: torch.device | str | None = None,
         rows: Sequence[int] | None = None,
+        keep_bytes: int = 0,
     ):
         if pair_set not in ("all", "diagonal"):
             raise ValueError(f"pair_set must be 'all' or 'diagonal', got {pair_set!r}.")
@@ -179,14 +182,29 @@ class ChunkedGramBlocks(PairContractions):
         self.passes = 0
         self._stored: torch.Tensor | None = None
         self._positions: dict[int, int] = {}
-        if storage is not None:
-            held = sum(chunk.count for chunk in self._chunks)
-            check_allocation("the local Gram blocks", held * self.n_samples**2, storage,
-                             memory_limit)
-            stored = self.norms.new_empty(held, self.n_samples, self.n_samples, dtype=storage)
+        kept = self._chunks
+        if storage is None and keep_bytes > 0:
+            # Streamed, but keep (float64) the first chunks that fit `keep_bytes`: those are
+            # read, the others recomputed on every pass.
+            block_bytes = self.n_samples**2 * 8
+            kept, total = [], 0
+            for chunk in self._chunks:
+                if total + chunk.count * block_bytes > keep_bytes:
+                    break
+                kept.append(chunk)
+                total += chunk.count * block_bytes
+            storage_for_kept = torch.float64 if kept else None
+        else:
+            storage_for_kept = storage
+        if storage_for_kept is not None:
+            held = sum(chunk.count for chunk in kept)
+            check_allocation("the local Gram blocks", held * self.n_samples**2,
+                             storage_for_kept, memory_limit)
+            stored = self.norms.new_empty(held, self.n_samples, self.n_samples,
+                                          dtype=storage_for_kept)
             # Storage is packed in chunk order; `_positions` maps a chunk to its slice.
             position = 0
-            for chunk in self._chunks:
+            for chunk in kept:
                 stored[position:position + chunk.count] = self._compute(chunk)
                 self._positions[chunk.offset] = position
                 position += chunk.count
@@ -198,7 +216,13 @@ class ChunkedGramBlocks(PairContractions):
 
     @property
     def streamed(self) -> bool:
-        return self._stored is None
+        """True when some blocks are recomputed on every pass."""
+        return self.storage_dtype is None
+
+    @property
+    def kept_pairs(self) -> int:
+        """Blocks held in memory (all when stored; those within keep_bytes when streamed)."""
+        return 0 if self._stored is None else int(self._stored.shape[0])
 
     @property
     def device(self) -> torch.device:
@@ -225,10 +249,10 @@ class ChunkedGramBlocks(PairContractions):
         """One pass: (chunk, its blocks flattened to (count, P²) in float64)."""
         self.passes += 1
         for chunk in self._chunks:
-            if self._stored is None:
+            position = self._positions.get(chunk.offset)
+            if position is None or self._stored is None:
                 blocks = self._compute(chunk)
             else:
-                position = self._positions[chunk.offset]
                 blocks = self._stored[position:position + chunk.count].to(torch.float64)
             yield chunk, blocks.reshape(chunk.count, -1)
 

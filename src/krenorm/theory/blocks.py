@@ -11,7 +11,8 @@ Np for an LCN). Three engines give the same contractions (`GramBasis.combine` / 
                      (memory O(chunk + P²), cost ≈ one κ evaluation of all blocks per pass)
 
 `BlockSettings(mode='auto')` stores float64 blocks when they fit the memory budget and streams
-otherwise; `plan_blocks` says which and why, and the fit reports it in its diagnostics.
+otherwise, keeping as many blocks as the budget allows and recomputing only the rest;
+`plan_blocks` says which and why, and the fit reports it in its diagnostics.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ BlockMode = Literal["auto", "stored", "streamed", "sharded"]
 BlockDtype = Literal["float64", "float32"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+#: P×P float64 matrices the solver and posterior hold besides the blocks (see `plan_blocks`).
+_WORKING_MATRICES = 40
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class BlockPlan:
     stored_bytes: int
     budget_bytes: int
     reason: str
+    #: Streamed under 'auto': bytes of float64 blocks kept in memory (the rest recomputed).
+    keep_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,8 +135,14 @@ def plan_blocks(settings: BlockSettings | None, n_pairs: int, n_samples: int,
     if needed <= budget:
         return BlockPlan("stored", settings.dtype, n_pairs, n_samples, needed, budget,
                          f"stored: {sizes}")
+    # Keep what fits next to the solver's working matrices (A, its factor, A⁻¹, K_R, a batch
+    # of 8 Hessian directions and their images: ≈ _WORKING_MATRICES P×P float64 matrices).
+    keep = max(0, budget - _WORKING_MATRICES * n_samples**2 * 8)
+    kept_blocks = min(n_pairs, keep // (n_samples**2 * 8))
     return BlockPlan("streamed", "float64", n_pairs, n_samples, needed, budget,
-                     f"streamed because stored blocks would not fit: {sizes}")
+                     f"streamed because stored blocks would not fit: {sizes}; "
+                     f"{kept_blocks} of {n_pairs} blocks kept in memory, the rest recomputed "
+                     "on every pass", keep_bytes=int(kept_blocks * n_samples**2 * 8))
 
 
 class _LastCombination:
