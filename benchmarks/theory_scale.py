@@ -33,7 +33,7 @@ CLASSES = {"mnist": (0, 1), "cifar10": (0, 1)}
 
 
 def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
-           memory_limit: float | None) -> dict:
+           memory_limit: float | None, device: str | None = None) -> dict:
     from krenorm.architectures import ArchitectureSpec
     from krenorm.data import load_dataset
     from krenorm.theory import fit_theory
@@ -48,7 +48,7 @@ def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
     start = time.perf_counter()
     cpu_start = time.process_time()
     fit = fit_theory(data.x_train, data.y_train, ArchitectureSpec("cnn", "erf", mask, mask),
-                     WIDTH, TEMPERATURE, blocks=blocks,
+                     WIDTH, TEMPERATURE, blocks=blocks, device=device,
                      memory_limit=None if memory_limit is None else int(memory_limit))
     solved = time.perf_counter() - start
     loss = fit.test_loss(data.x_test, data.y_test)
@@ -128,11 +128,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-limit", type=float, default=None,
                         help="bytes (auto mode streams above it)")
+    parser.add_argument("--device", default=None, help="'cuda' for the GPU (same code path)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.case == "single":
         print(json.dumps(single(args.dataset, args.p[0], args.n_test, args.mask, args.modes[0],
-                                args.memory_limit)))
+                                args.memory_limit, args.device)))
         return
     if args.case == "passes":
         for n_train in args.p:
@@ -141,6 +142,8 @@ def main() -> None:
     common = ["--dataset", args.dataset, "--n-test", str(args.n_test), "--mask", str(args.mask)]
     if args.memory_limit is not None:
         common += ["--memory-limit", str(args.memory_limit)]
+    if args.device is not None:
+        common += ["--device", args.device]
     load = os.getloadavg()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
           f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on {os.cpu_count()} cores")
