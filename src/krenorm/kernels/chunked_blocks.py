@@ -181,6 +181,7 @@ class ChunkedGramBlocks(PairContractions):
         self.storage_dtype = storage
         self.passes = 0
         self._stored: torch.Tensor | None = None
+        self._work: torch.Tensor | None = None
         self._positions: dict[int, int] = {}
         kept = self._chunks
         if storage is None and keep_bytes > 0:
@@ -232,16 +233,25 @@ class ChunkedGramBlocks(PairContractions):
         """Bytes held by stored blocks (0 when streamed)."""
         return 0 if self._stored is None else self._stored.numel() * self._stored.element_size()
 
+    def _buffer(self, count: int) -> torch.Tensor:
+        """A float64 work buffer for `count` blocks, allocated once and reused by every chunk:
+        a fresh P×P allocation per block costs page faults comparable to the arithmetic."""
+        if self._work is None or self._work.shape[0] < count:
+            self._work = self.norms.new_empty(count, self.n_samples, self.n_samples)
+        return self._work[:count]
+
     def _compute(self, chunk: _Chunk) -> torch.Tensor:
-        """The chunk's blocks in float64, by the same operations as `compute_local_blocks`."""
+        """The chunk's blocks in float64, by the same operations as `compute_local_blocks`, in
+        the work buffer (valid until the next chunk)."""
         norms, linked = self.norms, self.linked
+        out = self._buffer(chunk.count)
         if chunk.row is None:
             rows = slice(chunk.start, chunk.stop)
-            dots = torch.matmul(linked[rows], linked[rows].mT)
+            dots = torch.matmul(linked[rows], linked[rows].mT, out=out)
             return self.activation.kernel_from_linked_(norms[rows][:, :, None], dots,
                                                        norms[rows][:, None, :])
         i = chunk.row
-        dots = torch.matmul(linked[i][None], linked[chunk.start:chunk.stop].mT)
+        dots = torch.matmul(linked[i][None], linked[chunk.start:chunk.stop].mT, out=out)
         return self.activation.kernel_from_linked_(norms[i][None, :, None], dots,
                                                    norms[chunk.start:chunk.stop][:, None, :])
 
@@ -253,7 +263,9 @@ class ChunkedGramBlocks(PairContractions):
             if position is None or self._stored is None:
                 blocks = self._compute(chunk)
             else:
-                blocks = self._stored[position:position + chunk.count].to(torch.float64)
+                stored = self._stored[position:position + chunk.count]
+                blocks = stored if stored.dtype == torch.float64 else self._buffer(
+                    chunk.count).copy_(stored)
             yield chunk, blocks.reshape(chunk.count, -1)
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
