@@ -25,7 +25,11 @@ def main() -> None:
     if os.environ.get("KRENORM_THREADS"):  # torch is imported only when the setting asks
         from krenorm.threads import apply_threads
 
-        apply_threads()
+        try:
+            apply_threads()
+        except ValueError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
 
 
 @app.command("data")
