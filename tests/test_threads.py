@@ -39,3 +39,18 @@ def test_thread_limit_restores(monkeypatch: pytest.MonkeyPatch) -> None:
         assert apply_threads() == target
     finally:
         torch.set_num_threads(previous)
+
+
+def test_cli_applies_krenorm_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    typer_testing = pytest.importorskip("typer.testing")
+    from krenorm.cli import app
+
+    previous = torch.get_num_threads()
+    runner = typer_testing.CliRunner()
+    try:
+        result = runner.invoke(app, ["data", "--json"], env={"KRENORM_THREADS": "1"})
+        assert result.exit_code == 0 and torch.get_num_threads() == 1
+        bad = runner.invoke(app, ["data", "--json"], env={"KRENORM_THREADS": "zero"})
+        assert bad.exit_code == 2 and "KRENORM_THREADS" in bad.output
+    finally:
+        torch.set_num_threads(previous)
