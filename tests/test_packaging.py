@@ -182,7 +182,7 @@ def test_dependency_rule():
         "adaptive": {"features", "spectra"},
     }
     # The bottom layer imports nothing else of krenorm.
-    for source in ("width", "_validation", "linalg", "fixed_point"):
+    for source in ("width", "_validation", "linalg", "fixed_point", "threads"):
         assert not graph.get(source), (source, graph.get(source))
     for source, banned in forbidden.items():
         assert not graph.get(source, set()) & banned, (source, graph.get(source, set()) & banned)
@@ -195,6 +195,7 @@ CITED_PAGES = {
     **{f"docs/math/{name}.md": f"docs/math/{name}.md"
        for name in ("theory", "features", "spectra", "adaptive")},
     "docs/architecture.md": "docs/architecture.md",
+    "docs/scale.md": "docs/scale.md",
 }
 PENDING_PAGES = ("DEEP.md", "docs/math/deep.md")
 

@@ -20,6 +20,16 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """krenorm: predict what finite Bayesian one-hidden-layer networks learn."""
+    import os
+
+    if os.environ.get("KRENORM_THREADS"):  # torch is imported only when the setting asks
+        from krenorm.threads import apply_threads
+
+        try:
+            apply_threads()
+        except ValueError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from error
 
 
 @app.command("data")

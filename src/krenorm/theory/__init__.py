@@ -3,6 +3,7 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 
 from typing import Any
 
+from krenorm.theory.blocks import BlockPlan, BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.fit import (
     FittedTheory,
@@ -24,9 +25,15 @@ from krenorm.theory.posterior import (
     Prediction,
     SpectralPosterior,
 )
-from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_point
+from krenorm.theory.solvers import (
+    SaddlePointConvergenceWarning,
+    SolverProgress,
+    solve_saddle_point,
+)
 
 __all__ = [
+    "BlockPlan",
+    "BlockSettings",
     "CholeskyPosterior",
     "DiagonalStructure",
     "FittedTheory",
@@ -40,6 +47,7 @@ __all__ = [
     "SaddlePointConvergenceWarning",
     "ScalarStructure",
     "SolverDiagnostics",
+    "SolverProgress",
     "SolverSettings",
     "SpectralPosterior",
     "TestLoss",

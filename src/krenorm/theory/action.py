@@ -115,9 +115,19 @@ class EffectiveAction(ABC):
     def __call__(self, point: torch.Tensor) -> float:
         return self.evaluate(point).value
 
+    def block_passes(self) -> int | None:
+        """Passes over the kernel blocks so far (None where the action holds no blocks): a
+        solver reports the difference over a solve (docs/scale.md §4)."""
+        return None
+
 
 class GramBasis(ABC):
-    """A family of P×P blocks K'_ab with K_R(Q̄) = Σ_ab Q̄_ab K'_ab."""
+    """A family of P×P blocks K'_ab with K_R(Q̄) = Σ_ab Q̄_ab K'_ab.
+
+    `passes` counts the contractions (`combine`, `project`): each is one pass over the blocks,
+    however many weights or matrices it is batched over."""
+
+    passes: int = 0
 
     @abstractmethod
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
@@ -144,9 +154,11 @@ class LocalBlocksBasis(GramBasis):
         return self.blocks.n_samples
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
         return self.blocks.contract(coefficients) * self.scale
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
         return self.blocks.frobenius(matrix) * self.scale
 
 
@@ -162,12 +174,14 @@ class DiagonalBlocksBasis(GramBasis):
         return self.stack.shape[-1]
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
         flat = self.stack.reshape(self.stack.shape[0], -1)
         combined = coefficients.to(flat) @ flat
         return combined.reshape(*coefficients.shape[:-1], self.n_samples, self.n_samples) * (
             self.scale)
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
         flat = self.stack.reshape(self.stack.shape[0], -1)
         values = (flat @ matrix.reshape(-1, flat.shape[1]).T).T
         return values.reshape(*matrix.shape[:-2], flat.shape[0]) * self.scale
@@ -201,6 +215,9 @@ class GramLinearAction(EffectiveAction):
 
     def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
         return self.basis.combine(point)
+
+    def block_passes(self) -> int | None:
+        return self.basis.passes
 
     def factorize(self, q_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cholesky factor of A = T·1 + K_R(Q̄) and v = A⁻¹ y."""

@@ -17,7 +17,8 @@ SOLVER_METHODS: tuple[str, ...] = get_args(SolverMethod)
 
 #: Fields that only some solves fill (the (Q̄, Q) saddle: its full Hessian and signature; the
 #: damped fixed point: its final damping). `to_dict` leaves them out when absent.
-_OPTIONAL_FIELDS = ("hessian", "hessian_eigenvalues", "is_saddle", "final_damping")
+_OPTIONAL_FIELDS = ("hessian", "hessian_eigenvalues", "is_saddle", "final_damping",
+                    "block_passes")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class SolverDiagnostics:
     smallest Hessian eigenvalue (None without a Hessian check), the starts and how far apart
     they ended. A (Q̄, Q) saddle adds its full Hessian, its eigenvalues and whether their
     signature is that of the expected saddle (`is_saddle`); a damped fixed point its final
-    damping."""
+    damping; an action over kernel blocks (CNN, LCN) the passes over the blocks the solve took,
+    curvature check included (`block_passes`, docs/scale.md §4)."""
 
     method: str
     converged: bool
@@ -91,6 +93,7 @@ class SolverDiagnostics:
     hessian_eigenvalues: tuple[float, ...] | None = None
     is_saddle: bool | None = None
     final_damping: float | None = None
+    block_passes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the Hessian as nested lists; absent optional fields left out."""

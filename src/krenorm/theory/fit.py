@@ -32,10 +32,15 @@ import torch
 from krenorm._validation import check_finite, check_positive, check_targets
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.posterior import Prediction
 from krenorm.theory.renormalized_kernels import renormalized_kernels
-from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_point
+from krenorm.theory.solvers import (
+    ProgressCallback,
+    SaddlePointConvergenceWarning,
+    solve_saddle_point,
+)
 from krenorm.width import alpha, check_width, is_infinite, width_to_json
 
 __all__ = [
@@ -65,6 +70,8 @@ class TheoryConfig:
     per patch for an LCN; a diagonal Q̄ for a CNN without pooling).
     device: where kernels and P×P algebra run ('cpu', 'cuda', ...; float64 throughout); the
     order parameters and the solver stay on the CPU.
+    blocks: how CNN/LCN local blocks are held (`BlockSettings`: auto/stored/streamed, float64 or
+    float32 storage; None = auto: streamed when stored blocks would not fit memory_limit).
     infinite_width (deprecated): True means width = math.inf.
     """
 
@@ -78,6 +85,7 @@ class TheoryConfig:
     memory_limit: int | None = None
     fixed_q_bar: tuple[float, ...] | None = None
     device: str | None = None
+    blocks: BlockSettings | None = None
 
     def __init__(
         self,
@@ -92,6 +100,7 @@ class TheoryConfig:
         memory_limit: int | None = None,
         fixed_q_bar: Sequence[float] | torch.Tensor | None = None,
         device: str | None = None,
+        blocks: BlockSettings | None = None,
         infinite_width: bool | None = None,
         solver: str | None = None,
         tolerance: float | None = None,
@@ -116,6 +125,9 @@ class TheoryConfig:
                                     hessian_check=hessian_check)
         if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}.")
+        if blocks is not None and not isinstance(blocks, BlockSettings):
+            raise ValueError(f"blocks must be a BlockSettings or None, got "
+                             f"{type(blocks).__name__}.")
         fixed = None if fixed_q_bar is None else tuple(
             float(value) for value in torch.as_tensor(fixed_q_bar, dtype=torch.float64).reshape(-1))
         values = {
@@ -129,6 +141,7 @@ class TheoryConfig:
             "memory_limit": memory_limit,
             "fixed_q_bar": fixed,
             "device": device,
+            "blocks": blocks,
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -146,6 +159,7 @@ class TheoryConfig:
             "memory_limit": self.memory_limit,
             "fixed_q_bar": None if self.fixed_q_bar is None else list(self.fixed_q_bar),
             "device": self.device,
+            "blocks": None if self.blocks is None else self.blocks.to_dict(),
         }
 
 
@@ -224,9 +238,11 @@ class FittedTheory:
     `q_bar` and `conjugate_q` read it), diagnostics (`SolverDiagnostics`, None for a fixed
     order parameter), posterior, log_evidence."""
 
-    def __init__(self, config: TheoryConfig, x_train: torch.Tensor, y_train: torch.Tensor):
+    def __init__(self, config: TheoryConfig, x_train: torch.Tensor, y_train: torch.Tensor, *,
+                 progress: ProgressCallback | None = None):
         spec = config.architecture
         self.config = config
+        self._progress = progress
         self.x_train, self.y_train = _validate_training_set(spec, x_train, y_train)
         if config.device is not None:
             self.x_train = self.x_train.to(config.device)
@@ -234,7 +250,8 @@ class FittedTheory:
         self.n_train = self.x_train.shape[0]
         self.n_outputs = 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
         self.kernels = renormalized_kernels(spec, self.x_train, config.lambda0, config.lambda1,
-                                            config.chunk_bytes, config.memory_limit)
+                                            config.chunk_bytes, config.memory_limit,
+                                            blocks=config.blocks)
         self.action = self.kernels.action(self.y_train, config.width, config.temperature)
         self.structure = self.action.structure
         self.point, self.diagnostics = self._order_parameters()
@@ -250,7 +267,8 @@ class FittedTheory:
             return self.structure.point_from(self.config.fixed_q_bar), None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-            saddle = solve_saddle_point(self.action, settings=self.config.solver_settings)
+            saddle = solve_saddle_point(self.action, settings=self.config.solver_settings,
+                                        progress=self._progress)
         if not saddle.diagnostics.converged:
             saddle = self._continuation()
         return saddle.point, saddle.diagnostics
@@ -270,7 +288,8 @@ class FittedTheory:
                     warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
                 saddle = solve_saddle_point(
                     action, start,
-                    settings=settings.updated(hessian_check=settings.hessian_check and final))
+                    settings=settings.updated(hessian_check=settings.hessian_check and final),
+                    progress=self._progress)
             if saddle.diagnostics.converged:
                 start = saddle.point
         assert saddle is not None  # the factor tuple is not empty
@@ -366,18 +385,29 @@ class FittedTheory:
             log_evidence=self.log_evidence,
             train_error=self.train_error,
             train_loss=self.train_loss,
-            diagnostics={} if self.diagnostics is None else self.diagnostics.to_dict(),
+            diagnostics=self._diagnostics_dict(),
         )
+
+    def _diagnostics_dict(self) -> dict[str, Any]:
+        """The solver's diagnostics, with how the local blocks were held (stored or streamed,
+        and why) where the model has blocks."""
+        out = {} if self.diagnostics is None else self.diagnostics.to_dict()
+        plan = getattr(self.kernels, "block_plan", None)
+        if plan is not None:
+            out["blocks"] = plan.to_dict()
+        return out
 
 
 def fit_theory(x_train: torch.Tensor, y_train: torch.Tensor, architecture: ArchitectureSpec,
                width: float, temperature: float, lambda0: float = 1.0, lambda1: float = 1.0,
-               **options: Any) -> FittedTheory:
+               *, progress: ProgressCallback | None = None, **options: Any) -> FittedTheory:
     """Fit the effective theory (docs/math/theory.md §3) and return a `FittedTheory`.
 
     width = math.inf gives the infinite-width (NNGP) limit. `options` are the keyword-only
     options of `TheoryConfig`: solver_settings, the flat solver keywords (solver, tolerance,
     max_iterations, n_starts, seed, hessian_check), chunk_bytes, memory_limit, fixed_q_bar,
-    device (and the deprecated infinite_width)."""
+    device, blocks (and the deprecated infinite_width). `progress` is called with a
+    `SolverProgress` after every evaluation of S (see `krenorm.theory.progress` for a rich
+    display)."""
     config = TheoryConfig(architecture, width, temperature, lambda0, lambda1, **options)
-    return FittedTheory(config, x_train, y_train)
+    return FittedTheory(config, x_train, y_train, progress=progress)

@@ -20,6 +20,7 @@ import torch
 
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.activations import get_activation
+from krenorm.kernels.chunked_blocks import ChunkedGramBlocks, PairContractions, PairSet
 from krenorm.kernels.grams import (
     compute_local_blocks,
     fc_kernel,
@@ -30,15 +31,24 @@ from krenorm.kernels.local_kernel import LocalKernel
 from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.action import (
     DiagonalBlocksBasis,
+    GramBasis,
     GramLinearAction,
     LocalBlocksBasis,
     SpectralAction,
     SpectralBasis,
 )
+from krenorm.theory.blocks import (
+    BlockPlan,
+    BlockSettings,
+    ChunkedDiagonalBasis,
+    ChunkedLocalBasis,
+    plan_blocks,
+)
 from krenorm.theory.kernel_model import RenormalizedKernels
 from krenorm.theory.mean_term import MeanTermKernels
 from krenorm.theory.order_parameters import DiagonalStructure, MatrixStructure
 from krenorm.theory.posterior import GaussianPosterior, SpectralPosterior
+from krenorm.theory.sharded import ShardedGramBlocks
 
 __all__ = [
     "ConvolutionalKernels",
@@ -56,8 +66,11 @@ class ArchitectureKernels(RenormalizedKernels):
 
     def __init__(self, spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
                  lambda1: float, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 memory_limit: int | None = None):
+                 memory_limit: int | None = None, blocks: BlockSettings | None = None):
         self.spec = spec
+        self.block_settings = BlockSettings() if blocks is None else blocks
+        #: How the local blocks are held (None for models without local blocks).
+        self.block_plan: BlockPlan | None = None
         self.x_train = x_train
         self.lambda0 = lambda0
         self.lambda1 = lambda1
@@ -73,6 +86,35 @@ class ArchitectureKernels(RenormalizedKernels):
     def _local_kernel(self) -> LocalKernel:
         return LocalKernel(self.x_train, self.spec.geometry, **self.local_options,
                            chunk_bytes=self.chunk_bytes)
+
+    def _chunked_basis(self, pair_set: PairSet) -> GramBasis | None:
+        """The basis of stored-float32 or streamed blocks as `block_plan` says, or None for
+        stored float64 blocks (the caller builds those the classic way: one contiguous stack,
+        one matrix product per pass). Records the plan (docs/scale.md §1)."""
+        n_pairs = self.n_patches * (self.n_patches + 1) // 2 if pair_set == "all" else (
+            self.n_patches)
+        plan = plan_blocks(self.block_settings, n_pairs, self.x_train.shape[0],
+                           self.memory_limit)
+        self.block_plan = plan
+        if plan.mode == "stored" and plan.dtype == "float64":
+            return None
+        settings = self.block_settings
+        blocks: PairContractions
+        if plan.mode == "sharded":
+            blocks = ShardedGramBlocks(
+                settings.scheduler, self.x_train, self.spec.geometry,
+                activation=self.spec.activation, lambda0=self.lambda0, pair_set=pair_set,
+                storage=settings.torch_dtype, chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
+                n_shards=settings.n_shards)
+        else:
+            blocks = ChunkedGramBlocks(
+                self.x_train, self.spec.geometry, **self.local_options, pair_set=pair_set,
+                storage=None if plan.mode == "streamed" else settings.torch_dtype,
+                chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
+                memory_limit=self.memory_limit, keep_bytes=plan.keep_bytes)
+        if pair_set == "all":
+            return ChunkedLocalBasis(blocks, self.lambda1)
+        return ChunkedDiagonalBasis(blocks, self.lambda1)
 
 
 class SpectralKernels(ArchitectureKernels):
@@ -166,15 +208,20 @@ class ConvolutionalKernels(ArchitectureKernels):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.blocks = compute_local_blocks(self.x_train, self.spec.geometry,
-                                           **self.local_options,
-                                           memory_limit=self.memory_limit,
-                                           chunk_bytes=self.chunk_bytes)
-        self.basis = LocalBlocksBasis(self.blocks, self.lambda1)
+        self.basis: GramBasis
+        chunked = self._chunked_basis("all")
+        if chunked is None:
+            self.blocks = compute_local_blocks(self.x_train, self.spec.geometry,
+                                               **self.local_options,
+                                               memory_limit=self.memory_limit,
+                                               chunk_bytes=self.chunk_bytes)
+            self.basis = LocalBlocksBasis(self.blocks, self.lambda1)
+        else:
+            self.basis = chunked
         self.local = self._local_kernel()
 
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
-        structure = MatrixStructure(self.blocks.n_patches)
+        structure = MatrixStructure(self.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
 
     def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
@@ -182,7 +229,7 @@ class ConvolutionalKernels(ArchitectureKernels):
 
     def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = self.basis.scale
+        scale = 1.0 / (self.lambda1 * self.n_patches)
         return (self.local.contract_cross(point, x_test) * scale,
                 self.local.contract_test_diagonals(point, x_test) * scale)
 
@@ -190,8 +237,9 @@ class ConvolutionalKernels(ArchitectureKernels):
         return self.local.batch_size()
 
     def off_diagonal_share(self, point: torch.Tensor) -> float | None:
-        full = self.train_kernel(point)
-        diagonal_only = self.train_kernel(torch.diag(torch.diagonal(point)))
+        # Both kernels from one (batched) pass over the blocks.
+        full, diagonal_only = self.train_kernel(torch.stack([point,
+                                                             torch.diag(torch.diagonal(point))]))
         return float(torch.linalg.norm(full - diagonal_only) / torch.linalg.norm(full))
 
 
@@ -200,14 +248,19 @@ class LocallyConnectedKernels(ArchitectureKernels):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.diagonal_blocks = local_diagonal_blocks(self.x_train, self.spec.geometry,
-                                                     **self.local_options,
-                                                     memory_limit=self.memory_limit)
-        self.basis = DiagonalBlocksBasis(self.diagonal_blocks, self.lambda1)
+        self.basis: GramBasis
+        chunked = self._chunked_basis("diagonal")
+        if chunked is None:
+            self.diagonal_blocks = local_diagonal_blocks(self.x_train, self.spec.geometry,
+                                                         **self.local_options,
+                                                         memory_limit=self.memory_limit)
+            self.basis = DiagonalBlocksBasis(self.diagonal_blocks, self.lambda1)
+        else:
+            self.basis = chunked
         self.local = self._local_kernel()
 
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
-        structure = DiagonalStructure(self.diagonal_blocks.shape[0])
+        structure = DiagonalStructure(self.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
 
     def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
@@ -215,7 +268,7 @@ class LocallyConnectedKernels(ArchitectureKernels):
 
     def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = self.basis.scale
+        scale = 1.0 / (self.lambda1 * self.n_patches)
         return (self.local.contract_cross_diagonal(point, x_test) * scale,
                 self.local.contract_test_diagonals(point, x_test) * scale)
 
@@ -238,7 +291,8 @@ _MODELS: dict[tuple[str, bool], KernelModelFactory] = {
 
 def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
                          lambda1: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                         memory_limit: int | None = None) -> RenormalizedKernels:
+                         memory_limit: int | None = None, *,
+                         blocks: BlockSettings | None = None) -> RenormalizedKernels:
     """The kernel model of an architecture (the (Q̄, Q) mean-term model for FC with a non-odd
     activation). Refuses non-odd activations for CNN/LCN/GAP, whose mean term couples positions
     and is not derived here (docs/math/theory.md §3)."""
@@ -252,5 +306,9 @@ def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0:
         )
     if spec.is_convolutional and x_train.ndim != 4:
         raise ValueError(f"the {spec.kind} architecture needs images of shape (P, c, H, W).")
-    return _MODELS[key](spec, x_train, lambda0, lambda1, chunk_bytes=chunk_bytes,
-                        memory_limit=memory_limit)
+    # Block settings go only to the models that hold local blocks (other factories need not
+    # know the keyword); `blocks` selects stored/streamed/float32 (docs/scale.md §1).
+    options: dict[str, Any] = {"chunk_bytes": chunk_bytes, "memory_limit": memory_limit}
+    if blocks is not None and spec.kind in ("cnn", "lcn"):
+        options["blocks"] = blocks
+    return _MODELS[key](spec, x_train, lambda0, lambda1, **options)

@@ -61,6 +61,7 @@ __all__ = [
     "SaddlePointConvergenceWarning",
     "SolverDiagnostics",
     "SolverMethod",
+    "SolverProgress",
     "SolverSettings",
     "gradient_norm",
     "min_hessian_eigenvalue",
@@ -83,6 +84,58 @@ NEWTON_LIMIT = 16
 
 class SaddlePointConvergenceWarning(RuntimeWarning):
     """The saddle-point solver stopped before the gradient tolerance was met."""
+
+
+@dataclass(frozen=True)
+class SolverProgress:
+    """One evaluation of S during a solve, for progress displays: evaluations so far, ‖∇S‖ and
+    S at the evaluated point, and passes over the kernel blocks so far in this solve (None for
+    actions without blocks)."""
+
+    evaluations: int
+    gradient_norm: float
+    action: float
+    block_passes: int | None
+
+
+ProgressCallback = Callable[[SolverProgress], None]
+
+
+class _ReportingAction(EffectiveAction):
+    """An action that reports every evaluation to a callback and otherwise is `inner`."""
+
+    def __init__(self, inner: EffectiveAction, callback: ProgressCallback):
+        self.inner = inner
+        self.callback = callback
+        self.structure = inner.structure
+        self.width = inner.width
+        self.temperature = inner.temperature
+        self.evaluations = 0
+        self.first_passes = inner.block_passes()
+
+    def data_term(self, point: torch.Tensor) -> ActionEvaluation:
+        return self.inner.data_term(point)
+
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.inner.train_kernel(point)
+
+    def at_width(self, width: float) -> EffectiveAction:
+        return self.inner.at_width(width)
+
+    def identity(self) -> torch.Tensor:
+        return self.inner.identity()
+
+    def block_passes(self) -> int | None:
+        return self.inner.block_passes()
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        evaluation = self.inner.evaluate(point)
+        self.evaluations += 1
+        passes = self.inner.block_passes()
+        self.callback(SolverProgress(
+            self.evaluations, gradient_norm(evaluation), evaluation.value,
+            None if passes is None or self.first_passes is None else passes - self.first_passes))
+        return evaluation
 
 
 class _Coordinates:
@@ -319,11 +372,14 @@ def _lbfgs(action: EffectiveAction, q: torch.Tensor, tolerance: float,
            max_iterations: int) -> _Run:
     structure = action.structure
     counter = {"evaluations": 0}
+    last: dict[bytes, ActionEvaluation] = {}
 
     def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
         theta_tensor = torch.as_tensor(theta, dtype=q.dtype)
-        evaluation = action.evaluate(structure.from_theta(theta_tensor))
+        evaluation = action.evaluate(structure.symmetrize(structure.from_theta(theta_tensor)))
         counter["evaluations"] += 1
+        last.clear()
+        last[np.asarray(theta, dtype=np.float64).tobytes()] = evaluation
         return evaluation.value, structure.gradient_to_theta(
             theta_tensor, evaluation.gradient).numpy()
 
@@ -331,9 +387,14 @@ def _lbfgs(action: EffectiveAction, q: torch.Tensor, tolerance: float,
         value_and_gradient, structure.to_theta(q).numpy(), jac=True, method="L-BFGS-B",
         options={"gtol": tolerance, "ftol": 0.0, "maxiter": max_iterations, "maxcor": 30},
     )
-    q_bar = structure.symmetrize(structure.from_theta(torch.as_tensor(result.x)))
-    return _Run(action.evaluate(q_bar), int(result.nit), counter["evaluations"] + 1,
-                str(result.message))
+    # The minimiser usually ends on the point it evaluated last: reuse that evaluation (two
+    # passes over the blocks saved, docs/scale.md §4) instead of evaluating it again.
+    final = last.get(np.asarray(result.x, dtype=np.float64).tobytes())
+    if final is None:
+        q_bar = structure.symmetrize(structure.from_theta(torch.as_tensor(result.x)))
+        final = action.evaluate(q_bar)
+        counter["evaluations"] += 1
+    return _Run(final, int(result.nit), counter["evaluations"], str(result.message))
 
 
 def _newton_krylov(action: EffectiveAction, q: torch.Tensor, tolerance: float,
@@ -546,7 +607,9 @@ _RULES: dict[str, _StationaryRule] = {
 
 
 def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = None, *,
-                       settings: SolverSettings | None = None, **options: Any) -> SaddlePoint:
+                       settings: SolverSettings | None = None,
+                       progress: ProgressCallback | None = None,
+                       **options: Any) -> SaddlePoint:
     """The stationary point of S (docs/math/theory.md §3): the minimum over SPD Q̄, or the
     saddle in (Q̄, Q), as the action's structure says.
 
@@ -556,6 +619,8 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
     n_starts > 1 further random starts are solved; their largest distance to the best solution
     is reported and a warning raised when it exceeds √tolerance. A solution whose gradient norm
     exceeds the tolerance comes back with converged=False and a SaddlePointConvergenceWarning.
+    `progress`, when given, is called with a `SolverProgress` after every evaluation of S (for
+    progress displays during long solves).
     """
     settings = (SolverSettings() if settings is None else settings).updated(**options)
     structure = action.structure
@@ -573,7 +638,9 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
     starts += [structure.random_start(generator) for _ in range(settings.n_starts - 1)]
 
     solve = rule.methods[method]
-    runs = [solve(action, initial, settings.tolerance, settings.max_iterations)
+    passes_before = action.block_passes()
+    solved = action if progress is None else _ReportingAction(action, progress)
+    runs = [solve(solved, initial, settings.tolerance, settings.max_iterations)
             for initial in starts]
     best = min(runs, key=rule.rank)
     disagreement = max(
@@ -597,6 +664,9 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
             stacklevel=2,
         )
     curvature = rule.curvature(action, best.evaluation) if settings.hessian_check else None
+    passes_after = action.block_passes()
+    block_passes = (None if passes_before is None or passes_after is None
+                    else passes_after - passes_before)
     diagnostics = SolverDiagnostics(
         method=method,
         converged=converged,
@@ -612,5 +682,6 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
         hessian_eigenvalues=None if curvature is None else curvature.eigenvalues,
         is_saddle=None if curvature is None else curvature.signature_ok,
         final_damping=best.final_damping,
+        block_passes=block_passes,
     )
     return SaddlePoint(best.evaluation.point, diagnostics, structure)

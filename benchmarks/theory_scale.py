@@ -1,0 +1,165 @@
+"""Benchmark (issue 19): the CNN theory at scale — stored vs streamed vs float32 blocks, and
+torch threads (docs/scale.md).
+
+Each configuration runs in a fresh subprocess (so peak RSS, `ru_maxrss`, is its own), with
+`--threads` torch threads, on MNIST 0 vs 1 (balanced, ±1 labels, krenorm.data) or CIFAR-10
+(RGB, airplane vs automobile), erf, N = 50, T = 0.1, λ0 = λ1 = 1, mask = stride:
+
+    python benchmarks/theory_scale.py engines --p 500 1000 --mask 4 [--modes stored float32]
+    python benchmarks/theory_scale.py threads --p 100 --mask 7
+    python benchmarks/theory_scale.py passes --p 500 --mask 4 --image 3 32   # CPU s per pass
+    python benchmarks/theory_scale.py engines --dataset cifar10 --p 2000 --mask 4 --modes streamed
+
+Reported per run: wall time (kernels + solve + 1 curvature check + test predictions), the
+process's CPU time (less sensitive to other load than wall time on a shared machine), solve
+time, passes over the blocks, iterations, peak RSS, Q̄ and test-loss differences against the
+first mode of the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+WIDTH, TEMPERATURE = 50.0, 0.1
+CLASSES = {"mnist": (0, 1), "cifar10": (0, 1)}
+
+
+def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
+           memory_limit: float | None, device: str | None = None) -> dict:
+    from krenorm.architectures import ArchitectureSpec
+    from krenorm.data import load_dataset
+    from krenorm.theory import fit_theory
+    from krenorm.theory.blocks import BlockSettings
+
+    data = load_dataset(dataset, classes=CLASSES[dataset], n_train=n_train, n_test=n_test,
+                        seed=0)
+    blocks = {"stored": BlockSettings(mode="stored"),
+              "streamed": BlockSettings(mode="streamed"),
+              "float32": BlockSettings(mode="stored", dtype="float32"),
+              "auto": BlockSettings()}[mode]
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    fit = fit_theory(data.x_train, data.y_train, ArchitectureSpec("cnn", "erf", mask, mask),
+                     WIDTH, TEMPERATURE, blocks=blocks, device=device,
+                     memory_limit=None if memory_limit is None else int(memory_limit))
+    solved = time.perf_counter() - start
+    loss = fit.test_loss(data.x_test, data.y_test)
+    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+    diagnostics = fit.summary().diagnostics
+    return {"mode": mode, "plan": diagnostics.get("blocks", {}).get("mode"),
+            "seconds": seconds, "solve_seconds": solved, "cpu_seconds": cpu_seconds,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "passes": diagnostics.get("block_passes"), "iterations": diagnostics["iterations"],
+            "gradient_norm": diagnostics["gradient_norm"], "n_patches": fit.q_bar.shape[0],
+            "q_bar": fit.q_bar.tolist(), "test_loss": loss.loss,
+            "threads": torch.get_num_threads()}
+
+
+def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[str]) -> None:
+    """CPU seconds of one combine and one project pass per engine, on random images of the
+    given shape (timing only; the values of the blocks do not matter for it)."""
+    from krenorm.kernels.chunked_blocks import ChunkedGramBlocks
+
+    x = torch.randn(n_train, channels, size, size, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    storage = {"streamed": None, "stored": torch.float64, "float32": torch.float32}
+    for mode in modes:
+        cpu = time.process_time()
+        blocks = ChunkedGramBlocks(x, mask, mask, storage=storage[mode])
+        build = time.process_time() - cpu
+        n = blocks.n_patches
+        weights = torch.eye(n, dtype=torch.float64)
+        matrix = torch.eye(n_train, dtype=torch.float64)
+        cpu = time.process_time()
+        blocks.contract(weights)
+        combine = time.process_time() - cpu
+        cpu = time.process_time()
+        blocks.frobenius(matrix)
+        project = time.process_time() - cpu
+        print(f"P={n_train} Np={n} pairs={blocks.n_pairs} {mode:>9}: build {build:6.1f} s CPU, "
+              f"combine pass {combine:6.2f} s CPU, project pass {project:6.2f} s CPU, "
+              f"held {blocks.stored_bytes() / 2**30:.2f} GiB", flush=True)
+        del blocks
+
+
+def run_single(arguments: list[str], threads: int) -> dict:
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    output = subprocess.run([sys.executable, __file__, "single", *arguments, "--threads",
+                             str(threads)], check=True, capture_output=True, text=True,
+                            env=environment).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> None:
+    reference = rows[0]
+    q_ref = torch.tensor(reference["q_bar"])
+    print(f"{'P':>5} {'Np':>3} {'mode':>9} {'thr':>3} {'wall s':>8} {'CPU s':>8} {'solve s':>8} "
+          f"{'passes':>6} "
+          f"{'iters':>5} {'peak GiB':>8} {'max|ΔQ̄|':>9} {'Δε_g rel':>9} {'ε_g':>8}")
+    for row in rows:
+        dq = float((torch.tensor(row["q_bar"]) - q_ref).abs().max())
+        dl = abs(row["test_loss"] - reference["test_loss"]) / abs(reference["test_loss"])
+        print(f"{row['P']:>5} {row['n_patches']:>3} {row['mode']:>9} {row['threads']:>3} "
+              f"{row['seconds']:>8.1f} {row.get('cpu_seconds', float('nan')):>8.1f} "
+              f"{row['solve_seconds']:>8.1f} {row['passes']!s:>6} "
+              f"{row['iterations']:>5} {row['peak_rss_gib']:>8.2f} {dq:>9.2e} {dl:>9.2e} "
+              f"{row['test_loss']:>8.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("case", choices=["engines", "threads", "passes", "single"])
+    parser.add_argument("--image", type=int, nargs=2, default=[1, 28],
+                        help="channels and side of the random images of the 'passes' case")
+    parser.add_argument("--dataset", default="mnist", choices=sorted(CLASSES))
+    parser.add_argument("--p", type=int, nargs="+", default=[500])
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--mask", type=int, default=4)
+    parser.add_argument("--modes", nargs="+", default=["stored", "streamed", "float32"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--memory-limit", type=float, default=None,
+                        help="bytes (auto mode streams above it)")
+    parser.add_argument("--device", default=None, help="'cuda' for the GPU (same code path)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.case == "single":
+        print(json.dumps(single(args.dataset, args.p[0], args.n_test, args.mask, args.modes[0],
+                                args.memory_limit, args.device)))
+        return
+    if args.case == "passes":
+        for n_train in args.p:
+            pass_costs(n_train, args.image[0], args.image[1], args.mask, args.modes)
+        return
+    common = ["--dataset", args.dataset, "--n-test", str(args.n_test), "--mask", str(args.mask)]
+    if args.memory_limit is not None:
+        common += ["--memory-limit", str(args.memory_limit)]
+    if args.device is not None:
+        common += ["--device", args.device]
+    load = os.getloadavg()
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
+          f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} on {os.cpu_count()} cores")
+    for n_train in args.p:
+        rows = []
+        if args.case == "threads":
+            for threads in (1, 2):
+                rows.append({"P": n_train, **run_single(
+                    ["--p", str(n_train), "--modes", args.modes[0], *common], threads)})
+        else:
+            for mode in args.modes:
+                rows.append({"P": n_train, **run_single(
+                    ["--p", str(n_train), "--modes", mode, *common], args.threads)})
+        table(rows)
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
