@@ -34,7 +34,7 @@ from krenorm.features.patch_kernels import (
     kernel_partials,
     kernel_value,
 )
-from krenorm.kernels.memory import check_allocation
+from krenorm.memory import check_allocation
 from krenorm.kernels.patches import PaddingMode, PatchGeometry
 
 # PatchGeometry lives in krenorm.kernels.patches (one geometry for theory, networks and features);

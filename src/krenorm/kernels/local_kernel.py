@@ -14,7 +14,7 @@ import torch
 
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.grams import scaled_patches
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, chunk_length
+from krenorm.memory import DEFAULT_CHUNK_BYTES, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
 
 
