@@ -18,8 +18,8 @@ import torch
 
 from krenorm._validation import check_images, check_positive, check_vectors
 from krenorm.kernels.activations import Activation, get_activation
-from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
+from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 
 #: Temporaries of one κ evaluation, in units of its output (inputs, ρ, intermediate terms).
 _KAPPA_TEMPORARIES = 8

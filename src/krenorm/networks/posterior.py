@@ -36,8 +36,8 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from krenorm._validation import check_positive
 from krenorm.architectures import ArchitectureSpec
-from krenorm.memory import check_allocation
 from krenorm.kernels.nngp import nngp_kernel
+from krenorm.memory import check_allocation
 from krenorm.networks.adaptation import StepSizeAdaptation, adaptation_for
 from krenorm.networks.checkpoint import load_checkpoint, save_checkpoint
 from krenorm.networks.diagnostics import (
