@@ -74,7 +74,7 @@ def as_pair(name: str, value: int | tuple[int, int], minimum: int = 1) -> tuple[
     if single is not None:
         pair: tuple = (single, single)
     elif isinstance(value, (tuple, list)) or type(value).__name__ == "ndarray":
-        pair = tuple(_whole_number(v) for v in value)
+        pair = tuple(_whole_number(v) for v in value)  # type: ignore[union-attr]
     else:
         pair = ()
     if len(pair) != 2 or any(v is None for v in pair):
