@@ -86,16 +86,14 @@ def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "
         panel.grid(alpha=0.3)
         panel.margins(y=0.1)  # room for the N= labels under the lowest error bar
         if _retuned_equals_theory([row for row in rows if row.spec.architecture == spec]):
-            panel.text(0.02, 0.02, RETUNED_NOTE, transform=panel.transAxes, fontsize=6.5,
-                       va="bottom", ha="left", color="0.25",
+            panel.text(0.98, 0.86, RETUNED_NOTE, transform=panel.transAxes, fontsize=6.5,
+                       va="top", ha="right", color="0.25",
                        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
     axes[0][0].set_ylabel("test loss ε_g (bias² + variance)")
     _shared_legend(figure, axes[0])
-    figure.text(0.005, 0.005, "colour: architecture; bars: ±1 SE of the sampled estimate; "
-                "labels: width N of each sampled network", fontsize=7, color="0.3")
     if title:
         figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     return _save(figure, path)
 
 
@@ -131,7 +129,9 @@ def _shared_legend(figure: plt.Figure, panels: Sequence[Axes]) -> None:
             entries.setdefault(label, _neutral(handle))
     if entries:
         figure.legend(list(entries.values()), list(entries), loc="lower center",
-                      ncol=min(4, len(entries)), fontsize=8, frameon=False)
+                      ncol=min(4, len(entries)), fontsize=8, frameon=False, title_fontsize=7,
+                      title="colour: architecture · bars: ±1 SE of the sampled estimate · "
+                            "labels: width N of each sampled network")
 
 
 def _by_width(rows: Sequence[ResultRow], get: Callable[[ResultRow], Estimate | None]
@@ -335,7 +335,7 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
               and row.network.diagnostics.get("kernel_alignment")]
     if not points:
         return None
-    figure, panel = plt.subplots(figsize=(6.4, 4.6))
+    figure, panel = plt.subplots(figsize=(6.4, 5.2))
     nngp_lines: dict[float, list[str]] = {}
     for kind in dict.fromkeys(row.architecture for row in points):
         mine = sorted((row for row in points if row.architecture == kind),
@@ -367,7 +367,8 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
     panel.set_ylabel("centred alignment A(K, y yᵀ) on the training set")
     panel.set_title("Kernel–target alignment: posterior hidden kernel ⟨Φ Φᵀ⟩\n"
                     "of the sampled networks vs the NNGP kernel", fontsize=9)
-    panel.legend(fontsize=7, loc="best")
+    panel.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                 frameon=False)
     panel.grid(alpha=0.3)
     figure.tight_layout()
     return _save(figure, path)
