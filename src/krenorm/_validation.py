@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -94,3 +96,28 @@ def check_targets(name: str, y: torch.Tensor, n_samples: int) -> torch.Tensor:
         raise ValueError(f"{name}: targets must have shape ({n_samples},) or ({n_samples}, D), "
                          f"got {tuple(y.shape)}.")
     return y
+
+
+@contextmanager
+def one_line_value_errors() -> Iterator[None]:
+    """Shorten multi-line ValueErrors (scikit-learn's validation dumps the array after "Complex
+    data not supported" and adds a paragraph on imputers after "Input X contains NaN") to their
+    first line plus what to do; one-line messages pass through unchanged."""
+    try:
+        yield
+    except ValueError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) <= 1:
+            raise
+        # scikit-learn's own advice lines are kept (it checks for "Reshape your data").
+        advice = [line.strip() for line in lines[1:] if line.strip().startswith("Reshape")]
+        if advice:
+            raise type(error)(" ".join([lines[0].strip(), *advice])) from error
+        first = lines[0].rstrip(".")
+        if "NaN" in first or "infinity" in first:
+            first += "; remove or impute those entries first (e.g. SimpleImputer in a Pipeline)."
+        elif "Complex" in first:
+            first += "; pass real-valued X (e.g. np.real(X) or np.abs(X))."
+        else:
+            first += "."
+        raise type(error)(first) from error

@@ -16,6 +16,7 @@ from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from krenorm._validation import one_line_value_errors
 from krenorm.features.conv_kernels import MahalanobisPatchKernel
 from krenorm.features.recursion import RecursionResult, Task, run_feature_recursion
 from krenorm.features.ridge import solve_kernel_ridge
@@ -92,7 +93,8 @@ class FeatureMachineBase(BaseEstimator):
         if self._images and hasattr(raw, "shape") and len(raw.shape) != 4:
             # Before validate_data: its feature-count check would otherwise compare D with c.
             self._check_images(tuple(raw.shape))
-        x = validate_data(self, raw, reset=reset, allow_nd=self._images, dtype=np.float64)
+        with one_line_value_errors():
+            x = validate_data(self, raw, reset=reset, allow_nd=self._images, dtype=np.float64)
         self._check_images(x.shape)
         return torch.as_tensor(x, dtype=self._dtype(), device=device)
 
@@ -117,9 +119,10 @@ class FeatureMachineBase(BaseEstimator):
         dtype = self._dtype()
         device = _device(X)
         classification = self._task == "classification"
-        x_array, y_array = validate_data(self, _numpy(X), _numpy(y), allow_nd=self._images,
-                                         dtype=np.float64, multi_output=not classification,
-                                         y_numeric=not classification)
+        with one_line_value_errors():
+            x_array, y_array = validate_data(self, _numpy(X), _numpy(y), allow_nd=self._images,
+                                             dtype=np.float64, multi_output=not classification,
+                                             y_numeric=not classification)
         if classification:
             check_classification_targets(y_array)
             self.classes_ = np.unique(y_array)
@@ -144,9 +147,10 @@ class FeatureMachineBase(BaseEstimator):
             )
         else:
             x_fit, y_fit = x, targets
-            x_val = torch.as_tensor(validate_data(self, _numpy(X_val), reset=False,
-                                                  allow_nd=self._images, dtype=np.float64),
-                                    dtype=dtype, device=device)
+            with one_line_value_errors():
+                x_val = torch.as_tensor(validate_data(self, _numpy(X_val), reset=False,
+                                                      allow_nd=self._images, dtype=np.float64),
+                                        dtype=dtype, device=device)
             self._check_images(tuple(x_val.shape))
             t_val = self._targets(y_val).to(device)
             if t_val.shape[0] != x_val.shape[0]:

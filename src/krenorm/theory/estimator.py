@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from krenorm._validation import one_line_value_errors
 from krenorm.architectures import ArchitectureSpec
 from krenorm.theory.fit import FittedTheory, TestLoss, TheoryConfig
 
@@ -84,12 +85,15 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
         """Solve the saddle point on (X, y): X (P, D) vectors or (P, c, H, W) images, y (P,) or
         (P, D) (FC). scikit-learn's `validate_data` refuses sparse, complex, empty, NaN and
         non-numeric input with its usual messages."""
-        X, y = validate_data(self, _numpy(X), _numpy(y), allow_nd=True, dtype=np.float64,
-                             multi_output=True, y_numeric=True)
+        with one_line_value_errors():
+            X, y = validate_data(self, _numpy(X), _numpy(y), allow_nd=True, dtype=np.float64,
+                                 multi_output=True, y_numeric=True)
         y_tensor = _as_tensor(y)
         outputs = 1 if y_tensor.ndim == 1 else y_tensor.shape[1]
         if self.n_outputs is not None and outputs != self.n_outputs:
-            raise ValueError(f"n_outputs={self.n_outputs} but y has {outputs} output(s).")
+            raise ValueError(f"n_outputs={self.n_outputs} but y has {outputs} output(s); pass y "
+                             f"with {self.n_outputs} columns, or n_outputs=None to take it "
+                             "from y.")
         self.theory_ = FittedTheory(self._config(), _as_tensor(X), y_tensor)
         q = self.theory_.q_bar
         self.q_bar_ = float(q) if q.numel() == 1 and q.ndim <= 1 else q.numpy()
@@ -100,8 +104,9 @@ class RenormalizedKernelRegressor(RegressorMixin, BaseEstimator):
 
     def _validated(self, X: Any) -> torch.Tensor:
         check_is_fitted(self, "theory_")
-        return _as_tensor(validate_data(self, _numpy(X), reset=False, allow_nd=True,
-                                        dtype=np.float64))
+        with one_line_value_errors():
+            return _as_tensor(validate_data(self, _numpy(X), reset=False, allow_nd=True,
+                                            dtype=np.float64))
 
     def predict(self, X: Any, return_std: bool = False) -> Any:
         """Posterior mean (and standard deviation of the network output, no label noise)."""
