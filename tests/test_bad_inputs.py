@@ -379,3 +379,26 @@ def test_debug_flag_shows_the_traceback(tmp_path, monkeypatch):
 def test_the_table_is_large_enough():
     total = len(API_CASES) + len(TOML_CASES) + len(TOML_ARCHITECTURE_CASES) + len(CLI_CASES)
     assert total >= 120, total
+
+
+def test_cnfa_table_fits_80_columns():
+    """The widest terminal table (CNFA, nine numbers per layer) stays within 80 columns, so no
+    header is truncated ('Pears…') on a default terminal."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from krenorm.features.cnfa_experiment import cnfa_table
+
+    def measures():
+        return SimpleNamespace(pearson=0.8123, cosine=0.9345, pearson_interval=(0.7912, 0.8311))
+
+    layer = SimpleNamespace(layer="conv1", alpha=0.5, trained=measures(),
+                            initialization=measures(), initial_filters=measures(),
+                            isotropic_initialization=measures())
+    report = SimpleNamespace(n_images=256, estimator="patch", layers=[layer, layer])
+    console = Console(width=80, record=True)
+    console.print(cnfa_table(report))
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80

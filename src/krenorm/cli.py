@@ -279,8 +279,12 @@ def spectra_command(
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return
-    table = Table("architecture", "target", "λ of target", f"theory MSE (n={max(sizes)})",
-                  "KRR MSE ± s.e.")
+    # Short headers and a folding target column keep the table within 80 columns.
+    table = Table(caption=f"test MSE at n = {max(sizes)} training points")
+    table.add_column("architecture")
+    table.add_column("target", overflow="fold", max_width=22)
+    for header in ("λ(target)", "theory MSE", "KRR MSE ± SE"):
+        table.add_column(header, justify="right")
     for curve in comparison.curves:
         mean, error = curve.measured_mean()[-1], curve.measured_standard_error()[-1]
         eigenvalue = comparison.target_eigenvalues[curve.architecture][curve.target]
