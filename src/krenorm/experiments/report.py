@@ -410,14 +410,21 @@ def console_lines(agreement: AgreementReport, width: int = 80) -> list[str]:
     point in one short line, then each problem's 1/N verdict with what it means, wrapped."""
     lines = []
     if agreement.points:
-        lines.append("problem  N       network ± SE       theory(N)  δ = net − theory      z")
+        lines.append("problem  N       network ± SE       theory(N)  deviation δ     z")
     for point in agreement.points:
         lines.append(f"{point.label[:8]:8s} {width_label(point.width):<7} "
                      f"{point.network:.5f} ± {point.stderr:.5f}  {point.theory:.5f}    "
                      f"{point.deviation:+.5f}  {point.z:+6.1f}σ")
     for problem in agreement.problems:
-        text = f"{problem.label}: {describe_fit(problem.fit)} {explain_fit(problem.fit)}"
-        lines += textwrap.wrap(text, width=width, subsequent_indent="    ")
+        # One clause of the verdict per line (a clause is never split unless it alone is
+        # wider than the terminal), then what it means.
+        clauses = f"{problem.label}: {describe_fit(problem.fit)}".split("; ")
+        for index, clause in enumerate(clauses):
+            lines += textwrap.wrap(clause + (";" if index < len(clauses) - 1 else ""),
+                                   width=width, initial_indent="" if index == 0 else "    ",
+                                   subsequent_indent="    ")
+        lines += textwrap.wrap(explain_fit(problem.fit), width=width, initial_indent="    ",
+                               subsequent_indent="    ")
     lines += textwrap.wrap("not compared: " + "; ".join(agreement.unmatched), width=width,
                            subsequent_indent="    ") if agreement.unmatched else []
     return lines
