@@ -86,9 +86,10 @@ def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "
         panel.grid(alpha=0.3)
         panel.margins(y=0.1)  # room for the N= labels under the lowest error bar
         if _retuned_equals_theory([row for row in rows if row.spec.architecture == spec]):
-            panel.text(0.98, 0.86, RETUNED_NOTE, transform=panel.transAxes, fontsize=6.5,
-                       va="top", ha="right", color="0.25",
-                       bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+            # Said in the title, where no curve can hide it; the report's caption explains.
+            panel.set_title(f"{_architecture_title(spec, specs)}\n"
+                            f"{_RETUNED_TITLES.get(spec.kind, _RETUNED_TITLES['fc'])}",
+                            fontsize=9)
     axes[0][0].set_ylabel("test loss ε_g (bias² + variance)")
     _shared_legend(figure, axes[0])
     if title:
@@ -100,6 +101,14 @@ def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "
 #: Why the retuned-prior curve lies on the finite-width theory for FC and LCN.
 RETUNED_NOTE = ("retuned priors = theory here: Q̄ is a scalar (FC) or\n"
                 "diagonal (LCN), so K_R is an NNGP with readout prior λ1/q̄")
+
+
+#: Per architecture, why retuned priors reproduce the theory (short, for a panel title).
+_RETUNED_TITLES = {
+    "fc": "retuned priors ≡ theory: scalar Q̄, K_R = Q̄K/λ1",
+    "cnn-gap": "retuned priors ≡ theory: scalar Q̄, K_R = Q̄K/λ1",
+    "lcn": "retuned priors ≡ theory: diagonal Q̄, K_R = Σ_i q̄_i K_ii/λ1",
+}
 
 
 def _retuned_equals_theory(rows: Sequence[ResultRow]) -> bool:
@@ -219,7 +228,7 @@ def plot_deviation(agreement: AgreementReport, path: str | Path, *,
                            label="network − theory (N = ∞)")
         panel.errorbar(x, [p.deviation for p in problem.points],
                        yerr=[p.stderr for p in problem.points], fmt="o", color=colour,
-                       ecolor="black", capsize=3, markersize=5,
+                       ecolor="black", capsize=4, markersize=5, barsabove=True,
                        label="network − theory (N) ± 1 SE")
         fit = problem.fit
         if fit.delta_infinity is not None and fit.delta_infinity_stderr is not None:
