@@ -402,3 +402,15 @@ def test_cnfa_table_fits_80_columns():
     text = console.export_text()
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_memory_limit_from_the_environment_reaches_fc_kernels_and_networks(monkeypatch):
+    """$KRENORM_MEMORY_LIMIT applies to every guarded allocation, FC kernels and sampled
+    networks included (before: FC kernels ignored it and torch failed inside the allocator)."""
+    monkeypatch.setenv("KRENORM_MEMORY_LIMIT", "1000")
+    with pytest.raises(MemoryError, match="KRENORM_MEMORY_LIMIT"):
+        fc_kernel(X_FC)
+    with pytest.raises(MemoryError, match="smaller width"):
+        build_network(FC, 64, (1, 8, 8), seed=0)
+    monkeypatch.setenv("KRENORM_MEMORY_LIMIT", str(2**30))
+    assert fc_kernel(X_FC).shape == (12, 12)
