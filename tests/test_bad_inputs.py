@@ -367,6 +367,15 @@ def test_cli_bad_toml_in_a_file_names_the_field(tmp_path, monkeypatch):
         "error: retuned_priors must be true or false, got 'no'."]
 
 
+def test_cli_store_that_is_not_a_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.sqlite").write_text("not a database")
+    result = CliRunner().invoke(app, ["report", "notes.sqlite"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: the results store cannot be read")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_debug_flag_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     quiet = CliRunner().invoke(app, ["theory", "--temperature", "-1"])

@@ -8,6 +8,7 @@ them); nothing here avoids an import cycle.
 from __future__ import annotations
 
 import functools
+import sqlite3
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import typer
 #: Exceptions that mean "the input was wrong": one `error:` line and exit status 2 (a usage
 #: error, like click's). Anything else is a defect: one line too, exit status 1, and a request
 #: to rerun with --debug and report it.
-USER_ERRORS = (ValueError, TypeError, LookupError, MemoryError, OSError)
+USER_ERRORS = (ValueError, TypeError, LookupError, MemoryError, OSError, sqlite3.DatabaseError)
 
 #: The default output folder of every command that writes files: runs/<name>/ unless --out.
 RUNS_DIRECTORY = Path("runs")
@@ -54,6 +55,10 @@ def report_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if _STATE["debug"]:
                 traceback.print_exc()
                 raise typer.Exit(2 if isinstance(error, USER_ERRORS) else 1) from error
+            if isinstance(error, sqlite3.DatabaseError):
+                typer.echo(f"error: the results store cannot be read ({one_line(error)}); pass "
+                           "a store written by `krenorm sweep` or `krenorm compare`.", err=True)
+                raise typer.Exit(2) from error
             if isinstance(error, USER_ERRORS):
                 typer.echo(f"error: {one_line(error)}", err=True)
                 raise typer.Exit(2) from error
