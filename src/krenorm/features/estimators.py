@@ -84,17 +84,17 @@ class FeatureMachineBase(BaseEstimator):
                 "use RFMClassifier / RFMRegressor for vectors."
             )
 
-    def _inputs(self, X: Any, *, reset: bool) -> torch.Tensor:
-        """X validated (scikit-learn) and converted to a tensor of `dtype` on X's device."""
+    def _predict_inputs(self, X: Any) -> torch.Tensor:
+        """X at predict time: fitted estimator checked, X validated against the fit (scikit-learn)
+        and converted to a tensor of `dtype` on X's device."""
         device = _device(X)
-        if not reset:
-            check_is_fitted(self, "coefficients_")
+        check_is_fitted(self, "coefficients_")
         raw = _numpy(X)
         if self._images and hasattr(raw, "shape") and len(raw.shape) != 4:
             # Before validate_data: its feature-count check would otherwise compare D with c.
             self._check_images(tuple(raw.shape))
         with one_line_value_errors():
-            x = validate_data(self, raw, reset=reset, allow_nd=self._images, dtype=np.float64)
+            x = validate_data(self, raw, reset=False, allow_nd=self._images, dtype=np.float64)
         self._check_images(x.shape)
         return torch.as_tensor(x, dtype=self._dtype(), device=device)
 
@@ -201,7 +201,7 @@ class FeatureMachineBase(BaseEstimator):
         self.kernel_ = kernel
 
     def _outputs(self, X: Any) -> torch.Tensor:
-        x = self._inputs(X, reset=False)
+        x = self._predict_inputs(X)
         return (
             self.kernel_.gram(x, self.centers_, self.metric_, self.bandwidth_) @ self.coefficients_
         )
