@@ -12,14 +12,16 @@ venv: $(STAMP)
 
 # The version lives in src/krenorm/__init__.py (read by pyproject), so a change there reinstalls.
 $(STAMP): pyproject.toml src/krenorm/__init__.py
-	@echo "installing krenorm and its dependencies into $(VENV) (first time: a few minutes)…"
-	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q torch==2.13.0
-	@$(PY) -m pip install -q -e ".[all,dev]"
-	@touch $(STAMP)
+	@echo "installing krenorm and its dependencies into $(VENV) (first time: about 3 minutes)"
+	@test -x $(PY) || { echo "[1/3] creating the virtual environment $(VENV)"; python3 -m venv $(VENV); }
+	@echo "[2/3] pip: torch 2.13.0, CPU wheel (the largest download)"
+	@$(PY) -m pip install --progress-bar on torch==2.13.0 | grep -v "^Requirement already satisfied" || true
+	@echo "[3/3] pip: krenorm (editable) with numpy, scipy, scikit-learn, matplotlib, typer, rich, dask, arviz and the dev tools"
+	@$(PY) -m pip install --progress-bar on -e ".[all,dev]" | grep -v "^Requirement already satisfied" || true
+	@$(PY) -c "import krenorm, torch" && touch $(STAMP) && echo "installed: $$($(PY) -c 'import krenorm; print(krenorm.__version__)')"
 
 demo: $(STAMP)
-	@echo "running krenorm demo (theory vs sampled networks on MNIST 0 vs 1; a few minutes)…"
+	@echo "running krenorm demo: theory vs sampled networks on MNIST 0 vs 1, 36 points (see README for the time it takes)"
 	$(VENV)/bin/krenorm demo
 
 lint: $(STAMP)

@@ -5,6 +5,9 @@ change.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -50,11 +53,35 @@ def check_vectors(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _whole_number(value: object) -> int | None:
+    """An int, or a numpy/torch integer scalar (numpy grids in GridSearchCV), as an int; None for
+    anything else — bool included, so mask=True is refused rather than read as 1."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, numbers.Integral):  # numpy.int64 and friends register here
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        return int(value)
+    return None
+
+
 def as_pair(name: str, value: int | tuple[int, int], minimum: int = 1) -> tuple[int, int]:
-    """Normalise an int-or-pair hyper-parameter (mask, stride, padding) to a pair of ints."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
+    """Normalise an int-or-pair hyper-parameter (mask, stride, padding) to a pair of ints.
+
+    Numpy and torch integer scalars count as ints; booleans and floats are refused."""
+    single = _whole_number(value)
+    if single is not None:
+        pair: tuple = (single, single)
+    elif isinstance(value, (tuple, list)) or type(value).__name__ == "ndarray":
+        pair = tuple(_whole_number(v) for v in value)  # type: ignore[union-attr]
+    else:
+        pair = ()
+    if len(pair) != 2 or any(v is None for v in pair):
+        raise ValueError(f"{name} must be an int or a pair of ints such as 3 or (3, 3), got "
+                         f"{value!r}.")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
     return pair
@@ -69,3 +96,28 @@ def check_targets(name: str, y: torch.Tensor, n_samples: int) -> torch.Tensor:
         raise ValueError(f"{name}: targets must have shape ({n_samples},) or ({n_samples}, D), "
                          f"got {tuple(y.shape)}.")
     return y
+
+
+@contextmanager
+def one_line_value_errors() -> Iterator[None]:
+    """Shorten multi-line ValueErrors (scikit-learn's validation dumps the array after "Complex
+    data not supported" and adds a paragraph on imputers after "Input X contains NaN") to their
+    first line plus what to do; one-line messages pass through unchanged."""
+    try:
+        yield
+    except ValueError as error:
+        lines = str(error).strip().splitlines()
+        if len(lines) <= 1:
+            raise
+        # scikit-learn's own advice lines are kept (it checks for "Reshape your data").
+        advice = [line.strip() for line in lines[1:] if line.strip().startswith("Reshape")]
+        if advice:
+            raise type(error)(" ".join([lines[0].strip(), *advice])) from error
+        first = lines[0].rstrip(".")
+        if "NaN" in first or "infinity" in first:
+            first += "; remove or impute those entries first (e.g. SimpleImputer in a Pipeline)."
+        elif "Complex" in first:
+            first += "; pass real-valued X (e.g. np.real(X) or np.abs(X))."
+        else:
+            first += "."
+        raise type(error)(first) from error

@@ -7,21 +7,109 @@ them); nothing here avoids an import cycle.
 
 from __future__ import annotations
 
+import functools
+import os
+import sqlite3
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-app = typer.Typer(
+#: Exceptions that mean "the input was wrong": one `error:` line and exit status 2 (a usage
+#: error, like click's). Anything else is a defect: one line too, exit status 1, and a request
+#: to rerun with --debug and report it.
+USER_ERRORS = (ValueError, TypeError, LookupError, MemoryError, OSError, sqlite3.DatabaseError)
+
+#: The default output folder of every command that writes files: runs/<name>/ unless --out.
+RUNS_DIRECTORY = Path("runs")
+
+_STATE = {"debug": False}
+
+
+def default_output(name: str) -> str:
+    """runs/<name>: where a command writes when no --out is given (one convention for all)."""
+    return str(RUNS_DIRECTORY / name)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (newlines of long messages become spaces)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]  # KeyError repr-quotes its message
+    return text or type(error).__name__
+
+
+def report_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command; a failure prints `error: <message>` on one line (stderr) and exits 2 for
+    bad input, 1 for a defect. `krenorm --debug <command>` re-raises instead, with the
+    traceback. typer reads the wrapped signature (functools.wraps sets __wrapped__)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:
+            if _STATE["debug"]:
+                traceback.print_exc()
+                raise typer.Exit(2 if isinstance(error, USER_ERRORS) else 1) from error
+            if isinstance(error, sqlite3.DatabaseError):
+                typer.echo(f"error: the results store cannot be read ({one_line(error)}); pass "
+                           "a store written by `krenorm sweep` or `krenorm compare`.", err=True)
+                raise typer.Exit(2) from error
+            if isinstance(error, USER_ERRORS):
+                typer.echo(f"error: {one_line(error)}", err=True)
+                raise typer.Exit(2) from error
+            typer.echo(f"error: internal error ({type(error).__name__}: {one_line(error)}); "
+                       "rerun with `krenorm --debug ...` and report the traceback.", err=True)
+            raise typer.Exit(1) from error
+
+    return wrapper
+
+
+def number_list(text: str, option: str, kind: type = int) -> list[Any]:
+    """'16,64,256' → [16, 64, 256], or a ValueError naming the option and the expected form."""
+    try:
+        values = [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError as error:
+        raise ValueError(f"{option} must be comma-separated {kind.__name__}s such as "
+                         f"{'16,64' if kind is int else '0.5,1'}, got {text!r}.") from error
+    if not values:
+        raise ValueError(f"{option} is empty; give at least one value, e.g. "
+                         f"{'16,64' if kind is int else '0.5,1'}.")
+    return values
+
+
+class _OneLineErrorTyper(typer.Typer):
+    """typer.Typer whose every command (also ones added later with @app.command) runs inside
+    `report_errors`: the one error convention of the command line."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+            register(report_errors(function))
+            return function
+
+        return decorator
+
+
+app = _OneLineErrorTyper(
     help="Kernel renormalization of finite Bayesian networks: theory vs sampled networks.",
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+) -> None:
     """krenorm: predict what finite Bayesian one-hidden-layer networks learn."""
-    import os
-
+    _STATE["debug"] = debug
     if os.environ.get("KRENORM_THREADS"):  # torch is imported only when the setting asks
         from krenorm.threads import apply_threads
 
@@ -83,18 +171,32 @@ def theory_command(
     from rich.console import Console
     from rich.table import Table
 
+    from krenorm._validation import check_positive
     from krenorm.data import load_dataset
     from krenorm.experiments.theory_case import run_theory_case
     from krenorm.experiments.validation import architecture
+    from krenorm.width import check_width
 
-    data = load_dataset(dataset, classes=tuple(classes.split(",")), n_train=n_train,
-                        n_test=n_test, side=side, grayscale=grayscale, seed=seed)
+    # Cheap checks before the data set is loaded: a mistake costs no waiting.
+    for option, value in (("--temperature", temperature), ("--lambda0", lambda0),
+                          ("--lambda1", lambda1)):
+        check_positive(option, value)
+    check_width(width, name="--width")
+    for option, count in (("--n-train", n_train), ("--n-test", n_test)):
+        if count < 2:
+            raise ValueError(f"{option} must be at least 2, got {count}.")
+    class_names = tuple(name.strip() for name in classes.split(","))
+    if len(class_names) != 2 or not all(class_names):
+        raise ValueError(f"--classes takes two classes, comma separated (e.g. 0,1), got "
+                         f"{classes!r}.")
     try:
         spec = architecture({"kind": arch, "mask": mask, "stride": stride, "padding": padding},
                             activation, "architecture", "--activation")
-    except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+    except ValueError as error:  # the config's names → the command's options
+        raise ValueError(str(error).replace("architecture.kind", "--arch")
+                         .replace("architecture.", "--")) from error
+    data = load_dataset(dataset, classes=class_names, n_train=n_train, n_test=n_test,
+                        side=side, grayscale=grayscale, seed=seed)
     result = run_theory_case(data.x_train, data.y_train, data.x_test, data.y_test, spec, width,
                              temperature, lambda0, lambda1)
     if as_json:
@@ -146,9 +248,12 @@ def torch_summary(q_bar: list) -> str:
 
 @app.command("spectra")
 def spectra_command(
-    out: str = typer.Option("results/spectra", help="Directory for the figures and spectra.json."),
-    dimension: int = typer.Option(16, help="Hypercube dimension d of the eigenvalue maps."),
-    curve_dimension: int = typer.Option(12, help="Hypercube dimension of the learning curves."),
+    out: str = typer.Option(default_output("spectra"),
+                            help="Directory for the figures and spectra.json."),
+    dimension: int = typer.Option(16, help="Hypercube dimension d of the eigenvalue maps: a "
+                                           "multiple of 4 (the deep CNN's two 2-blocks)."),
+    curve_dimension: int = typer.Option(12, help="Hypercube dimension of the learning curves "
+                                                 "(a multiple of 4)."),
     sample_sizes: str = typer.Option("16,64,256,1024", help="KRR sample sizes, comma-separated."),
     seeds: int = typer.Option(3, min=1, help="KRR repetitions per sample size."),
     ridge: float = typer.Option(1e-2, help="Ridge δ of kernel ridge regression."),
@@ -165,7 +270,12 @@ def spectra_command(
     from krenorm.spectra.comparison import run_spectra_comparison
     from krenorm.spectra.figures import plot_eigenvalue_maps, plot_learning_curves
 
-    sizes = [int(n) for n in sample_sizes.split(",") if n.strip()]
+    sizes = number_list(sample_sizes, "--sample-sizes")
+    for option, value in (("--dimension", dimension), ("--curve-dimension", curve_dimension)):
+        # The shallow CNN reads non-overlapping patches of 4 inputs, so d must split into them.
+        if value < 4 or value % 4:
+            raise ValueError(f"{option} must be a multiple of 4 (the shallow CNN's patches of 4 "
+                             f"inputs), got {value}; try {max(4, 4 * round(value / 4))}.")
     comparison = run_spectra_comparison(
         eigen_dimension=dimension,
         curve_dimension=curve_dimension,
@@ -183,8 +293,12 @@ def spectra_command(
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return
-    table = Table("architecture", "target", "λ of target", f"theory MSE (n={max(sizes)})",
-                  "KRR MSE ± s.e.")
+    # Short headers and a folding target column keep the table within 80 columns.
+    table = Table(caption=f"test MSE at n = {max(sizes)} training points")
+    table.add_column("architecture")
+    table.add_column("target", overflow="fold", max_width=22)
+    for header in ("λ(target)", "theory MSE", "KRR MSE ± SE"):
+        table.add_column(header, justify="right")
     for curve in comparison.curves:
         mean, error = curve.measured_mean()[-1], curve.measured_standard_error()[-1]
         eigenvalue = comparison.target_eigenvalues[curve.architecture][curve.target]
@@ -371,7 +485,7 @@ def cnfa_command(
     n_bootstrap: int = typer.Option(200, help="Bootstrap resamples of the images."),
     seed: int = typer.Option(0, help="Seed of data selection, initialization and shuffles."),
     data_dir: str = typer.Option(None, help="Directory holding the data set files."),
-    out: str = typer.Option("cnfa_output", help="Directory for cnfa.json and cnfa.png."),
+    out: str = typer.Option(default_output("cnfa"), help="Directory for cnfa.json and cnfa.png."),
     threads: int = typer.Option(None, help="torch threads (1 is fastest on a busy machine)."),
 ) -> None:
     """Train a small CNN briefly on a real data set and report its CNFA per layer."""
@@ -388,8 +502,8 @@ def cnfa_command(
         torch.set_num_threads(threads)
     experiment = run_cnfa_experiment(
         dataset, n_train=n_train, n_test=n_test, n_images=n_images, epochs=epochs,
-        widths=tuple(int(w) for w in widths.split(",")), kernel_size=kernel_size,
-        learning_rate=learning_rate, alphas=tuple(float(a) for a in alphas.split(",")),
+        widths=tuple(number_list(widths, "--widths")), kernel_size=kernel_size,
+        learning_rate=learning_rate, alphas=tuple(number_list(alphas, "--alphas", float)),
         n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir,
     )  # fmt: skip
     console = Console()
@@ -406,7 +520,9 @@ def cnfa_command(
 def adaptive_command(
     config: str = typer.Argument(..., help="Study config TOML (see examples/adaptive_study.toml)."),
     output: str = typer.Option(
-        "results/adaptive_study", help="Directory for results.json, report.md and the figures."
+        None, "--out", "--output",
+        help="Directory for results.json, report.md and the figures (default: runs/<config "
+             "file name>)."
     ),
 ) -> None:
     """Kernel rescaling vs adaptation across χ: NNGP / rescaling / adaptive theory vs sampled
@@ -422,5 +538,5 @@ def adaptive_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     result = run_study(study, log=console.print)
-    files = write_study_outputs(result, output)
+    files = write_study_outputs(result, output or default_output(Path(config).stem))
     console.print(f"report: {files['report']}; results: {files['results']}")

@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from krenorm.architectures import ArchitectureSpec
@@ -68,7 +69,7 @@ def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "
     specs = list(dict.fromkeys(row.spec.architecture for row in rows))
     keys = list(dict.fromkeys(_curve_key(row) for row in rows))
     varying = [index for index in range(7) if len({key[index] for key in keys}) > 1]
-    figure, axes = plt.subplots(1, len(specs), figsize=(4.4 * len(specs), 3.8), squeeze=False,
+    figure, axes = plt.subplots(1, len(specs), figsize=(4.4 * len(specs), 4.4), squeeze=False,
                                 sharey=True)
     for panel, spec in zip(axes[0], specs, strict=True):
         for index, key in enumerate(keys):
@@ -83,12 +84,63 @@ def plot_test_loss(rows: Sequence[ResultRow], path: str | Path, *, axis: str = "
         panel.set_xlabel("α = P / N" if axis == "alpha" else "width N")
         panel.set_title(_architecture_title(spec, specs))
         panel.grid(alpha=0.3)
-        panel.legend(fontsize=7)
+        panel.margins(y=0.1)  # room for the N= labels under the lowest error bar
+        if _retuned_equals_theory([row for row in rows if row.spec.architecture == spec]):
+            # Said in the title, where no curve can hide it; the report's caption explains.
+            panel.set_title(f"{_architecture_title(spec, specs)}\n"
+                            f"{_RETUNED_TITLES.get(spec.kind, _RETUNED_TITLES['fc'])}",
+                            fontsize=9)
     axes[0][0].set_ylabel("test loss ε_g (bias² + variance)")
+    _shared_legend(figure, axes[0])
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     return _save(figure, path)
+
+
+#: Why the retuned-prior curve lies on the finite-width theory for FC and LCN.
+RETUNED_NOTE = ("retuned priors = theory here: Q̄ is a scalar (FC) or\n"
+                "diagonal (LCN), so K_R is an NNGP with readout prior λ1/q̄")
+
+
+#: Per architecture, why retuned priors reproduce the theory (short, for a panel title).
+_RETUNED_TITLES = {
+    "fc": "retuned priors ≡ theory: scalar Q̄, K_R = Q̄K/λ1",
+    "cnn-gap": "retuned priors ≡ theory: scalar Q̄, K_R = Q̄K/λ1",
+    "lcn": "retuned priors ≡ theory: diagonal Q̄, K_R = Σ_i q̄_i K_ii/λ1",
+}
+
+
+def _retuned_equals_theory(rows: Sequence[ResultRow]) -> bool:
+    """Whether every retuned-prior estimate equals the finite-width theory at its width."""
+    pairs = [(row.theory.test_loss, row.retuned.test_loss) for row in rows
+             if row.theory is not None and row.retuned is not None]
+    return bool(pairs) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in pairs)
+
+
+def _neutral(handle: object) -> Line2D:
+    """A grey copy of a legend handle: in a legend shared by panels of different colours the
+    entry names the line style, the panel's colour names the architecture."""
+    if isinstance(handle, Line2D):
+        return Line2D([], [], color="0.25", ls=handle.get_linestyle(),
+                      lw=handle.get_linewidth(), marker=handle.get_marker())
+    return Line2D([], [], color="black", ls="none", marker="o", mfc="white", mec="0.25",
+                  markersize=5)  # the sampled networks' errorbar container
+
+
+def _shared_legend(figure: plt.Figure, panels: Sequence[Axes]) -> None:
+    """One legend for all panels, below them: the union of their entries, each once (the
+    colour of a curve is its panel's; the line style says what it is)."""
+    entries: dict[str, Line2D] = {}
+    for panel in panels:
+        handles, labels = panel.get_legend_handles_labels()
+        for handle, label in zip(handles, labels, strict=True):
+            entries.setdefault(label, _neutral(handle))
+    if entries:
+        figure.legend(list(entries.values()), list(entries), loc="lower center",
+                      ncol=min(4, len(entries)), fontsize=8, frameon=False, title_fontsize=7,
+                      title="colour: architecture · bars: ±1 SE of the sampled estimate · "
+                            "labels: width N of each sampled network")
 
 
 def _by_width(rows: Sequence[ResultRow], get: Callable[[ResultRow], Estimate | None]
@@ -127,9 +179,11 @@ def _draw_curve(panel: Axes, rows: Sequence[ResultRow], colour: str, prefix: str
     retuned = _by_width(rows, lambda row: row.retuned)
     if retuned:
         widths = sorted(retuned)
+        # Drawn over the theory line, wide dots, so that it stays visible where they coincide.
         panel.plot([_x(w, n_train, axis) for w in widths],
                    [statistics.fmean(e.test_loss for e in retuned[w]) for w in widths], ":",
-                   color="black", label=f"{prefix}infinite width, retuned priors")
+                   color="black", lw=1.6, zorder=3,
+                   label=f"{prefix}infinite width, retuned priors")
     networks = _by_width(rows, lambda row: row.network)
     if networks:
         widths = sorted(networks)
@@ -141,9 +195,15 @@ def _draw_curve(panel: Axes, rows: Sequence[ResultRow], colour: str, prefix: str
                 error = estimates[0].test_loss_stderr or 0.0
             means.append(mean)
             errors.append(error)
-        panel.errorbar([_x(w, n_train, axis) for w in widths], means, yerr=errors, fmt="o",
-                       color=colour, ecolor="black", capsize=3, markersize=4,
-                       label=f"{prefix}sampled networks (±1 SE)")
+        x = [_x(w, n_train, axis) for w in widths]
+        # Open markers with the bars drawn above them (barsabove), wide caps: a ±1 SE bar
+        # shorter than the marker stays visible.
+        panel.errorbar(x, means, yerr=errors, fmt="o", color=colour, mfc="white", mew=1.2,
+                       ecolor="black", elinewidth=1.3, capsize=5, capthick=1.3, markersize=5,
+                       barsabove=True, zorder=4, label=f"{prefix}sampled networks (±1 SE)")
+        for x_value, mean, error, width in zip(x, means, errors, widths, strict=True):
+            panel.annotate(f"N={width:g}", (x_value, mean - error), textcoords="offset points",
+                           xytext=(0, -11), ha="center", fontsize=7, color=colour)
 
 
 def plot_deviation(agreement: AgreementReport, path: str | Path, *,
@@ -168,7 +228,7 @@ def plot_deviation(agreement: AgreementReport, path: str | Path, *,
                            label="network − theory (N = ∞)")
         panel.errorbar(x, [p.deviation for p in problem.points],
                        yerr=[p.stderr for p in problem.points], fmt="o", color=colour,
-                       ecolor="black", capsize=3, markersize=5,
+                       ecolor="black", capsize=4, markersize=5, barsabove=True,
                        label="network − theory (N) ± 1 SE")
         fit = problem.fit
         if fit.delta_infinity is not None and fit.delta_infinity_stderr is not None:
@@ -202,27 +262,12 @@ def _values(diagnostics: dict, name: str) -> np.ndarray | None:
     return None if values is None else np.asarray(values, dtype=float)
 
 
-def _heat(panel: Axes, matrix: np.ndarray, title: str, *, symmetric: bool = True,
-          limits: tuple[float, float] | None = None) -> None:
-    """A heat map; symmetric: diverging colours centred on 0, else `limits` (shared by the
-    theory and network panels so their colours compare)."""
-    if symmetric:
-        bound = float(np.max(np.abs(matrix)))
-        low, high = (-bound, bound) if limits is None else limits
-    else:
-        low, high = limits if limits is not None else (float(matrix.min()), float(matrix.max()))
-    image = panel.imshow(matrix, cmap="RdBu_r" if symmetric else "viridis", vmin=low, vmax=high)
-    panel.xaxis.set_major_locator(MaxNLocator(integer=True))
-    panel.yaxis.set_major_locator(MaxNLocator(integer=True))
-    panel.set_title(title, fontsize=8)
-    plt.colorbar(image, ax=panel, fraction=0.046)
-
-
 def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
                           ) -> Path | None:
-    """CNN: Q̄ − 1 over patch pairs; LCN: q̄_i over the patch grid — the theory at the smallest
-    sampled width of the first problem of this kind, next to the network's estimate
-    (λ1/N) Σ⟨a aᵀ⟩ at that width. None when no stored Q̄ is available."""
+    """CNN: Q̄ − 1 over patch pairs; LCN: q̄_i over the patch grid — the theory (left) next to
+    the network's estimate (λ1/N) Σ⟨a aᵀ⟩ (right), one row per sampled width of the first
+    problem of this kind (the theory widths when nothing was sampled, at most four), all panels
+    on one colour scale. None when no stored Q̄ is available."""
     if kind not in ("cnn", "lcn"):
         return None
     # (problem, N) → (Q̄ entries, patch grid) of the theory, and → Q estimate of the network.
@@ -243,40 +288,52 @@ def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
     if not theory:
         return None
     key = next(iter(theory))[0]
-    widths = [width for problem, width in theory if problem == key]
-    shared = sorted(width for width in widths if (key, width) in networks)
-    width = shared[0] if shared else min(widths)
-    label = f"{width:g}"
-    q, patch_grid = theory[(key, width)]
-    estimate = networks.get((key, width))
-    panels = 2 if estimate is not None else 1
-    figure, axes = plt.subplots(1, panels, figsize=(4.3 * panels, 3.8), squeeze=False)
+    theory_widths = sorted(width for problem, width in theory if problem == key)
+    widths = [width for width in theory_widths if (key, width) in networks] or theory_widths[:4]
+    sampled = any((key, width) in networks for width in widths)
+    panels: list[tuple[np.ndarray, str]] = []  # (matrix, title) per row: theory, network
+    for width in widths:
+        q, patch_grid = theory[(key, width)]
+        estimate = networks.get((key, width))
+        if kind == "cnn":
+            panels.append((q - np.eye(q.shape[0]), f"theory Q̄ − 1, N = {width:g}"))
+            if estimate is not None:
+                panels.append((estimate - np.eye(estimate.shape[0]),
+                               f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, N = {width:g}"))
+        else:
+            grid = patch_grid or [1, q.size]
+            panels.append((q.reshape(grid), f"theory q̄_i, N = {width:g}"))
+            if estimate is not None:
+                panels.append((np.diag(estimate).reshape(grid),
+                               f"network (λ1/N)Σ_k⟨a_ki²⟩, N = {width:g}"))
+    columns = 2 if sampled else 1
+    figure, axes = plt.subplots(len(widths), columns, figsize=(3.6 * columns + 1.0,
+                                                               3.1 * len(widths) + 0.6),
+                                squeeze=False, layout="constrained")
+    matrices = [matrix for matrix, _ in panels]
     if kind == "cnn":
-        theory_matrix = q - np.eye(q.shape[0])
-        matrices = [theory_matrix] + ([] if estimate is None
-                                      else [estimate - np.eye(estimate.shape[0])])
         bound = max(float(np.max(np.abs(matrix))) for matrix in matrices)
-        _heat(axes[0][0], theory_matrix, f"theory Q̄ − 1, N = {label}", limits=(-bound, bound))
-        if estimate is not None:
-            _heat(axes[0][1], matrices[1], f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, N = {label}",
-                  limits=(-bound, bound))
-        for panel in axes[0]:
-            panel.set_xlabel("patch j")
-            panel.set_ylabel("patch i")
+        limits, cmap = (-bound, bound), "RdBu_r"
+        labels = ("patch j", "patch i")
     else:
-        grid = patch_grid or [1, q.size]
-        grids = [q.reshape(grid)] + ([] if estimate is None
-                                     else [np.diag(estimate).reshape(grid)])
-        limits = (min(float(g.min()) for g in grids), max(float(g.max()) for g in grids))
-        _heat(axes[0][0], grids[0], f"theory q̄_i over patch positions, N = {label}",
-              symmetric=False, limits=limits)
-        if estimate is not None:
-            _heat(axes[0][1], grids[1], f"network (λ1/N)Σ_k⟨a_ki²⟩, N = {label}",
-                  symmetric=False, limits=limits)
-        for panel in axes[0]:
-            panel.set_xlabel("patch column")
-            panel.set_ylabel("patch row")
-    figure.tight_layout()
+        limits = (min(float(m.min()) for m in matrices), max(float(m.max()) for m in matrices))
+        cmap, labels = "viridis", ("patch column", "patch row")
+    image = None
+    for panel, (matrix, panel_title) in zip(axes.ravel(), panels, strict=False):
+        image = panel.imshow(matrix, cmap=cmap, vmin=limits[0], vmax=limits[1])
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        panel.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        panel.tick_params(labelsize=7)
+        panel.set_title(panel_title, fontsize=8)
+        panel.set_xlabel(labels[0], fontsize=8)
+        panel.set_ylabel(labels[1], fontsize=8)
+    for panel in axes.ravel()[len(panels):]:
+        panel.set_visible(False)
+    if image is not None:
+        figure.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+                        label="Q̄_ij − δ_ij" if kind == "cnn" else "q̄_i")
+    figure.suptitle(f"{kind.upper()} order parameters: theory vs sampled network "
+                    f"(one colour scale)", fontsize=9)
     return _save(figure, path)
 
 
@@ -287,7 +344,8 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
               and row.network.diagnostics.get("kernel_alignment")]
     if not points:
         return None
-    figure, panel = plt.subplots(figsize=(5, 3.6))
+    figure, panel = plt.subplots(figsize=(6.4, 5.2))
+    nngp_lines: dict[float, list[str]] = {}
     for kind in dict.fromkeys(row.architecture for row in points):
         mine = sorted((row for row in points if row.architecture == kind),
                       key=lambda row: row.width)
@@ -296,13 +354,30 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
                       if row.network is not None]
         widths = [row.width for row in mine]
         panel.plot(widths, [a["centered_target_alignment_posterior"] for a in alignments],
-                   "o-", color=colour, label=f"{kind} after training")
-        panel.plot(widths, [a["centered_target_alignment_nngp"] for a in alignments], "x--",
-                   color=colour, label=f"{kind} NNGP")
+                   "o-", color=colour, label=f"{kind.upper()}: posterior hidden kernel")
+        # The NNGP kernel does not depend on N: one level per architecture. CNN and LCN with
+        # non-overlapping patches share it exactly, so equal levels are drawn once and named
+        # together rather than one line hiding the other.
+        level = round(statistics.fmean(a["centered_target_alignment_nngp"] for a in alignments),
+                      12)
+        nngp_lines.setdefault(level, []).append(kind)
+    styles = ["--", "-.", ":"]
+    for index, (level, kinds) in enumerate(nngp_lines.items()):
+        colour = _COLOURS.get(kinds[0], "black") if len(kinds) == 1 else "0.3"
+        names = " = ".join(kind.upper() for kind in kinds)
+        note = " (identical kernels)" if len(kinds) > 1 else ""
+        panel.axhline(level, color=colour, ls=styles[index % len(styles)], lw=1.4,
+                      label=f"{names}: NNGP kernel (N = ∞){note}")
     panel.set_xscale("log")
-    panel.set_xlabel("width N")
-    panel.set_ylabel("centred kernel–target alignment")
-    panel.legend(fontsize=7)
+    panel.xaxis.set_major_formatter(ScalarFormatter())
+    panel.xaxis.set_minor_formatter(NullFormatter())
+    panel.set_xticks(sorted({row.width for row in points}))
+    panel.set_xlabel("width N of the sampled network")
+    panel.set_ylabel("centred alignment A(K, y yᵀ) on the training set")
+    panel.set_title("Kernel–target alignment: posterior hidden kernel ⟨Φ Φᵀ⟩\n"
+                    "of the sampled networks vs the NNGP kernel", fontsize=9)
+    panel.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                 frameon=False)
     panel.grid(alpha=0.3)
     figure.tight_layout()
     return _save(figure, path)

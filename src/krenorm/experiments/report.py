@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,18 @@ from typing import Any
 from krenorm.experiments.agreement import (
     AGREEMENT_STANDARD_ERRORS,
     AgreementReport,
+    InverseWidthFit,
     compare_networks,
     describe_fit,
-    describe_point,
 )
-from krenorm.experiments.figures import LOSS_VS_WIDTH, write_figures
+from krenorm.experiments.figures import (
+    DEVIATION,
+    KERNEL_ALIGNMENT,
+    LOSS_VS_WIDTH,
+    RETUNED_NOTE,
+    TEST_LOSS_VS_ALPHA,
+    write_figures,
+)
 from krenorm.experiments.rows import ROW_FIELDS, ResultRow, problem_labels
 from krenorm.width import is_infinite, width_label
 
@@ -129,12 +137,26 @@ def _agreement_section(agreement: AgreementReport) -> list[str]:
               "parameter errors from the inverse normal matrix). The theory is exact up to "
               "O(1/N) fluctuation corrections, so δ∞ should be consistent with zero; c measures "
               "the size of those corrections.", ""]
-    lines += [f"- **{problem.label}**: {describe_fit(problem.fit)}"
+    lines += [f"- **{problem.label}**: {describe_fit(problem.fit)} {explain_fit(problem.fit)}"
               for problem in agreement.problems]
     if agreement.unmatched:
         lines += ["", "Network points without a comparison: "
                   + "; ".join(agreement.unmatched) + "."]
     return [*lines, ""]
+
+
+def explain_fit(fit: InverseWidthFit) -> str:
+    """What the verdict on δ∞ means, in one or two sentences (next to every verdict)."""
+    if fit.consistent_with_zero is None:
+        return ("Why no verdict: one sampled width cannot separate the theory's O(1/N) "
+                "corrections from a real disagreement.")
+    if fit.consistent_with_zero:
+        return ("Meaning: the network agrees with the theory once the O(1/N) corrections, "
+                "which the theory leaves out, are extrapolated away; per-width deviations "
+                "above are that c/N term, not a failure of the theory.")
+    return ("Meaning: a deviation survives N → ∞ beyond 2 SE — either the theory misses an "
+            "N-independent part on these data, or the SEs are too small because the chains "
+            "did not mix (see the sampler diagnostics); run longer chains before concluding.")
 
 
 def _signed(value: float | None, digits: int = 5) -> str:
@@ -198,6 +220,109 @@ def _theory_section(rows: Sequence[ResultRow], labels: dict) -> list[str]:
     return lines
 
 
+def _q_summary(kind: str, matrix: Any) -> tuple[str, ...]:
+    """(mean diagonal, mean off-diagonal or min–max) of a Q̄ for the order-parameter table."""
+    import numpy as np
+
+    q = np.asarray(matrix, dtype=float)
+    if q.size == 1:
+        return (f"{float(q.reshape(())):.4f}", "–")
+    if q.ndim == 1:  # LCN: q̄_i per patch
+        return (f"{q.mean():.4f}", f"{q.min():.3f}…{q.max():.3f}")
+    diagonal = np.diag(q)
+    if kind == "lcn":
+        return (f"{diagonal.mean():.4f}", f"{diagonal.min():.3f}…{diagonal.max():.3f}")
+    off = q[~np.eye(q.shape[0], dtype=bool)]
+    return (f"{diagonal.mean():.4f}", f"{off.mean():+.4f}")
+
+
+def _order_parameter_section(rows: Sequence[ResultRow], labels: dict) -> list[str]:
+    """Q̄ of the theory next to the network's estimate (λ1/N)Σ⟨a aᵀ⟩ at every sampled width:
+    mean diagonal, and mean off-diagonal (CNN) or the range over patches (LCN); the largest
+    |z| over the entries where the network's per-entry SEs are stored."""
+    import numpy as np
+
+    table: list[tuple[int, float, str]] = []
+    order = list(labels)
+    theory = {(row.spec.problem_key(), row.width): row.theory for row in rows
+              if row.theory is not None and not is_infinite(row.width)}
+    for row in rows:
+        if row.network is None:
+            continue
+        key = (row.spec.problem_key(), row.width)
+        estimate = row.theory if row.theory is not None else theory.get(key)
+        network = (row.network.diagnostics.get("q_matrix") or {}).get("values")
+        stored = ((estimate.diagnostics.get("q_bar") or {}).get("values")
+                  if estimate is not None else None)
+        if network is None or stored is None:
+            continue
+        kind = row.architecture
+        q_theory = np.asarray(stored, dtype=float)
+        q_network = np.asarray(network, dtype=float)
+        errors = (row.network.diagnostics.get("q_matrix_stderr") or {}).get("values")
+        largest_z = "–"
+        if errors is not None:
+            # Diagonal entries only: an off-diagonal SE from a few replicas can be tiny by chance.
+            network_diagonal = np.diag(q_network) if q_network.ndim == 2 else q_network
+            theory_diagonal = (np.diag(q_theory) if q_theory.ndim == 2
+                               else q_theory.reshape(network_diagonal.shape))
+            se = np.asarray(errors, dtype=float)
+            se = np.diag(se) if se.ndim == 2 else se.reshape(network_diagonal.shape)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.abs(network_diagonal - theory_diagonal) / se
+            finite = z[np.isfinite(z)]
+            largest_z = f"{finite.max():.1f}" if finite.size else "–"
+        theory_diag, theory_other = _q_summary(kind, q_theory)
+        network_diag, network_other = _q_summary(kind, q_network)
+        table.append((order.index(row.spec.problem_key()), row.width,
+                      f"| {labels[row.spec.problem_key()]} at N = {width_label(row.width)} | "
+                      f"{theory_diag} | {network_diag} | {theory_other} | {network_other} | "
+                      f"{largest_z} |"))
+    if not table:
+        return []
+    return ["## Order parameters: theory vs network", "",
+            "Q̄ of the theory (docs/math/theory.md §3) next to the network's estimate "
+            "(λ1/N)Σ⟨a aᵀ⟩ at the same N. 'Diagonal' is the mean of Q̄_ii (the scalar Q̄ for FC); "
+            "'other' is the mean off-diagonal Q̄_ij (CNN) or the range of q̄_i over patches "
+            "(LCN); max |z| is the largest |network − theory| / SE over the diagonal entries "
+            "(the SEs come from the replicas and assume mixed chains).", "",
+            "| problem | diagonal (theory) | diagonal (network) | other (theory) | "
+            "other (network) | max \\|z\\| (diagonal) |",
+            "|---|---|---|---|---|---|", *(line for _, _, line in sorted(table)), ""]
+
+
+#: One caption per figure file (order_parameters_<kind>.png are matched by prefix).
+FIGURE_CAPTIONS = {
+    TEST_LOSS_VS_ALPHA: "Test loss ε_g against α = P/N, one panel per architecture: "
+                        "finite-width theory (solid), infinite width (dashed), infinite width "
+                        "with retuned readout priors (dotted) and sampled networks (open "
+                        "circles, ±1 SE bars, labelled with their width N). Where the dotted "
+                        f"curve lies on the solid one: {RETUNED_NOTE.replace(chr(10), ' ')}.",
+    LOSS_VS_WIDTH: "The same test losses against the width N.",
+    DEVIATION: "Deviation network − theory against 1/N with ±1 SE bars, the weighted fit "
+               "δ∞ + c/N with its ±1σ band and δ∞ at 1/N = 0 (diamond); grey squares: "
+               "deviation from the N = ∞ theory, for scale.",
+    KERNEL_ALIGNMENT: "Centred kernel–target alignment A(K, yyᵀ) on the training set of the "
+                      "posterior-averaged hidden kernel ⟨ΦΦᵀ⟩ of the sampled networks "
+                      "(points) and of the NNGP kernel (horizontal lines; CNN and LCN with "
+                      "non-overlapping patches share one NNGP kernel). No error bars: the "
+                      "hidden kernel is averaged over replicas before the alignment is taken. "
+                      "No theory curve: the theory predicts the readout's kernel K_R, not "
+                      "⟨ΦΦᵀ⟩; for FC K_R = Q̄K/λ1 has exactly the NNGP's alignment.",
+    "order_parameters": "Order parameters at every sampled width on one colour scale: "
+                        "theory Q̄ (left) and the network estimate (λ1/N)Σ⟨a aᵀ⟩ (right); "
+                        "CNN: Q̄ − 1 over patch pairs (i, j); LCN: q̄_i over the patch grid.",
+}
+
+
+def figure_caption(name: str) -> str:
+    """The caption of a figure file of `write_figures`."""
+    if name.startswith("order_parameters_"):
+        kind = name.removeprefix("order_parameters_").removesuffix(".png").upper()
+        return f"{kind}. {FIGURE_CAPTIONS['order_parameters']}"
+    return FIGURE_CAPTIONS.get(name, "")
+
+
 def render_report(rows: Sequence[ResultRow], agreement: AgreementReport,
                   context: ReportContext, figures: Sequence[str]) -> str:
     """report.md as text."""
@@ -209,10 +334,13 @@ def render_report(rows: Sequence[ResultRow], agreement: AgreementReport,
         lines.append("")
     labels = problem_labels(list(dict.fromkeys(row.spec.problem_key() for row in rows)))
     lines += _agreement_section(agreement)
+    lines += _order_parameter_section(rows, labels)
     lines += _sampler_section(rows, labels)
     lines += _theory_section(rows, labels)
     lines += ["## Figures", ""]
-    lines += [f"![{name}]({name})" for name in sorted(figures)]
+    for number, name in enumerate(sorted(figures), start=1):
+        lines += [f"![{name}]({name})", "", f"*Figure {number} ({name}).* {figure_caption(name)}",
+                  ""]
     versions = rows[0].provenance if rows else {}
     lines += ["", f"Tables: results.csv, results.json; order parameters: "
                   f"order_parameters.json. krenorm {versions.get('krenorm')}, torch "
@@ -277,12 +405,26 @@ def write_report(rows: Sequence[ResultRow], output_dir: str | Path, *,
                        results_json, tuple(figures))
 
 
-def console_lines(agreement: AgreementReport) -> list[str]:
-    """The agreement in a few terminal lines: each sampled point, then each problem's fit."""
-    lines = [f"{point.label:8s} N={width_label(point.width):<6} {describe_point(point)}"
-             for point in agreement.points]
-    lines += [f"{problem.label:8s} {describe_fit(problem.fit)}"
-              for problem in agreement.problems]
-    lines += [f"not compared: {item}" for item in agreement.unmatched]
+def console_lines(agreement: AgreementReport, width: int = 80) -> list[str]:
+    """The agreement in terminal lines no longer than `width` (80 by default): each sampled
+    point in one short line, then each problem's 1/N verdict with what it means, wrapped."""
+    lines = []
+    if agreement.points:
+        lines.append("problem  N       network ± SE       theory(N)  deviation δ     z")
+    for point in agreement.points:
+        lines.append(f"{point.label[:8]:8s} {width_label(point.width):<7} "
+                     f"{point.network:.5f} ± {point.stderr:.5f}  {point.theory:.5f}    "
+                     f"{point.deviation:+.5f}  {point.z:+6.1f}σ")
+    for problem in agreement.problems:
+        # One clause of the verdict per line (a clause is never split unless it alone is
+        # wider than the terminal), then what it means.
+        clauses = f"{problem.label}: {describe_fit(problem.fit)}".split("; ")
+        for index, clause in enumerate(clauses):
+            lines += textwrap.wrap(clause + (";" if index < len(clauses) - 1 else ""),
+                                   width=width, initial_indent="" if index == 0 else "    ",
+                                   subsequent_indent="    ")
+        lines += textwrap.wrap(explain_fit(problem.fit), width=width, initial_indent="    ",
+                               subsequent_indent="    ")
+    lines += textwrap.wrap("not compared: " + "; ".join(agreement.unmatched), width=width,
+                           subsequent_indent="    ") if agreement.unmatched else []
     return lines
-

@@ -113,29 +113,26 @@ def run_cnfa_experiment(
 
 
 def cnfa_table(report: CNFAReport) -> Table:
-    """A rich Table: per layer and α, Pearson and cosine of WᵀW with G^α for the trained network
-    (with its bootstrap interval), the network at initialization, the initial filters, and the
-    network at initialization with an exactly isotropic Δ (no gradients)."""
+    """A rich Table no wider than 80 columns: per layer, α and measure (Pearson, cosine) the
+    correlation of WᵀW with G^α for the trained network (Pearson with its bootstrap interval),
+    the network at initialization (net₀), the initial filters (filters₀), and the network at
+    initialization with an exactly isotropic Δ (iso Δ₀, Pearson only)."""
     from rich.table import Table
 
-    table = Table(title=f"CNFA on {report.n_images} images ({report.estimator} AGOP)")
-    for column in ("layer", "α", "Pearson trained", "Pearson init net", "Pearson init filters",
-                   "Pearson init, isotropic Δ", "cosine trained", "cosine init net",
-                   "cosine init filters"):  # fmt: skip
-        table.add_column(column, justify="left" if column == "layer" else "right")
+    table = Table(title=f"CNFA on {report.n_images} images ({report.estimator} AGOP)",
+                  caption="corr(WᵀW, G^α); ₀: at initialization")
+    for column in ("layer", "α", "measure", "trained", "interval", "net₀", "filters₀",
+                   "iso Δ₀"):
+        table.add_column(column, justify="left" if column in ("layer", "measure") else "right")
     for entry in report.layers:
         low, high = entry.trained.pearson_interval
-        table.add_row(
-            entry.layer,
-            f"{entry.alpha:g}",
-            f"{entry.trained.pearson:.3f} [{low:.3f}, {high:.3f}]",
-            f"{entry.initialization.pearson:.3f}",
-            f"{entry.initial_filters.pearson:.3f}",
-            f"{entry.isotropic_initialization.pearson:.3f}",
-            f"{entry.trained.cosine:.3f}",
-            f"{entry.initialization.cosine:.3f}",
-            f"{entry.initial_filters.cosine:.3f}",
-        )
+        table.add_row(entry.layer, f"{entry.alpha:g}", "Pearson", f"{entry.trained.pearson:.3f}",
+                      f"[{low:.2f}, {high:.2f}]", f"{entry.initialization.pearson:.3f}",
+                      f"{entry.initial_filters.pearson:.3f}",
+                      f"{entry.isotropic_initialization.pearson:.3f}")
+        table.add_row("", "", "cosine", f"{entry.trained.cosine:.3f}", "",
+                      f"{entry.initialization.cosine:.3f}",
+                      f"{entry.initial_filters.cosine:.3f}", "", end_section=True)
     return table
 
 

@@ -34,8 +34,8 @@ from krenorm.features.patch_kernels import (
     kernel_partials,
     kernel_value,
 )
-from krenorm.kernels.memory import check_allocation
 from krenorm.kernels.patches import PaddingMode, PatchGeometry
+from krenorm.memory import check_allocation
 
 # PatchGeometry lives in krenorm.kernels.patches (one geometry for theory, networks and features);
 # it stays importable from here.

@@ -16,6 +16,8 @@ from krenorm.kernels.patches import PaddingMode, PatchGeometry
 
 
 class _ConvRFMParameters:
+    _images = True  # X is images (P, c, H, W); 2-D input is refused with a message saying so
+
     def __init__(
         self,
         kernel: str = "ntk",

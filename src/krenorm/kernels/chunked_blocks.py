@@ -26,7 +26,7 @@ import torch
 
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.grams import scaled_patches
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
+from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
 
 PairSet = Literal["all", "diagonal"]

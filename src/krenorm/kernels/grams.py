@@ -18,11 +18,13 @@ import torch
 
 from krenorm._validation import check_images, check_positive, check_vectors
 from krenorm.kernels.activations import Activation, get_activation
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
+from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 
 #: Temporaries of one κ evaluation, in units of its output (inputs, ρ, intermediate terms).
 _KAPPA_TEMPORARIES = 8
+#: P×P' matrices alive at once in `fc_kernel`: the input Gram C, κ's result and one temporary.
+_FC_TEMPORARIES = 3
 
 
 def _prepare(x: torch.Tensor, dtype: torch.dtype | None,
@@ -62,11 +64,18 @@ def fc_kernel(
     lambda0: float = 1.0,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    *,
+    memory_limit: int | None = None,
 ) -> torch.Tensor:
-    """K^{μν} = κ(C^{μμ}, C^{μν}, C^{νν}) between x (P, ...) and z (P', ...); z=None → x."""
+    """K^{μν} = κ(C^{μμ}, C^{μν}, C^{νν}) between x (P, ...) and z (P', ...); z=None → x.
+
+    Memory: the P×P' result and κ's P×P' temporaries (_FC_TEMPORARIES of them), checked against
+    `memory_limit` ($KRENORM_MEMORY_LIMIT by default) before allocation."""
     act = get_activation(activation)
     x = _prepare(flatten_inputs(x), dtype, device)
     z_ = x if z is None else _prepare(flatten_inputs(z), dtype, x.device)
+    check_allocation("the FC kernel", _FC_TEMPORARIES * x.shape[0] * z_.shape[0], x.dtype,
+                     memory_limit)
     cross = fc_input_gram(x, z_, lambda0)
     norm_x = (x * x).sum(1) / (lambda0 * x.shape[1])
     norm_z = norm_x if z is None else (z_ * z_).sum(1) / (lambda0 * x.shape[1])
@@ -260,13 +269,24 @@ def local_gram_blocks(
     padding: IntPair | None = None,
     activation: str | Activation = "erf",
     lambda0: float = 1.0,
+    *,
+    memory_limit: int | None = None,
 ) -> torch.Tensor:
     """The full (Np, Np, P, P) stack of local blocks K_ij for images x (P, c, H, W), float64.
 
     Convenience entry point; solvers use `compute_local_blocks`, which stores each unordered pair
-    once.
+    once. Memory: the full stack plus the pair storage it is built from, Np²·P² + Np(Np+1)/2·P²
+    entries, checked against `memory_limit` before anything is computed.
     """
-    return compute_local_blocks(x, mask, stride, padding, activation, lambda0).full()
+    geometry = PatchGeometry.of(mask, stride, padding)
+    images = check_images("x", x)
+    n_patches = geometry.n_patches((images.shape[2], images.shape[3]))
+    n_samples = images.shape[0]
+    check_allocation("the full stack of local Gram blocks",
+                     (n_patches**2 + n_patches * (n_patches + 1) // 2) * n_samples**2,
+                     torch.float64, memory_limit)
+    return compute_local_blocks(x, mask, stride, padding, activation, lambda0,
+                                memory_limit=memory_limit).full()
 
 
 def local_diagonal_blocks(

@@ -14,8 +14,8 @@ import torch
 
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.grams import scaled_patches
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
+from krenorm.memory import DEFAULT_CHUNK_BYTES, chunk_length
 
 
 class LocalKernel:

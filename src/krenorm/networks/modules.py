@@ -25,6 +25,7 @@ from torch import nn
 from krenorm._validation import check_finite, check_positive
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.activations import Activation, get_activation
+from krenorm.memory import check_allocation
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ def make_generator(seed: int, device: torch.device | str | None = None) -> torch
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}.")
     return torch.Generator(device=torch.device(device or "cpu")).manual_seed(seed)
+
+#: Parameter-sized tensors a sampler holds at once: the parameters, a momentum, a gradient and a
+#: proposal (HMC/MALA), plus one for autograd's temporaries.
+_SAMPLER_COPIES = 5
 
 
 class ReplicatedNetwork(nn.Module):
@@ -70,6 +75,8 @@ class ReplicatedNetwork(nn.Module):
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        *,
+        memory_limit: int | None = None,
     ) -> None:
         super().__init__()
         if spec.kind != self.kind:
@@ -91,6 +98,14 @@ class ReplicatedNetwork(nn.Module):
         self._check_input_shape()
         device = torch.device(device) if device is not None else generator.device
         first_shape, readout_shape = self.parameter_shapes()
+        # Estimate before allocating: a sampler keeps the parameters and, per copy, a momentum,
+        # a gradient and a proposal (_SAMPLER_COPIES), so a width of 1e9 is refused here with
+        # advice instead of failing inside the allocator.
+        n_parameters = math.prod(first_shape) + math.prod(readout_shape)
+        check_allocation(f"the {self.kind} network's parameters and sampler state at width "
+                         f"{width} with {n_replicas} replica(s)", _SAMPLER_COPIES * n_parameters,
+                         dtype, memory_limit,
+                         advice="use a smaller width, fewer replicas or float32")
         self.first_layer = nn.Parameter(torch.empty(first_shape, dtype=dtype, device=device))
         self.readout = nn.Parameter(torch.empty(readout_shape, dtype=dtype, device=device))
         self.initialise_from_prior(lambda0, lambda1, generator)
@@ -324,6 +339,8 @@ def build_network(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
+    *,
+    memory_limit: int | None = None,
 ) -> ReplicatedNetwork:
     """The network of `spec` (docs/math/theory.md §1) with R replicas drawn from the prior N(0,
     1/λ0), N(0, 1/λ1). Give `seed` (a fresh generator on `device`) or an explicit `generator`."""
@@ -333,5 +350,5 @@ def build_network(
         generator = make_generator(seed, device)
     return NETWORK_CLASSES[spec.kind](
         spec, width, input_shape, n_replicas, n_outputs, lambda0, lambda1, generator, dtype,
-        device,
+        device, memory_limit=memory_limit,
     )

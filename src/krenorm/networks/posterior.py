@@ -36,8 +36,8 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from krenorm._validation import check_positive
 from krenorm.architectures import ArchitectureSpec
-from krenorm.kernels.memory import check_allocation
 from krenorm.kernels.nngp import nngp_kernel
+from krenorm.memory import check_allocation
 from krenorm.networks.adaptation import StepSizeAdaptation, adaptation_for
 from krenorm.networks.checkpoint import load_checkpoint, save_checkpoint
 from krenorm.networks.diagnostics import (
@@ -379,6 +379,7 @@ class PosteriorRun:
         model = build_network(
             spec, units, tuple(x_train.shape[1:]), n_replicas, n_outputs, self.lambda0,
             self.lambda1, generator=generator, dtype=dtype, device=device,
+            memory_limit=memory_limit,
         )
         check_allocation(
             "the hidden activations of one sampling step",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from krenorm.kernels.memory import check_allocation, chunk_length
+from krenorm.memory import check_allocation, chunk_length
 from krenorm.spectra.dual import KernelKind, tree_kernel
 from krenorm.spectra.trees import ArchitectureTree
 

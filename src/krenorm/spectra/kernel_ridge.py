@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from krenorm.kernels.memory import chunk_length
+from krenorm.memory import chunk_length
 
 #: Budget for one chunk of test-point kernel rows.
 TEST_CHUNK_BYTES = 32 * 2**20

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from scipy.special import roots_jacobi
 
-from krenorm.kernels.memory import check_allocation
+from krenorm.memory import check_allocation
 from krenorm.spectra.dual import KernelKind, tree_kernel
 from krenorm.spectra.trees import ArchitectureTree
 

@@ -25,7 +25,7 @@ import torch
 
 from krenorm._validation import check_positive
 from krenorm.kernels.chunked_blocks import PairContractions
-from krenorm.kernels.memory import default_memory_limit
+from krenorm.memory import default_memory_limit
 from krenorm.theory.action import GramBasis
 
 BlockMode = Literal["auto", "stored", "streamed", "sharded"]

@@ -31,7 +31,7 @@ import torch
 
 from krenorm._validation import check_finite, check_positive, check_targets
 from krenorm.architectures import ArchitectureSpec
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.posterior import Prediction

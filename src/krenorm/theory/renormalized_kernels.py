@@ -28,7 +28,7 @@ from krenorm.kernels.grams import (
     local_diagonal_blocks,
 )
 from krenorm.kernels.local_kernel import LocalKernel
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
+from krenorm.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.action import (
     DiagonalBlocksBasis,
     GramBasis,
@@ -172,11 +172,13 @@ class FullyConnectedKernels(SpectralKernels):
     """FC: K_R = (Q̄/λ1) K with scalar Q̄, or (Q̄ ⊗ K)/λ1 with a D×D Q̄ for D outputs."""
 
     def base_train_kernel(self) -> torch.Tensor:
-        return fc_kernel(self.x_train, None, self.spec.activation, self.lambda0)
+        return fc_kernel(self.x_train, None, self.spec.activation, self.lambda0,
+                         memory_limit=self.memory_limit)
 
     def base_test_kernels(self, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         activation, lambda0 = self.spec.activation, self.lambda0
-        return (fc_kernel(x_test, self.x_train, activation, lambda0) / self.lambda1,
+        return (fc_kernel(x_test, self.x_train, activation, lambda0,
+                          memory_limit=self.memory_limit) / self.lambda1,
                 fc_kernel_diagonal(x_test, activation, lambda0) / self.lambda1)
 
 
