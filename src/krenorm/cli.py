@@ -332,8 +332,12 @@ def cnfa_command(
     data_dir: str = typer.Option(None, help="Directory holding the data set files."),
     out: str = typer.Option("cnfa_output", help="Directory for cnfa.json and cnfa.png."),
     threads: int = typer.Option(None, help="torch threads (1 is fastest on a busy machine)."),
+    init_scale: float = typer.Option(
+        None, help="Std s of i.i.d. N(0, s²) initial weights, zero biases (e.g. 0.005, the "
+        "CNFA papers' small init); default: PyTorch's init. CNFA depends on it."),
 ) -> None:
-    """Train a small CNN briefly on a real data set and report its CNFA per layer."""
+    """Train a small CNN briefly on a real data set and report its CNFA per layer, with both
+    baselines (the network at initialization and the initial filters)."""
     import torch
     from rich.console import Console
 
@@ -349,7 +353,7 @@ def cnfa_command(
         dataset, n_train=n_train, n_test=n_test, n_images=n_images, epochs=epochs,
         widths=tuple(int(w) for w in widths.split(",")), kernel_size=kernel_size,
         learning_rate=learning_rate, alphas=tuple(float(a) for a in alphas.split(",")),
-        n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir,
+        n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir, init_scale=init_scale,
     )  # fmt: skip
     console = Console()
     console.print(
@@ -357,6 +361,8 @@ def cnfa_command(
         f"{n_train} images × {epochs} epochs, test accuracy {experiment.test_accuracy:.3f}"
     )
     console.print(cnfa_table(experiment.report))
+    for line in experiment.baseline_summary():
+        console.print(line)
     json_path, figure_path = write_cnfa_outputs(experiment, out)
     console.print(f"report: {json_path}; figure: {figure_path}")
 
