@@ -202,7 +202,10 @@ def cholesky_ridge(gram: torch.Tensor, targets: torch.Tensor, ridge: float) -> t
     _check_inputs(gram.shape[0], targets, ridge)
     vector = targets.ndim == 1
     rhs = targets[:, None] if vector else targets
-    shifted = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    # A copy with λ on its diagonal (no n×n identity): K + λI costs one n² buffer, the factor
+    # another.
+    shifted = gram.clone()
+    shifted.diagonal().add_(ridge)
     factor, info = torch.linalg.cholesky_ex(shifted)
     del shifted
     if int(info) != 0:
