@@ -16,7 +16,8 @@ ConvRFM: ConvRFMClassifier(kernel='ntk', mask 7, one AGOP round, ridge grid (1e-
 Kernel ridge solve (issue 16): α = (K + λI)⁻¹Y for the RFM Laplace kernel (L = 10) on n standard
 Gaussian vectors in R^20, 10 one-hot classes, λ = 1e-3, float64: Cholesky, preconditioned CG on
 the stored Gram (pivoted-Cholesky rank 200), and matrix-free CG (PatchKernelOperator, the Gram
-recomputed in 512-row blocks at every product). Time and peak include building the Gram.
+recomputed in 512-row blocks at every product; only up to --matrix-free-max points, since it
+costs one Gram per CG iteration). Time and peak include building the Gram.
 
 Deep ConvRFM: DeepConvRFMClassifier(ntk, mask 5, 32 filters, one AGOP round per level, ridge grid
 (1e-3, 1e-1)) with 1–3 levels on the star task, n training images, test accuracy on 500.
@@ -162,6 +163,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--sections", default="agop,convrfm,ridge,deep", help="what to run")
     parser.add_argument("--ridge-sizes", default="5000,20000", help="kernel ridge solve sizes")
+    parser.add_argument("--matrix-free-max", type=int, default=5000,
+                        help="largest n for matrix-free CG (one Gram per iteration)")
     parser.add_argument("--deep-size", type=int, default=300, help="Deep ConvRFM training size")
     parser.add_argument("--agop-case", help=argparse.SUPPRESS)
     parser.add_argument("--ridge-case", help=argparse.SUPPRESS)
@@ -201,6 +204,8 @@ def ridge_table(args: argparse.Namespace) -> None:
     print("|---:|---|---:|---:|---:|---:|---:|")
     for n in (int(size) for size in args.ridge_sizes.split(",")):
         for method in ("cholesky", "cg-stored", "cg-matrix-free"):
+            if method == "cg-matrix-free" and n > args.matrix_free_max:
+                continue
             row = run_in_subprocess(["--ridge-case", f"{method}:{n}"], args.threads)
             print(f"| {n} | {method} | {row['wall']:.1f} | {row['cpu']:.1f} | "
                   f"{row['peak_mb']:.0f} | {row['iterations']} | {row['residual']:.1e} |",

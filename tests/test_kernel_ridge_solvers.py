@@ -105,3 +105,20 @@ def test_spectra_kernel_ridge_cg_equals_cholesky():
     ]
     assert results[1].test_mse == pytest.approx(results[0].test_mse, rel=1e-9)
     assert results[1].train_mse == pytest.approx(results[0].train_mse, rel=1e-6)
+
+
+def test_gram_mirror_is_exact_and_strip_independent():
+    from krenorm.features.conv_kernels import _mirror_upper_triangle
+
+    generator = torch.Generator().manual_seed(2)
+    matrix = torch.randn(37, 37, generator=generator, dtype=torch.float64)
+    expected = torch.triu(matrix) + torch.triu(matrix, diagonal=1).T
+    for strip in (1, 5, 37, 100):
+        copy = matrix.clone()
+        _mirror_upper_triangle(copy, strip)
+        assert torch.equal(copy, expected)
+    kernel = MahalanobisPatchKernel("laplace", "aligned", None, chunk_bytes=4096)
+    x = torch.randn(50, 4, generator=generator, dtype=torch.float64)
+    gram = kernel.gram(x, None, torch.eye(4, dtype=torch.float64), 2.0)
+    assert torch.equal(gram, gram.T)
+    assert torch.allclose(gram, torch.exp(-torch.cdist(x, x) / 2.0), atol=1e-12)
