@@ -45,8 +45,11 @@ class RidgeConvergenceError(ValueError):
 class KernelOperator(Protocol):
     """A symmetric PSD n×n kernel known through products, its diagonal and selected columns."""
 
-    shape: tuple[int, int]
-    dtype: torch.dtype
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
 
     def matmul(self, vectors: torch.Tensor) -> torch.Tensor:
         """K V for V (n, k)."""
@@ -139,7 +142,7 @@ def conjugate_gradient_ridge(
 
     tolerance defaults to 1e-8 in float64 and 1e-4 in float32 (relative residual).
     """
-    operator = DenseKernel(gram) if isinstance(gram, torch.Tensor) else gram
+    operator: KernelOperator = DenseKernel(gram) if isinstance(gram, torch.Tensor) else gram
     n = operator.shape[0]
     _check_inputs(n, targets, ridge)
     if preconditioner_rank < 0 or max_iterations < 1:

@@ -8,9 +8,9 @@ the last level, k filters are sampled with covariance M*_ℓ (w = M*^{1/2} z, z 
 feeds level ℓ+1, the convolution in level ℓ's patch geometry. The last level's ConvRFM is the
 predictor. `mask`, `stride` and `padding` are one value for every level, or a list with one
 value per level (a list means per level; a tuple (h, w) is one 2-D mask), so a level can have its
-own patch shape, e.g. mask=[3, (1, 26)] on 28×28 images (a row mask on level 2's 26×26 maps). Every level keeps its metric, its
-eigen-spectrum and its validation score; the validation split is drawn once and shared by all
-levels, and the test set never enters.
+own patch shape, e.g. mask=[3, (1, 26)] on 28×28 images (a row mask on level 2's 26×26 maps).
+Every level keeps its metric, its eigen-spectrum and its validation score; the validation split
+is drawn once and shared by all levels, and the test set never enters.
 """
 
 from __future__ import annotations
