@@ -165,3 +165,28 @@ def test_cnfa_small_init_beats_the_at_init_network():
             assert entry.trained.pearson > entry.initialization.pearson, message
             assert entry.trained.pearson > 0.95, message
         assert entry.initial_filters.pearson < 0.5, message
+
+
+@pytest.mark.slow
+def test_cnfa_cli_init_scale_prints_both_baselines(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from krenorm.cli import app
+    from krenorm.data import DatasetUnavailableError
+
+    try:
+        from krenorm.data import load_dataset
+
+        load_dataset("mnist", n_train=2, n_test=2, allow_fetch=False)
+    except DatasetUnavailableError as error:
+        pytest.skip(f"MNIST is not available offline here: {error}")
+    result = CliRunner().invoke(app, [
+        "cnfa", "--n-train", "200", "--n-test", "64", "--n-images", "32", "--epochs", "1",
+        "--n-bootstrap", "5", "--init-scale", "0.005", "--out", str(tmp_path), "--threads", "1",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "N(0, 0.005²)" in result.output
+    assert result.output.count("at-init network") == 4  # 2 layers × 2 α
+    assert json.loads((tmp_path / "cnfa.json").read_text())["init_scale"] == 0.005
