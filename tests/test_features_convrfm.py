@@ -91,3 +91,21 @@ def test_deep_convrfm_levels_and_sampled_filters():
     covariance = filters.T @ filters / 4000
     # Sample covariance of 4000 Gaussian filters: entrywise standard error ≈ ‖M‖/√4000 ≈ 0.016‖M‖.
     assert (covariance - metric).abs().max() < 0.1 * metric.abs().max()
+
+
+def test_deep_convrfm_per_level_patch_shapes():
+    """Issue 16: a (1, 14) row mask at level 2 (on level 1's 14×14 maps) failed when one patch
+    shape was forced on every level. Per-level lists give each level its own geometry; the level
+    metric has that level's patch dimension, and a list of the wrong length is refused."""
+    data = bars_task(40, seed=4)
+    estimator = DeepConvRFMClassifier(
+        n_levels=2, n_filters=4, mask=[3, (1, 14)], stride=[1, 1], n_rounds=1, ridge=1e-2,
+        agop_samples=20,
+    ).fit(data.images, data.labels)
+    assert [level.input_shape for level in estimator.levels_] == [(1, 16, 16), (4, 14, 14)]
+    assert estimator.levels_[0].metric.shape == (9, 9)
+    assert estimator.levels_[1].metric.shape == (4 * 14, 4 * 14)  # c·q_h·q_w = 4·1·14
+    assert estimator.final_.geometry().patch_shape(4) == (4, 1, 14)
+    assert estimator.predict(data.images[:3]).shape == (3,)
+    with pytest.raises(ValueError, match="one per level"):
+        DeepConvRFMClassifier(n_levels=3, mask=[3, 3]).fit(data.images, data.labels)

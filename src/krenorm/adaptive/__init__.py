@@ -19,6 +19,12 @@ from krenorm.adaptive.correction import (
     standard_corrected_kernel,
     standard_corrected_linear,
 )
+from krenorm.adaptive.deep_linear import (
+    DeepLinearOracleResult,
+    DeepLinearSamples,
+    deep_linear_oracle,
+    sample_deep_linear,
+)
 from krenorm.adaptive.linear_oracle import LinearOracleResult, linear_oracle
 from krenorm.adaptive.linear_theory import LinearPrediction, predict_at_scale
 from krenorm.adaptive.nonlinear import (
@@ -49,6 +55,8 @@ __all__ = [
     "AdaptiveSolverSettings",
     "AnnealStep",
     "CorrectedLinearResult",
+    "DeepLinearOracleResult",
+    "DeepLinearSamples",
     "KernelSpectrum",
     "LinearOracleResult",
     "LinearPrediction",
@@ -59,12 +67,14 @@ __all__ = [
     "TreeLevelLinearResult",
     "adapted_kernel",
     "chi_for_regime",
+    "deep_linear_oracle",
     "linear_oracle",
     "make_task",
     "nngp_kernel_hat",
     "nngp_kernel_hat_diagonal",
     "predict_at_scale",
     "rank_one_spike",
+    "sample_deep_linear",
     "scaled_kernel_prediction",
     "solve_adaptive_saddle_point",
     "solve_rescaling",

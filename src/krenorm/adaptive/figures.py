@@ -6,6 +6,10 @@ error_vs_chi.png      per experiment: relative error of the test mean predictor 
 alignment_vs_chi.png  kernel–target alignment yᵀĈy/(|Ĉ|_F yᵀy) of the hidden kernel
 teacher_vs_chi.png    overlap of the top eigenvector of ⟨VᵀV⟩/N with the teacher, and its
                       eigenvalue over the prior variance g_v/D (the spike)
+
+Every panel marks the χ of a point with warnings (sampler R̂ too high, solver not converged,
+outside the validated regime; PointResult.warnings) by a red dotted vertical line, and the figure
+title counts them, so a figure is never read without them.
 """
 
 from __future__ import annotations
@@ -69,8 +73,19 @@ def _panel(axis: Axes, result: StudyResult, experiment: str, attribute: str,
         xs, ys = _series(result, experiment, method, attribute)
         if xs:
             axis.plot(xs, ys, **METHOD_STYLES[method])
+    mark_flagged_points(axis, result, experiment)
     axis.set_xscale("log")
     axis.set_xlabel("χ (1 = standard, N = mean-field)")
+
+
+def mark_flagged_points(axis: Axes, result: StudyResult, experiment: str) -> int:
+    """Red dotted vertical lines at the χ of this experiment's points with warnings; returns
+    how many were marked."""
+    flagged = [p.chi for p in result.points if p.experiment == experiment and p.warnings]
+    for index, chi in enumerate(flagged):
+        axis.axvline(chi, color="red", linestyle=":", linewidth=1.5, alpha=0.7,
+                     label="point with warnings (see report.md)" if index == 0 else None)
+    return len(flagged)
 
 
 def _experiments(result: StudyResult) -> list[str]:
@@ -82,14 +97,20 @@ def _figure(rows: int, columns: int) -> tuple[Figure, np.ndarray]:
     return figure, axes
 
 
-def _finish(figure: Figure, axes: np.ndarray, path: Path) -> Path:
+def _finish(figure: Figure, axes: np.ndarray, path: Path, result: StudyResult | None = None
+            ) -> Path:
+    if result is not None:
+        count = sum(len(p.warnings) for p in result.points)
+        if count:
+            figure.suptitle(f"WARNING: {count} warning(s) — red dotted lines; see report.md",
+                            color="red", fontsize=10)
     handles: dict[str, Artist] = {}  # one legend entry per label, first handle wins
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     figure.legend(list(handles.values()), list(handles), loc="lower center",
                   ncol=min(3, len(handles)), fontsize=8, frameon=False)  # fmt: skip
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.tight_layout(rect=(0, 0.08, 1, 0.95 if figure.get_suptitle() else 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
@@ -113,7 +134,7 @@ def plot_error_vs_chi(result: StudyResult, path: Path) -> Path:
         )  # fmt: skip
         bottom.set_yscale("log")
         bottom.set_ylabel("test loss")
-    return _finish(figure, axes, path)
+    return _finish(figure, axes, path, result)
 
 
 def plot_alignment_vs_chi(result: StudyResult, path: Path) -> Path:
@@ -125,7 +146,7 @@ def plot_alignment_vs_chi(result: StudyResult, path: Path) -> Path:
         _panel(axis, result, experiment, "alignment")
         axis.set_ylabel("alignment of Ĉ with yyᵀ")
         axis.set_title(experiment)
-    return _finish(figure, axes, path)
+    return _finish(figure, axes, path, result)
 
 
 def plot_teacher_vs_chi(result: StudyResult, path: Path) -> Path:
@@ -141,7 +162,7 @@ def plot_teacher_vs_chi(result: StudyResult, path: Path) -> Path:
         _panel(bottom, result, experiment, "spike")
         bottom.set_yscale("log")
         bottom.set_ylabel("top eigenvalue / (g_v/D)")
-    return _finish(figure, axes, path)
+    return _finish(figure, axes, path, result)
 
 
 def write_study_figures(result: StudyResult, directory: str | Path) -> dict[str, Path]:

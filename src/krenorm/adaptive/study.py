@@ -17,7 +17,7 @@ import time
 import tomllib
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,6 +181,7 @@ class PointResult:
     network_stderr: float
     methods: tuple[MethodResult, ...]
     seconds: float
+    warnings: tuple[str, ...] = ()
 
     def method(self, name: str) -> MethodResult | None:
         return next((m for m in self.methods if m.method == name), None)
@@ -334,6 +335,56 @@ def _nonlinear_methods(experiment: ExperimentConfig, data: Dataset, regime: Scal
     return results
 
 
+#: Above this R̂ (rank-normalised, test loss) the replicas disagree and the sampled networks are
+#: not a trustworthy reference (docs/adaptive.md "Warnings and regime of validity").
+RHAT_LIMIT = 1.05
+
+
+class StudyWarning(UserWarning):
+    """A study point whose sampled reference or theory cannot be trusted as printed."""
+
+
+def validity_note(experiment: ExperimentConfig, chi: float) -> str | None:
+    """The regime-of-validity statement for a point, or None where the theories are validated.
+
+    For a nonlinear network at standard scaling (χ ≤ 1) the theories are leading order in the
+    proportional limit; no next-order correction is derived for them, and on XOR they were
+    measured 15–70 % off sampled networks (docs/adaptive.md "Warnings and regime of validity")."""
+    if experiment.is_linear or chi > 1:
+        return None
+    return (
+        f"{experiment.name}: nonlinear ({experiment.activation}) network at standard scaling "
+        f"χ = {chi:.3g}: the theories are leading order in the proportional limit and are not "
+        "validated here (XOR: 15–70 % off sampled networks); trust the sampled networks"
+    )
+
+
+def point_warnings(point: PointResult, experiment: ExperimentConfig) -> tuple[str, ...]:
+    """What makes a point untrustworthy: replicas that disagree (R̂ > RHAT_LIMIT or sampler
+    warnings), an adaptive solver that did not converge, and the regime-of-validity note."""
+    found = []
+    network = point.network
+    rhat = network.details.get("rhat")
+    where = f"{point.experiment} χ = {point.chi:.4g}"
+    if isinstance(rhat, float) and math.isnan(rhat):
+        found.append(f"{where}: sampler R̂ undefined (too few records or replicas to check "
+                     "mixing; run longer or more replicas before comparing)")
+    elif isinstance(rhat, float) and rhat > RHAT_LIMIT:
+        found.append(f"{where}: sampler R̂ = {rhat:.3g} > {RHAT_LIMIT} (replicas disagree; "
+                     "run longer or more replicas before comparing)")
+    for message in network.details.get("warnings", ()):
+        found.append(f"{where}: sampler: {message}")
+    for method in point.methods:
+        if method.details.get("converged") is False:
+            found.append(f"{where}: {method.method} solver did not converge (final ESS "
+                         f"{_format(method.details.get('final_ess', math.nan), 3)}); its "
+                         "numbers are not a solution")
+    note = validity_note(experiment, point.chi)
+    if note is not None:
+        found.append(note)
+    return tuple(found)
+
+
 def run_point(
     config: StudyConfig, experiment: ExperimentConfig, chi_label: str | float
 ) -> PointResult:
@@ -371,10 +422,14 @@ def run_point(
     )  # fmt: skip
     theory = _linear_methods if experiment.is_linear else _nonlinear_methods
     methods = theory(experiment, data, regime, config, network.test_mean, teacher)
-    return PointResult(
+    point = PointResult(
         experiment.name, str(chi_label), chi, summary.test_loss_stderr,
         (network_result, *methods), time.perf_counter() - started,
     )  # fmt: skip
+    flagged = point_warnings(point, experiment)
+    for message in flagged:
+        warnings.warn(message, StudyWarning, stacklevel=2)
+    return replace(point, warnings=flagged)
 
 
 def run_study(config: StudyConfig, log: Callable[[str], None] | None = None) -> StudyResult:
@@ -402,7 +457,7 @@ def _point_line(point: PointResult) -> str:
     parts = [f"{point.experiment} χ={point.chi:.4g} ({point.chi_label}), {point.seconds:.0f}s:"]
     for m in point.methods:
         parts.append(f"{m.method} loss {m.test_loss:.4f} err {m.mean_error:.3f}")
-    return " ".join(parts)
+    return " ".join(parts) + "".join(f"\n  WARNING {message}" for message in point.warnings)
 
 
 def _format(value: float, digits: int = 4) -> str:
@@ -436,6 +491,12 @@ def study_report(result: StudyResult, figures: dict[str, str]) -> str:
         "(spike), and Q. '—': the method has no such object.",
         "",
     ]
+    flagged = [message for point in result.points for message in point.warnings]
+    if flagged:
+        lines += ["## Warnings", "",
+                  "Points marked with a red ring in the figures; see docs/adaptive.md "
+                  "\"Warnings and regime of validity\".", ""]  # fmt: skip
+        lines += [f"- **{message}**" for message in flagged] + [""]
     for experiment in config.experiments:
         lines += [
             f"## {experiment.name}: {experiment.activation} network, task {experiment.task}",

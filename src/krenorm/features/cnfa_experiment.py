@@ -32,6 +32,7 @@ class CNFAExperiment:
     training: TrainingSummary
     test_accuracy: float
     report: CNFAReport
+    init_scale: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -42,7 +43,23 @@ class CNFAExperiment:
             "training": self.training.to_dict(),
             "test_accuracy": self.test_accuracy,
             "report": self.report.to_dict(),
+            "init_scale": self.init_scale,
         }
+
+    def baseline_summary(self) -> list[str]:
+        """One line per layer and α: trained Pearson against both baselines (the network at
+        initialization, W0ᵀW0 vs G0^α; the initial filters against the trained AGOP)."""
+        init = "PyTorch default" if self.init_scale is None else f"N(0, {self.init_scale:g}²)"
+        lines = [f"initialization: {init} (CNFA depends on it; docs/features.md \"CNFA\")"]
+        for entry in self.report.layers:
+            lines.append(
+                f"{entry.layer} α={entry.alpha:g}: trained {entry.trained.pearson:.3f} vs "
+                f"at-init network {entry.initialization.pearson:.3f} "
+                f"({'above' if entry.trained.pearson > entry.initialization.pearson else 'below'})"
+                f", vs initial filters {entry.initial_filters.pearson:.3f} "
+                f"({'above' if entry.trained.pearson > entry.initial_filters.pearson else 'below'})"
+            )
+        return lines
 
 
 def run_cnfa_experiment(
@@ -60,11 +77,13 @@ def run_cnfa_experiment(
     seed: int = 0,
     data_dir: str | Path | None = None,
     allow_fetch: bool = True,
+    init_scale: float | None = None,
 ) -> CNFAExperiment:
     """Load all classes of `dataset` through krenorm.data.load_dataset (n_train/n_test images,
     standardized), train SmallCNN(widths, kernel_size) with Adam for `epochs`, and compute the
     CNFA report on the first `n_images` test images against a copy of the network at
-    initialization."""
+    initialization. init_scale: None for PyTorch's default initialization, or s for i.i.d.
+    N(0, s²) weights and zero biases (SmallCNN)."""
     from krenorm.data import load_dataset
 
     if not 1 <= n_images <= n_test:
@@ -87,6 +106,7 @@ def run_cnfa_experiment(
         tuple(widths),
         kernel_size,
         seed,
+        init_scale=init_scale,
     )
     initial = copy.deepcopy(model)
     training = train_classifier(
@@ -109,6 +129,7 @@ def run_cnfa_experiment(
         training=training,
         test_accuracy=classification_accuracy(model, x_test, data.y_test),
         report=report,
+        init_scale=init_scale,
     )
 
 

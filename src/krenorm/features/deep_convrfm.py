@@ -5,9 +5,12 @@ the last level, k filters are sampled with covariance M*_ℓ (w = M*^{1/2} z, z 
 
     h_{ℓ+1} = σ(conv(h_ℓ, W) / √d)        (σ ReLU by default; any krenorm activation name)
 
-feeds level ℓ+1. The last level's ConvRFM is the predictor. Every level keeps its metric, its
-eigen-spectrum and its validation score; the validation split is drawn once and shared by all
-levels, and the test set never enters.
+feeds level ℓ+1, the convolution in level ℓ's patch geometry. The last level's ConvRFM is the
+predictor. `mask`, `stride` and `padding` are one value for every level, or a list with one
+value per level (a list means per level; a tuple (h, w) is one 2-D mask), so a level can have its
+own patch shape, e.g. mask=[3, (1, 26)] on 28×28 images (a row mask on level 2's 26×26 maps).
+Every level keeps its metric, its eigen-spectrum and its validation score; the validation split
+is drawn once and shared by all levels, and the test set never enters.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
     """Deep ConvRFM classifier on images X (P, c, H, W) (module docstring).
 
     n_levels ConvRFM levels with n_filters sampled filters between them; the remaining
-    hyper-parameters are those of ConvRFMClassifier, shared by all levels. Fitted attributes:
+    hyper-parameters are those of ConvRFMClassifier, shared by all levels except mask, stride and
+    padding, which may be lists with one entry per level (module docstring). Fitted attributes:
     levels_ (LevelRecord per level), filters_ (sampled filters per transition), final_ (the last
     level's ConvRFMClassifier), classes_.
     """
@@ -79,9 +83,9 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         nonlinearity: str = "relu",
         kernel: str = "ntk",
         layout: str = "aligned",
-        mask: int | tuple[int, int] = 3,
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        mask: int | tuple[int, int] | list = 3,
+        stride: int | tuple[int, int] | list = 1,
+        padding: int | tuple[int, int] | list = 0,
         padding_mode: str = "zeros",
         bandwidth: float | Sequence[float] = 10.0,
         ridge: float | Sequence[float] = 1e-3,
@@ -116,6 +120,18 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.dtype = dtype
 
+    def _per_level(self, name: str, level: int) -> Any:
+        """The value of a geometry parameter at `level`: a list holds one per level."""
+        value = getattr(self, name)
+        if isinstance(value, list):
+            if len(value) != self.n_levels:
+                raise ValueError(
+                    f"{name} lists {len(value)} values but n_levels is {self.n_levels}; give one "
+                    "per level, or a single value (a tuple (h, w) is one 2-D value)."
+                )
+            return tuple(value[level]) if isinstance(value[level], list) else value[level]
+        return value
+
     def _level_estimator(self, level: int) -> ConvRFMClassifier:
         parameters = {
             name: value
@@ -124,12 +140,14 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         }
         last = level == self.n_levels - 1
         parameters.update(seed=self.seed + level, refit=self.refit and last)
+        for name in ("mask", "stride", "padding"):
+            parameters[name] = self._per_level(name, level)
         return ConvRFMClassifier(**parameters)
 
-    def _next_level(self, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
-        """h ↦ σ(conv(h, W)/√d) in the ConvRFM patch geometry."""
+    def _next_level(self, x: torch.Tensor, filters: torch.Tensor, level: int) -> torch.Tensor:
+        """h ↦ σ(conv(h, W)/√d) in level `level`'s ConvRFM patch geometry."""
         dimension = filters[0].numel()
-        geometry = self._level_estimator(0).geometry()
+        geometry = self._level_estimator(level).geometry()
         return get_activation(self.nonlinearity)(
             geometry.convolve(x, filters.to(x)) / dimension**0.5
         )
@@ -172,7 +190,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
                 estimator.metric_, self.n_filters, patch_shape, self.seed + level
             )
             self.filters_.append(filters)
-            x_fit, x_val = self._next_level(x_fit, filters), self._next_level(x_val, filters)
+            x_fit = self._next_level(x_fit, filters, level)
+            x_val = self._next_level(x_val, filters, level)
         self.classes_ = self.final_.classes_
         return self
 
@@ -181,8 +200,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "final_"):
             raise ValueError("this estimator is not fitted yet; call fit first.")
         x = as_tensor(X, self.final_.centers_.dtype)
-        for filters in self.filters_:
-            x = self._next_level(x, filters)
+        for level, filters in enumerate(self.filters_):
+            x = self._next_level(x, filters, level)
         return x
 
     def decision_function(self, X: Any) -> np.ndarray:

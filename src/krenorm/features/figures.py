@@ -36,11 +36,13 @@ def _symmetric_image(axis: Axes, image: torch.Tensor) -> None:
 
 
 def plot_metric_eigenvectors(
-    metric: torch.Tensor, patch_shape: tuple[int, int, int], n_vectors: int = 6
+    metric: torch.Tensor, patch_shape: tuple[int, int, int], n_vectors: int = 6,
+    max_channels: int | None = None,
 ) -> Figure:
     """Top eigenvectors of M reshaped to filters (c, q_h, q_w): one row per eigenvector, one
-    column per channel (diverging colour map, symmetric limits), eigenvalue in the row label."""
-    channels = patch_shape[0]
+    column per channel (diverging colour map, symmetric limits), eigenvalue in the row label;
+    only the first `max_channels` channels when given (deep levels have many)."""
+    channels = patch_shape[0] if max_channels is None else min(patch_shape[0], max_channels)
     eigenvalues, vectors = top_eigenvectors(metric, n_vectors)
     figure = Figure(figsize=(1.3 * channels + 0.8, 1.3 * len(vectors)), layout="constrained")
     axes = figure.subplots(len(vectors), channels, squeeze=False)

@@ -17,19 +17,34 @@ import torch
 
 Normalisation = Literal["trace", "frobenius", "max"]
 NORMALISATIONS: tuple[str, ...] = ("trace", "frobenius", "max")
-#: Eigenvalues above −tolerance·λ_max are rounding; below, the matrix is not PSD.
+#: Eigenvalues above −tolerance·λ_max are rounding; below, the matrix is not PSD. The tolerance
+#: is the larger of this floor and `_ROUNDING_FACTOR`·d·ε(dtype): a symmetric eigensolver's
+#: backward error is O(d·ε·‖A‖), and a PSD matrix accumulated as a sum of outer products (an AGOP)
+#: carries rounding of the same order. A fixed 1e-8 sits below float32 rounding (ε ≈ 1.2e-7), so
+#: float32 AGOPs failed with relative eigenvalues around −5e-8.
 _NEGATIVE_EIGENVALUE_TOLERANCE = 1e-8
+_ROUNDING_FACTOR = 64
+
+
+def negative_eigenvalue_tolerance(dimension: int, dtype: torch.dtype) -> float:
+    """Relative size −t·λ_max below which an eigenvalue is not rounding: t = max(1e-8, 64·d·ε)
+    with ε the machine epsilon of dtype (1e-8 for float64 up to d ≈ 7·10^5; 64·d·1.19e-7 for
+    float32)."""
+    rounding = _ROUNDING_FACTOR * dimension * torch.finfo(dtype).eps
+    return max(_NEGATIVE_EIGENVALUE_TOLERANCE, rounding)
 
 
 def psd_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a symmetric PSD matrix (or stack) with rounding negatives clipped.
 
-    Eigenvalues in [−1e-8·λ_max, 0) are rounding and set to 0; a more negative one means the
-    input is not PSD and raises ValueError.
+    Eigenvalues in [−t·λ_max, 0) are rounding and set to 0, t = negative_eigenvalue_tolerance(d,
+    dtype) (1e-8 in float64, ≈ 64·d·1.2e-7 in float32); a more negative one means the input is
+    not PSD and raises ValueError.
     """
     eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(-1, -2)))
     largest = eigenvalues.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(matrix.dtype).tiny)
-    if (eigenvalues < -_NEGATIVE_EIGENVALUE_TOLERANCE * largest).any():
+    tolerance = negative_eigenvalue_tolerance(matrix.shape[-1], matrix.dtype)
+    if (eigenvalues < -tolerance * largest).any():
         worst = float((eigenvalues / largest).min())
         raise ValueError(
             f"matrix is not positive semi-definite (relative eigenvalue {worst:.3g}); "

@@ -22,7 +22,9 @@ class SmallCNN(nn.Module):
     `widths` gives the channels of each conv (q = `kernel_size`, odd); every conv after the first
     has stride 2. The
     torch default initialization is drawn from a private generator seeded with `seed` (the
-    global torch RNG is left untouched).
+    global torch RNG is left untouched). With `init_scale` = s every weight is drawn i.i.d.
+    N(0, s²) instead and every bias is zero (the small-initialization setting of the CNFA
+    literature, e.g. s = 0.005; docs/features.md "CNFA" shows how CNFA depends on it).
     """
 
     def __init__(
@@ -33,8 +35,11 @@ class SmallCNN(nn.Module):
         widths: tuple[int, ...] = (16, 32),
         kernel_size: int = 3,
         seed: int = 0,
+        init_scale: float | None = None,
     ) -> None:
         super().__init__()
+        if init_scale is not None and not (init_scale > 0 and init_scale < float("inf")):
+            raise ValueError(f"init_scale must be a positive number or None, got {init_scale}.")
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty tuple of positive ints, got {widths}.")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -42,6 +47,13 @@ class SmallCNN(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self._build(in_channels, n_classes, image_hw, widths, kernel_size)
+            if init_scale is not None:
+                with torch.no_grad():
+                    for module in self.modules():
+                        if isinstance(module, nn.Conv2d | nn.Linear):
+                            module.weight.normal_(0.0, init_scale)
+                            if module.bias is not None:
+                                module.bias.zero_()
 
     def _build(
         self,

@@ -26,8 +26,8 @@ import torch
 
 from krenorm.kernels.activations import Activation, get_activation
 from krenorm.kernels.grams import scaled_patches
-from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 from krenorm.kernels.patches import IntPair, PatchGeometry
+from krenorm.memory import DEFAULT_CHUNK_BYTES, check_allocation, chunk_length
 
 PairSet = Literal["all", "diagonal"]
 

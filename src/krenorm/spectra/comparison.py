@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from krenorm.spectra.dual import KernelKind
 from krenorm.spectra.grouping import EigenGroup, group_by_frequency_and_extent
 from krenorm.spectra.hypercube import hypercube_spectrum
 from krenorm.spectra.learning_curves import (
@@ -48,6 +49,45 @@ def standard_architectures(
                  activation=activation, bias_variance=bias_variance),
     )
     return {tree.name: tree for tree in trees}
+
+
+ARCHITECTURE_SPEC_HELP = (
+    "mlp:DEPTH, or cnn:F1,F2,… with optional /S1,S2,… strides (stride < filter size: "
+    "overlapping patches) and an optional trailing :cyclic; e.g. cnn:4 (shallow), cnn:2,2,3, "
+    "cnn:3,2/1,2"
+)
+
+
+def architecture_from_spec(
+    spec: str, dimension: int, activation: str = "relu", bias_variance: float = 0.1
+) -> ArchitectureTree:
+    """An ArchitectureTree on d = `dimension` inputs from a command-line spec
+    (ARCHITECTURE_SPEC_HELP). Raises ValueError naming the spec when it is malformed or does not
+    tile d (the tree builders' own message says what to change)."""
+    parts = spec.strip().split(":")
+    family = parts[0].lower()
+    try:
+        if family == "mlp" and len(parts) == 2:
+            return mlp_tree(dimension, depth=int(parts[1]), activation=activation,
+                            bias_variance=bias_variance)  # fmt: skip
+        if family == "cnn" and len(parts) in (2, 3):
+            cyclic = len(parts) == 3 and parts[2].lower() == "cyclic"
+            if len(parts) == 3 and not cyclic:
+                raise ValueError(f"unknown option {parts[2]!r} (only 'cyclic')")
+            sizes_text, _, strides_text = parts[1].partition("/")
+            sizes = [int(v) for v in sizes_text.split(",")]
+            strides = [int(v) for v in strides_text.split(",")] if strides_text else None
+            tree = cnn_tree(dimension, sizes, strides, activation=activation,
+                            bias_variance=bias_variance, cyclic=cyclic, name=spec)  # fmt: skip
+            read = {c for leaf in tree.leaves for c in tree.nodes[leaf].coordinates}
+            if len(read) < dimension:
+                unread = sorted(set(range(dimension)) - read)
+                raise ValueError(f"the first layer's patches leave coordinates {unread} unread; "
+                                 "choose a filter size and stride that tile d")
+            return tree
+    except ValueError as error:
+        raise ValueError(f"architecture {spec!r} on d = {dimension}: {error}") from error
+    raise ValueError(f"architecture {spec!r}: expected {ARCHITECTURE_SPEC_HELP}.")
 
 
 def standard_targets(dimension: int) -> dict[str, tuple[tuple[int, ...], torch.Tensor]]:
@@ -92,24 +132,40 @@ def run_spectra_comparison(
     ridge: float = 1e-2,
     noise_variance: float = 0.0,
     activation: str = "relu",
+    *,
+    kind: KernelKind = "nngp",
+    architectures: Sequence[str] | None = None,
 ) -> SpectraComparison:
     """Spectra grouped by (|S|, linear extent) at `eigen_dimension`; learning curves at
     `curve_dimension` (theory on `theory_sample_sizes`, default a geometric grid of 40 sizes
-    from min/2 to 2·max of `sample_sizes`, plus those sizes; KRR at every (sample size, seed))."""
+    from min/2 to 2·max of `sample_sizes`, plus those sizes; KRR at every (sample size, seed)).
+
+    kind: "nngp" or "ntk" of every architecture. architectures: command-line specs
+    (`architecture_from_spec`) instead of the three standard ones; each must tile both
+    dimensions."""
+    if kind not in ("nngp", "ntk"):
+        raise ValueError(f"kind must be 'nngp' or 'ntk', got {kind!r}.")
+
+    def build(dimension: int) -> dict[str, ArchitectureTree]:
+        if architectures is None:
+            return standard_architectures(dimension, activation)
+        trees = [architecture_from_spec(spec, dimension, activation) for spec in architectures]
+        return {tree.name: tree for tree in trees}
+
     if theory_sample_sizes is None:
         low, high = max(1, min(sample_sizes) // 2), 2 * max(sample_sizes)
         grid = torch.logspace(math.log10(low), math.log10(high), 40, dtype=torch.float64)
         theory_sample_sizes = sorted({round(n) for n in grid.tolist()} | set(sample_sizes))
     groups = {
-        name: group_by_frequency_and_extent(hypercube_spectrum(tree))
-        for name, tree in standard_architectures(eigen_dimension, activation).items()
+        name: group_by_frequency_and_extent(hypercube_spectrum(tree, kind))
+        for name, tree in build(eigen_dimension).items()
     }
-    curve_trees = standard_architectures(curve_dimension, activation)
+    curve_trees = build(curve_dimension)
     targets = standard_targets(curve_dimension)
     curves = []
     target_eigenvalues: dict[str, dict[str, float]] = {}
     for name, tree in curve_trees.items():
-        eigenvalues = hypercube_spectrum(tree).eigenvalues
+        eigenvalues = hypercube_spectrum(tree, kind).eigenvalues
         target_eigenvalues[name] = {}
         for label, (subset, values) in targets.items():
             target_eigenvalues[name][label] = float(eigenvalues[sum(1 << i for i in subset)])
@@ -120,6 +176,7 @@ def run_spectra_comparison(
                 seeds,
                 ridge,
                 noise_variance,
+                kind=kind,
                 target_name=label,
                 theory_sample_sizes=theory_sample_sizes,
             )

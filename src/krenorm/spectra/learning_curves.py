@@ -73,8 +73,24 @@ class LearningCurveComparison:
             errors.append(spread / math.sqrt(len(row)))
         return tuple(errors)
 
+    def finite_size_deviation(self) -> tuple[tuple[float, float], ...]:
+        """Per experimental sample size: (relative difference (KRR − theory)/theory, z =
+        (KRR − theory)/s.e.). Eigenlearning is the large-n (deterministic-equivalent) limit;
+        this is its finite-size error measured by KRR (docs/math/spectra.md §5). z is NaN with
+        one seed (no standard error)."""
+        rows = []
+        for n, mean, error in zip(self.experiment_sample_sizes, self.measured_mean(),
+                                  self.measured_standard_error(), strict=True):  # fmt: skip
+            theory = self.theory_test_mse(n)
+            relative = (mean - theory) / theory if theory > 0 else math.nan
+            rows.append((relative, (mean - theory) / error if error > 0 else math.nan))
+        return tuple(rows)
+
     def to_dict(self) -> dict:
         return {
+            "finite_size_deviation": [
+                {"relative": relative, "z": z} for relative, z in self.finite_size_deviation()
+            ],
             "architecture": self.architecture,
             "target": self.target,
             "theory": [p.to_dict() for p in self.theory],
