@@ -23,7 +23,8 @@ from krenorm.kernels.grams import (
     local_test_diagonals,
 )
 from krenorm.kernels.patches import PatchGeometry
-from krenorm.networks.deep_modules import DeepNetwork
+from krenorm.networks.deep_modules import DeepFullPosterior, DeepNetwork
+from krenorm.networks.transitions import HMCKernel
 
 
 def _images(n: int, seed: int, shape: tuple[int, int, int] = (2, 7, 7)) -> torch.Tensor:
@@ -126,3 +127,26 @@ def test_deep_local_kernels_match_wide_random_networks(kind, activation, geometr
     width, replicas = (100, 30) if kind == "lcn" else (400, 40)
     estimate, error = _monte_carlo(spec, x, [width] * depth, priors, replicas, 12)
     _check_within_standard_error(estimate, error, exact)
+
+
+def test_deep_posterior_potential_and_a_sampler_step():
+    """U = (1/2T)|f − y|² + Σ (λ/2)|θ|² per replica, with every layer sampled by the existing
+    transition kernels (one HMC step moves all layers and keeps U finite)."""
+    x = _images(6, 5)
+    y = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    spec = DeepArchitectureSpec("cnn", "erf", 2, [PatchGeometry(3, 2, 1), PatchGeometry(2)])
+    network = DeepNetwork(spec, (2, 7, 7), [3, 3], [1.0, 2.0, 0.5], replicas=2,
+                          generator=torch.Generator().manual_seed(3))
+    density = DeepFullPosterior(network, x, y, temperature=0.3)
+    with torch.no_grad():
+        expected = ((network(x) - y) ** 2).sum(1) / 0.6
+        for parameter, precision in zip([*network.layers, network.readout], [1.0, 2.0, 0.5],
+                                        strict=True):
+            expected += 0.5 * precision * parameter.pow(2).flatten(1).sum(1)
+        assert torch.allclose(density.potential(), expected)
+    before = [p.detach().clone() for p in density.parameters()]
+    kernel = HMCKernel(density, 0.01, torch.Generator().manual_seed(4), leapfrog_steps=3)
+    statistics = kernel.step()
+    assert torch.isfinite(statistics.potential).all()
+    moved = [not torch.equal(a, b) for a, b in zip(before, density.parameters(), strict=True)]
+    assert all(moved)

@@ -22,8 +22,10 @@ from torch import nn
 
 from krenorm.deep_architecture import DeepArchitectureSpec, check_layer_values
 from krenorm.kernels.activations import get_activation
+from krenorm.networks.modules import PreparedInputs
+from krenorm.networks.posterior_density import PosteriorDensity
 
-__all__ = ["DeepNetwork"]
+__all__ = ["DeepFullPosterior", "DeepNetwork"]
 
 
 class DeepNetwork(nn.Module):
@@ -126,6 +128,10 @@ class DeepNetwork(nn.Module):
         return grouped.reshape(n_samples, self.replicas, -1).transpose(0, 1) / math.sqrt(
             width * self.n_positions)
 
+    @property
+    def n_replicas(self) -> int:
+        return self.replicas
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """f (R, P)."""
         return torch.einsum("rpf,rf->rp", self.features(x), self.readout)
@@ -135,3 +141,61 @@ class DeepNetwork(nn.Module):
         whose average over the prior tends to the deep NNGP kernel as the widths grow."""
         phi = self.features(x)
         return phi @ phi.mT / self.priors[-1]
+
+
+class DeepFullPosterior(PosteriorDensity):
+    """All parameters of a `DeepNetwork`: U = (1/2T) Σ_μ (f − y)² + Σ_ℓ (λ_{ℓ−1}/2)|W^ℓ|²
+    + (λ_L/2)|a|², so the transition kernels of `krenorm.networks.transitions` (Langevin, MALA,
+    HMC with mass = prior precision per layer) sample deep networks unchanged. One output."""
+
+    name = "deep-full"
+
+    def __init__(self, model: DeepNetwork, x_train: torch.Tensor, y_train: torch.Tensor, *,
+                 temperature: float) -> None:
+        # The base initialiser expects a one-hidden-layer ReplicatedNetwork; set its fields here.
+        if not isinstance(model, DeepNetwork):
+            raise ValueError(f"model must be a DeepNetwork, got {type(model).__name__}.")
+        if temperature <= 0 or not math.isfinite(temperature):
+            raise ValueError(f"temperature must be positive and finite, got {temperature!r}.")
+        self.model = model  # type: ignore[assignment]
+        self.x_train = x_train.to(model.readout.dtype)
+        self.targets = y_train.to(model.readout.dtype).reshape(1, -1)
+        self.inputs = PreparedInputs(self.x_train, model.spec.kind)
+        self.temperature = float(temperature)
+        self.lambda0, self.lambda1 = model.priors[0], model.priors[-1]
+
+    @property
+    def n_replicas(self) -> int:
+        return self.model.n_replicas
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        model = self.model
+        assert isinstance(model, DeepNetwork)
+        return [*model.layers, model.readout]
+
+    def prior_precisions(self) -> list[float]:
+        model = self.model
+        assert isinstance(model, DeepNetwork)
+        return list(model.priors)
+
+    def potential(self) -> torch.Tensor:
+        residual = self.model(self.x_train) - self.targets
+        value = (residual**2).sum(1) / (2 * self.temperature)
+        for parameter, precision in zip(self.parameters(), self.prior_precisions(), strict=True):
+            value = value + 0.5 * precision * parameter.pow(2).flatten(1).sum(1)
+        return value
+
+    @torch.no_grad()
+    def predictive(self, inputs: PreparedInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs (R, Pt, 1) at the current state and zero variance (nothing integrated out)."""
+        outputs = self.model(inputs.values)[..., None]
+        return outputs, torch.zeros(outputs.shape[:2], dtype=outputs.dtype)
+
+    @torch.no_grad()
+    def readout_block_second_moments(self) -> torch.Tensor:
+        """(1/N_L) Σ_k a_k a_k per replica (R, 1, 1) for FC/GAP, the position blocks otherwise."""
+        model = self.model
+        assert isinstance(model, DeepNetwork)
+        width = model.widths[-1]
+        readout = model.readout.reshape(model.n_replicas, width, -1)
+        return torch.einsum("rki,rkj->rij", readout, readout)
