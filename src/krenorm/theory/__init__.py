@@ -3,6 +3,8 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 
 from typing import Any
 
+# Deep networks (docs/math/deep.md §3–5).
+from krenorm.theory.deep_fit import DeepFittedTheory, DeepTheorySummary, fit_deep_theory
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.fit import (
     FittedTheory,
@@ -28,6 +30,8 @@ from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_p
 
 __all__ = [
     "CholeskyPosterior",
+    "DeepFittedTheory",
+    "DeepTheorySummary",
     "DiagonalStructure",
     "FittedTheory",
     "GaussianPosterior",
@@ -45,6 +49,7 @@ __all__ = [
     "TestLoss",
     "TheoryConfig",
     "TheorySummary",
+    "fit_deep_theory",
     "fit_theory",
     "solve_saddle_point",
 ]
