@@ -1,4 +1,4 @@
-"""Study (issue 17): sampled deep linear networks vs the deep FC theory (docs/math/deep.md §3).
+"""Study (issue 17): sampled deep FC networks vs the deep FC theory (docs/math/deep.md §3).
 
 Deep linear FC networks (σ = identity, L = 2, equal widths) on MNIST 0 vs 1 at 7×7 (N_0 = 49),
 P = 50 training and 200 test images, T = 0.05, priors λ_0 = λ_1 = 1 and readout λ_2 = 5
@@ -12,8 +12,12 @@ Theory: `fit_deep_theory` (identity activation, which is the deep linear back-pr
 renormalization, tests/test_deep_theory.py). Agreement: deviation ± SE per width and the
 weighted 1/N fit of krenorm.experiments.agreement.
 
+`--activation erf --depth 3` runs the same study for nonlinear or deeper networks (the theory is
+then the central-ansatz deep FC action, no longer an exact linear result).
+
     KRENORM_SHARED_DATASETS=/work/shared/datasets PYTHONPATH=src python \
-        benchmarks/deep_linear_study.py [--steps 1500] [--burn-in 500] [--replicas 8]
+        benchmarks/deep_linear_study.py [--steps 1000] [--burn-in 300] [--replicas 8] \
+        [--activation identity] [--depth 2]
 """
 
 from __future__ import annotations
@@ -32,15 +36,13 @@ from krenorm.networks.transitions import HMCKernel
 from krenorm.theory.deep_fit import fit_deep_theory
 
 TEMPERATURE = 0.05
-PRIORS = [1.0, 1.0, 5.0]
-DEPTH = 2
 
 
 def sample_test_loss(x, y, x_test, y_test, width: int, args) -> tuple[float, float, float]:
-    spec = DeepArchitectureSpec("fc", "identity", DEPTH)
+    spec = DeepArchitectureSpec("fc", args.activation, args.depth)
     generator = torch.Generator().manual_seed(1000 + width)
-    network = DeepNetwork(spec, (x.shape[1],), [width] * DEPTH, PRIORS, replicas=args.replicas,
-                          generator=generator)
+    network = DeepNetwork(spec, (x.shape[1],), [width] * args.depth, args.priors,
+                          replicas=args.replicas, generator=generator)
     density = DeepFullPosterior(network, x, y, temperature=TEMPERATURE)
     kernel = HMCKernel(density, 0.05, generator, leapfrog_steps=args.leapfrog)
     per_chain = torch.zeros(args.replicas, dtype=torch.float64)
@@ -67,25 +69,34 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=8)
     parser.add_argument("--leapfrog", type=int, default=10)
     parser.add_argument("--widths", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--activation", default="identity")
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--priors", type=float, nargs="+", default=None,
+                        help="λ_0..λ_L (default 1 for the hidden layers, 5 for the readout)")
     args = parser.parse_args()
+    if args.priors is None:
+        args.priors = [1.0] * args.depth + [5.0]
+    print(f"activation {args.activation}, depth {args.depth}, priors {args.priors}, T "
+          f"{TEMPERATURE}", flush=True)
     torch.set_num_threads(1)
     data = load_dataset("mnist", (0, 1), n_train=50, n_test=200, side=7, seed=0)
     x, x_test = data.x_train.reshape(50, -1), data.x_test.reshape(200, -1)
     y, y_test = data.y_train, data.y_test
-    spec = DeepArchitectureSpec("fc", "identity", DEPTH)
+    spec = DeepArchitectureSpec("fc", args.activation, args.depth)
     rows = []
     for width in args.widths:
         start = time.perf_counter()
-        theory = fit_deep_theory(x, y, spec, [float(width)] * DEPTH, TEMPERATURE, PRIORS)
+        theory = fit_deep_theory(x, y, spec, [float(width)] * args.depth, TEMPERATURE,
+                                 args.priors)
         predicted = theory.test_loss(x_test, y_test).loss
         sampled, stderr, acceptance = sample_test_loss(x, y, x_test, y_test, width, args)
         rows.append((width, predicted, sampled, stderr, acceptance, theory.total_scale,
                      time.perf_counter() - start))
         print(rows[-1], flush=True)
-    nngp = fit_deep_theory(x, y, spec, math.inf, TEMPERATURE, PRIORS).test_loss(
+    nngp = fit_deep_theory(x, y, spec, math.inf, TEMPERATURE, args.priors).test_loss(
         x_test, y_test).loss
     print(f"\nε_g at N = ∞ (deep NNGP): {nngp:.4f}\n")
-    print("| N | α | U = Q_1 Q_2 | theory ε_g | sampled ε_g | deviation | z | acceptance | s |")
+    print("| N | α | U = Π Q_ℓ | theory ε_g | sampled ε_g | deviation | z | acceptance | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for width, predicted, sampled, stderr, acceptance, scale, seconds in rows:
         deviation = sampled - predicted
