@@ -13,7 +13,8 @@ renormalization, tests/test_deep_theory.py). Agreement: deviation ± SE per widt
 weighted 1/N fit of krenorm.experiments.agreement.
 
 `--activation erf --depth 3` runs the same study for nonlinear or deeper networks (the theory is
-then the central-ansatz deep FC action, no longer an exact linear result).
+then the central-ansatz deep FC action, no longer an exact linear result); `--kind cnn` a deep
+CNN (mask 3 stride 2, then mask 2: 4 final positions; formulation A of docs/math/deep.md §4).
 
     KRENORM_SHARED_DATASETS=/work/shared/datasets PYTHONPATH=src python \
         benchmarks/deep_linear_study.py [--steps 1000] [--burn-in 300] [--replicas 8] \
@@ -31,17 +32,27 @@ import torch
 from krenorm.data import load_dataset
 from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.experiments.agreement import fit_inverse_width, value_with_error
+from krenorm.kernels.patches import PatchGeometry
 from krenorm.networks.deep_modules import DeepFullPosterior, DeepNetwork
 from krenorm.networks.transitions import HMCKernel
 from krenorm.theory.deep_fit import fit_deep_theory
 
 TEMPERATURE = 0.05
+#: `--kind cnn`: 7×7 → 3×3 (mask 3, stride 2) → 2×2 (mask 2, stride 1): 4 final positions.
+CNN_GEOMETRIES = [PatchGeometry(3, 2, 0), PatchGeometry(2, 1, 0)]
+
+
+def make_spec(args) -> DeepArchitectureSpec:
+    if args.kind == "fc":
+        return DeepArchitectureSpec("fc", args.activation, args.depth)
+    return DeepArchitectureSpec(args.kind, args.activation, args.depth,
+                                CNN_GEOMETRIES[:args.depth])
 
 
 def sample_test_loss(x, y, x_test, y_test, width: int, args) -> tuple[float, float, float]:
-    spec = DeepArchitectureSpec("fc", args.activation, args.depth)
+    spec = make_spec(args)
     generator = torch.Generator().manual_seed(1000 + width)
-    network = DeepNetwork(spec, (x.shape[1],), [width] * args.depth, args.priors,
+    network = DeepNetwork(spec, tuple(x.shape[1:]), [width] * args.depth, args.priors,
                           replicas=args.replicas, generator=generator)
     density = DeepFullPosterior(network, x, y, temperature=TEMPERATURE)
     kernel = HMCKernel(density, 0.05, generator, leapfrog_steps=args.leapfrog)
@@ -71,18 +82,21 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--activation", default="identity")
     parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--kind", default="fc", choices=["fc", "cnn", "lcn", "cnn-gap"])
     parser.add_argument("--priors", type=float, nargs="+", default=None,
                         help="λ_0..λ_L (default 1 for the hidden layers, 5 for the readout)")
     args = parser.parse_args()
     if args.priors is None:
         args.priors = [1.0] * args.depth + [5.0]
-    print(f"activation {args.activation}, depth {args.depth}, priors {args.priors}, T "
+    print(f"{args.kind}, activation {args.activation}, depth {args.depth}, priors {args.priors}, T "
           f"{TEMPERATURE}", flush=True)
     torch.set_num_threads(1)
     data = load_dataset("mnist", (0, 1), n_train=50, n_test=200, side=7, seed=0)
-    x, x_test = data.x_train.reshape(50, -1), data.x_test.reshape(200, -1)
+    x, x_test = data.x_train, data.x_test
+    if args.kind == "fc":
+        x, x_test = x.reshape(50, -1), x_test.reshape(200, -1)
     y, y_test = data.y_train, data.y_test
-    spec = DeepArchitectureSpec("fc", args.activation, args.depth)
+    spec = make_spec(args)
     rows = []
     for width in args.widths:
         start = time.perf_counter()
