@@ -15,6 +15,7 @@ from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.kernels.deep import deep_fc_kernel, deep_fc_kernel_diagonal
 from krenorm.kernels.patches import PatchGeometry
 from krenorm.theory.deep_fit import fit_deep_theory
+from krenorm.theory.diagnostics import SolverSettings
 from krenorm.theory.fit import fit_theory
 
 
@@ -148,3 +149,19 @@ def test_unequal_cnn_widths_are_refused():
     spec = DeepArchitectureSpec("cnn", "erf", 2, [3, 2])
     with pytest.raises(ValueError, match="equal channel counts"):
         fit_deep_theory(x, y, spec, [4.0, 8.0], 0.1)
+
+
+def test_multi_start_solve_reports_convergence_and_disagreement():
+    """Several starts (SolverSettings.n_starts) go through the same solver: the deep CNN's
+    random SPD starts reach the same Q here, and the diagnostics say so."""
+    x, y = _data(20, 9)
+    spec = DeepArchitectureSpec("cnn", "erf", 2, [PatchGeometry(3, 1, 1), PatchGeometry(3, 2, 0)])
+    fit = fit_deep_theory(x, y, spec, 4.0, 0.05, 1.0,
+                          solver_settings=SolverSettings(n_starts=3, seed=1))
+    diagnostics = fit.diagnostics
+    assert diagnostics is not None and diagnostics.converged and diagnostics.n_starts == 3
+    assert diagnostics.start_disagreement < 1e-5
+    assert diagnostics.min_hessian_eigenvalue is not None
+    assert diagnostics.min_hessian_eigenvalue > 0
+    summary = fit.summary().to_dict()
+    assert summary["depth"] == 2 and summary["diagnostics"]["converged"]
