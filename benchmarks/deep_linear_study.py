@@ -42,6 +42,14 @@ TEMPERATURE = 0.05
 CNN_GEOMETRIES = [PatchGeometry(3, 2, 0), PatchGeometry(2, 1, 0)]
 
 
+def scale_of(theory) -> float:
+    """U = Π Q_ℓ (FC, GAP), or the mean diagonal of the last layer's Q (CNN, LCN)."""
+    if theory.total_scale is not None:
+        return float(theory.total_scale)
+    point = theory.point
+    return float((torch.diagonal(point) if point.ndim == 2 else point).mean())
+
+
 def make_spec(args) -> DeepArchitectureSpec:
     if args.kind == "fc":
         return DeepArchitectureSpec("fc", args.activation, args.depth)
@@ -104,13 +112,14 @@ def main() -> None:
                                  args.priors)
         predicted = theory.test_loss(x_test, y_test).loss
         sampled, stderr, acceptance = sample_test_loss(x, y, x_test, y_test, width, args)
-        rows.append((width, predicted, sampled, stderr, acceptance, theory.total_scale,
+        rows.append((width, predicted, sampled, stderr, acceptance, scale_of(theory),
                      time.perf_counter() - start))
         print(rows[-1], flush=True)
     nngp = fit_deep_theory(x, y, spec, math.inf, TEMPERATURE, args.priors).test_loss(
         x_test, y_test).loss
     print(f"\nε_g at N = ∞ (deep NNGP): {nngp:.4f}\n")
-    print("| N | α | U = Π Q_ℓ | theory ε_g | sampled ε_g | deviation | z | acceptance | s |")
+    print("| N | α | U = Π Q_ℓ (CNN/LCN: mean Q_ii) | theory ε_g | sampled ε_g | deviation | z "
+          "| acceptance | s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for width, predicted, sampled, stderr, acceptance, scale, seconds in rows:
         deviation = sampled - predicted
