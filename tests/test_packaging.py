@@ -189,15 +189,14 @@ def test_dependency_rule():
 
 
 #: The repository pages the code may cite; the design files outside the repository are not
-#: among them, so a citation of one fails the test below. docs/math/deep.md comes with the deep
-# code.
+#: among them, so a citation of one fails the test below.
 CITED_PAGES = {
     **{f"docs/math/{name}.md": f"docs/math/{name}.md"
-       for name in ("theory", "features", "spectra", "adaptive")},
+       for name in ("theory", "features", "spectra", "adaptive", "deep")},
     "docs/architecture.md": "docs/architecture.md",
     "docs/scale.md": "docs/scale.md",
 }
-PENDING_PAGES = ("DEEP.md", "docs/math/deep.md")
+PENDING_PAGES = ("DEEP.md",)
 
 
 def _sections(page: str) -> tuple[set[int], list[str]]:

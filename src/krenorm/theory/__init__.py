@@ -4,6 +4,8 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 from typing import Any
 
 from krenorm.theory.blocks import BlockPlan, BlockSettings
+# Deep networks (docs/math/deep.md §3–5).
+from krenorm.theory.deep_fit import DeepFittedTheory, DeepTheorySummary, fit_deep_theory
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.fit import (
     FittedTheory,
@@ -35,6 +37,8 @@ __all__ = [
     "BlockPlan",
     "BlockSettings",
     "CholeskyPosterior",
+    "DeepFittedTheory",
+    "DeepTheorySummary",
     "DiagonalStructure",
     "FittedTheory",
     "GaussianPosterior",
@@ -53,6 +57,7 @@ __all__ = [
     "TestLoss",
     "TheoryConfig",
     "TheorySummary",
+    "fit_deep_theory",
     "fit_theory",
     "solve_saddle_point",
 ]
