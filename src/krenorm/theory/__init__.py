@@ -4,6 +4,7 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 from typing import Any
 
 from krenorm.theory.blocks import BlockPlan, BlockSettings
+
 # Deep networks (docs/math/deep.md §3–5).
 from krenorm.theory.deep_fit import DeepFittedTheory, DeepTheorySummary, fit_deep_theory
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
