@@ -176,13 +176,17 @@ def _cached_combine(cache: _LastCombination, streamed: bool, weights: torch.Tens
     return cached if cached is not None else cache.put(weights, combine(weights))
 
 
-class ChunkedLocalBasis(GramBasis):
-    """CNN: K'_ij = K_ij/(λ1 Np) over all pairs, from `ChunkedGramBlocks` (stored in any dtype or
-    streamed) or `ShardedGramBlocks`; the same contractions as `LocalBlocksBasis`."""
+class _ChunkedBasis(GramBasis):
+    """What the CNN and LCN chunked bases share: the blocks, the scale 1/(λ1 Np), the pass
+    counter and the cache of the last combination; subclasses name the pair set they need."""
+
+    pair_set: str
+    name: str
 
     def __init__(self, blocks: PairContractions, lambda1: float):
-        if blocks.pair_set != "all":
-            raise ValueError("ChunkedLocalBasis needs every pair of patches (pair_set='all').")
+        if blocks.pair_set != self.pair_set:
+            raise ValueError(f"{self.name} needs pair_set={self.pair_set!r}, got "
+                             f"{blocks.pair_set!r}.")
         self.blocks = blocks
         self.scale = 1.0 / (check_positive("lambda1", lambda1) * blocks.n_patches)
         self._last = _LastCombination()
@@ -199,6 +203,14 @@ class ChunkedLocalBasis(GramBasis):
     @passes.setter
     def passes(self, value: int) -> None:
         self.blocks.passes = value
+
+
+class ChunkedLocalBasis(_ChunkedBasis):
+    """CNN: K'_ij = K_ij/(λ1 Np) over all pairs, from `ChunkedGramBlocks` (stored in any dtype or
+    streamed) or `ShardedGramBlocks`; the same contractions as `LocalBlocksBasis`."""
+
+    pair_set = "all"
+    name = "ChunkedLocalBasis"
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         return _cached_combine(self._last, self.blocks.streamed, coefficients,
@@ -208,29 +220,12 @@ class ChunkedLocalBasis(GramBasis):
         return self.blocks.frobenius(matrix) * self.scale
 
 
-class ChunkedDiagonalBasis(GramBasis):
+class ChunkedDiagonalBasis(_ChunkedBasis):
     """LCN: K'_i = K_ii/(λ1 Np), one block per patch, from `ChunkedGramBlocks` with
     pair_set='diagonal'; the same contractions as `DiagonalBlocksBasis`."""
 
-    def __init__(self, blocks: PairContractions, lambda1: float):
-        if blocks.pair_set != "diagonal":
-            raise ValueError("ChunkedDiagonalBasis needs pair_set='diagonal'.")
-        self.blocks = blocks
-        self.scale = 1.0 / (check_positive("lambda1", lambda1) * blocks.n_patches)
-        self._last = _LastCombination()
-
-    @property
-    def n_samples(self) -> int:
-        return self.blocks.n_samples
-
-    @property
-    def passes(self) -> int:
-        """Passes over the blocks (counted where the blocks are walked)."""
-        return self.blocks.passes
-
-    @passes.setter
-    def passes(self, value: int) -> None:
-        self.blocks.passes = value
+    pair_set = "diagonal"
+    name = "ChunkedDiagonalBasis"
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         return _cached_combine(self._last, self.blocks.streamed, coefficients,

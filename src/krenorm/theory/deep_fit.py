@@ -48,11 +48,10 @@ from krenorm.theory.action import (
 from krenorm.theory.deep_fc import DeepProductAction
 from krenorm.theory.deep_local import RootPriorDiagonalStructure, RootPriorMatrixStructure
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
-from krenorm.theory.fit import TestLoss
+from krenorm.theory.fit import PosteriorPredictions
 from krenorm.theory.posterior import (
     CholeskyPosterior,
     GaussianPosterior,
-    Prediction,
     SpectralPosterior,
 )
 from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_point
@@ -116,7 +115,7 @@ def _solve(action: EffectiveAction, settings: SolverSettings) -> SaddlePoint:
     return dataclasses.replace(saddle, diagnostics=diagnostics)
 
 
-class DeepFittedTheory:
+class DeepFittedTheory(PosteriorPredictions):
     """The stationary point of a deep effective action with its Gaussian posterior.
 
     Attributes: spec, widths, temperature, priors, action, point (the order parameters),
@@ -273,24 +272,6 @@ class DeepFittedTheory:
     def train_kernel(self) -> torch.Tensor:
         """K_R on the training set at the stationary point."""
         return self.action.train_kernel(self.point)
-
-    def predict(self, x: torch.Tensor, batch_size: int | None = None) -> Prediction:
-        x = torch.as_tensor(x, dtype=torch.float64)
-        if x.shape[1:] != self.x_train.shape[1:]:
-            raise ValueError(f"test inputs must have shape (Pt, {tuple(self.x_train.shape[1:])}),"
-                             f" got {tuple(x.shape)}.")
-        check_finite("x", x)
-        return self.posterior.predict(x, batch_size)
-
-    def test_loss(self, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int | None = None) -> TestLoss:
-        """ε_g = (1/Pt) Σ [(y − m)² + v] with its bias² and variance parts."""
-        x = torch.as_tensor(x, dtype=torch.float64)
-        y = check_targets("y", torch.as_tensor(y, dtype=torch.float64), x.shape[0])
-        prediction = self.predict(x, batch_size)
-        bias2 = float(((y - prediction.mean) ** 2).mean())
-        variance = float(prediction.variance.mean())
-        return TestLoss(bias2 + variance, bias2, variance, int(y.shape[0]))
 
     @property
     def train_error(self) -> float:

@@ -34,7 +34,7 @@ from krenorm.architectures import ArchitectureSpec
 from krenorm.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
-from krenorm.theory.posterior import Prediction
+from krenorm.theory.posterior import GaussianPosterior, Prediction
 from krenorm.theory.renormalized_kernels import renormalized_kernels
 from krenorm.theory.solvers import (
     ProgressCallback,
@@ -231,7 +231,38 @@ def _validate_training_set(spec: ArchitectureSpec, x: torch.Tensor, y: torch.Ten
     return x, y
 
 
-class FittedTheory:
+class PosteriorPredictions:
+    """Predictions and test loss of a fitted theory through its Gaussian posterior; shared by the
+    one-layer `FittedTheory` and the deep `DeepFittedTheory` (docs/math/theory.md §6)."""
+
+    posterior: GaussianPosterior
+    x_train: torch.Tensor
+
+    def predict(self, x: torch.Tensor, batch_size: int | None = None) -> Prediction:
+        """Posterior mean and variance of the output at x (batched over test points)."""
+        x = torch.as_tensor(x, dtype=torch.float64).to(self.x_train.device)
+        if x.shape[1:] != self.x_train.shape[1:]:
+            expected = ", ".join(map(str, self.x_train.shape[1:]))
+            raise ValueError(f"test inputs must have shape (Pt, {expected}), got {tuple(x.shape)}.")
+        check_finite("x", x)
+        return self.posterior.predict(x, batch_size)
+
+    def test_loss(self, x: torch.Tensor, y: torch.Tensor,
+                  batch_size: int | None = None) -> TestLoss:
+        """ε_g = (1/Pt) Σ [(y − m)² + v], with its bias² and variance parts."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = check_targets("y", torch.as_tensor(y, dtype=torch.float64), x.shape[0])
+        prediction = self.predict(x, batch_size)
+        y = y.to(prediction.mean.device)
+        if y.shape != prediction.mean.shape:
+            raise ValueError(f"test targets must have shape {tuple(prediction.mean.shape)}, got "
+                             f"{tuple(y.shape)}.")
+        bias2 = float(((y - prediction.mean) ** 2).mean())
+        variance = float(prediction.variance.mean())
+        return TestLoss(bias2 + variance, bias2, variance, int(y.shape[0]))
+
+
+class FittedTheory(PosteriorPredictions):
     """The stationary point of the effective action on a training set, with the posterior.
 
     Attributes: kernels (the architecture's kernel model), action, point (the order parameters;
@@ -326,28 +357,6 @@ class FittedTheory:
 
     # -- predictions ----------------------------------------------------------------------------
 
-    def predict(self, x: torch.Tensor, batch_size: int | None = None) -> Prediction:
-        """Posterior mean and variance of the output at x (batched over test points)."""
-        x = torch.as_tensor(x, dtype=torch.float64).to(self.x_train.device)
-        if x.shape[1:] != self.x_train.shape[1:]:
-            expected = ", ".join(map(str, self.x_train.shape[1:]))
-            raise ValueError(f"test inputs must have shape (Pt, {expected}), got {tuple(x.shape)}.")
-        check_finite("x", x)
-        return self.posterior.predict(x, batch_size)
-
-    def test_loss(self, x: torch.Tensor, y: torch.Tensor,
-                  batch_size: int | None = None) -> TestLoss:
-        """ε_g = (1/Pt) Σ [(y − m)² + v], with its bias² and variance parts."""
-        x = torch.as_tensor(x, dtype=torch.float64)
-        y = check_targets("y", torch.as_tensor(y, dtype=torch.float64), x.shape[0])
-        prediction = self.predict(x, batch_size)
-        y = y.to(prediction.mean.device)
-        if y.shape != prediction.mean.shape:
-            raise ValueError(f"test targets must have shape {tuple(prediction.mean.shape)}, got "
-                             f"{tuple(y.shape)}.")
-        bias2 = float(((y - prediction.mean) ** 2).mean())
-        variance = float(prediction.variance.mean())
-        return TestLoss(bias2 + variance, bias2, variance, int(y.shape[0]))
 
     # -- training-set numbers -------------------------------------------------------------------
 
