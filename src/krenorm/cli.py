@@ -104,6 +104,10 @@ app = _OneLineErrorTyper(
 )
 
 
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
@@ -257,9 +261,9 @@ def spectra_command(
     out: str = typer.Option(default_output("spectra"),
                             help="Directory for the figures and spectra.json."),
     dimension: int = typer.Option(16, help="Hypercube dimension d of the eigenvalue maps: a "
-                                           "multiple of 4 (the deep CNN's two 2-blocks)."),
+                                           "multiple of 4 for the default architectures."),
     curve_dimension: int = typer.Option(12, help="Hypercube dimension of the learning curves "
-                                                 "(a multiple of 4)."),
+                                                 "(a multiple of 4 for the defaults)."),
     sample_sizes: str = typer.Option("16,64,256,1024", help="KRR sample sizes, comma-separated."),
     seeds: int = typer.Option(3, min=1, help="KRR repetitions per sample size."),
     ridge: float = typer.Option(1e-2, help="Ridge δ of kernel ridge regression."),
@@ -282,8 +286,9 @@ def spectra_command(
 
     sizes = number_list(sample_sizes, "--sample-sizes")
     for option, value in (("--dimension", dimension), ("--curve-dimension", curve_dimension)):
-        # The shallow CNN reads non-overlapping patches of 4 inputs, so d must split into them.
-        if value < 4 or value % 4:
+        # The default shallow CNN reads non-overlapping patches of 4 inputs, so d must split into
+        # them; architectures given with --architecture are checked by the spectra package.
+        if not architecture and (value < 4 or value % 4):
             raise ValueError(f"{option} must be a multiple of 4 (the shallow CNN's patches of 4 "
                              f"inputs), got {value}; try {max(4, 4 * round(value / 4))}.")
     comparison = run_spectra_comparison(
@@ -478,6 +483,13 @@ def report_command(
 
     if not Path(db).is_file():
         typer.echo(f"error: no results store at {db}; run `krenorm sweep` first.", err=True)
+        raise typer.Exit(2)
+    with open(db, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:  # a wrong file is a bad argument (2), a damaged store a fault (3)
+        typer.echo(f"error: the results store cannot be read: {db} is not an SQLite database; "
+                   "pass the .sqlite file written by `krenorm sweep` or `krenorm compare`.",
+                   err=True)
         raise typer.Exit(2)
     console = Console()
     try:  # read-only: a report never writes the store, and works on a read-only copy
