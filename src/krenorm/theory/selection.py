@@ -29,7 +29,7 @@ from krenorm.kernels.grams import fc_kernel, local_diagonal_blocks
 from krenorm.theory.estimator import RenormalizedKernelRegressor
 
 __all__ = ["PriorBaseline", "Selection", "best_readout_priors", "evidence_search",
-           "validation_search"]
+           "patch_kernels", "readout_prior_loss", "validation_search"]
 
 
 def _tensor(x: Any) -> torch.Tensor:
@@ -99,7 +99,7 @@ class PriorBaseline:
         return tuple(1.0 / value for value in self.q)
 
 
-def _patch_kernels(spec: ArchitectureSpec, x: torch.Tensor, lambda0: float) -> torch.Tensor:
+def patch_kernels(spec: ArchitectureSpec, x: torch.Tensor, lambda0: float) -> torch.Tensor:
     """(Np, n, n) per-patch kernels K_ii on all inputs (one block for FC and GAP-free models
     without patches)."""
     if spec.kind == "fc":
@@ -110,10 +110,12 @@ def _patch_kernels(spec: ArchitectureSpec, x: torch.Tensor, lambda0: float) -> t
     return local_diagonal_blocks(x, spec.geometry, activation=spec.activation, lambda0=lambda0)
 
 
-def _validation_loss(log_q: torch.Tensor, blocks: torch.Tensor, n_train: int, y_train:
+def readout_prior_loss(log_q: torch.Tensor, blocks: torch.Tensor, n_train: int, y_train:
                      torch.Tensor, y_validation: torch.Tensor, temperature: float,
                      lambda1: float) -> torch.Tensor:
-    """ε_g on the validation set of the GP with kernel Σ_i q_i K_ii/(λ1 Np), noise T."""
+    """ε_g on the inputs after the first n_train (rows of `blocks`) of the infinite-width
+    network with kernel Σ_i q_i K_ii/(λ1 Np), q = exp(log_q), noise T, trained on the first
+    n_train; differentiable in log_q."""
     q = torch.exp(log_q)
     kernel = torch.einsum("i,imn->mn", q, blocks) / (lambda1 * blocks.shape[0])
     train = kernel[:n_train, :n_train]
@@ -138,11 +140,11 @@ def best_readout_priors(spec: ArchitectureSpec, x_train: Any, y_train: Any, x_va
     if y_tr.ndim != 1 or y_va.ndim != 1:
         raise ValueError("best_readout_priors takes one output: y_train and y_validation must "
                          "be vectors.")
-    blocks = _patch_kernels(spec, torch.cat([x_tr, x_va]), lambda0)
+    blocks = patch_kernels(spec, torch.cat([x_tr, x_va]), lambda0)
     n_train = x_tr.shape[0]
     log_q = torch.zeros(blocks.shape[0], dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
-        initial = float(_validation_loss(log_q, blocks, n_train, y_tr, y_va, temperature,
+        initial = float(readout_prior_loss(log_q, blocks, n_train, y_tr, y_va, temperature,
                                          lambda1))
     optimizer = torch.optim.LBFGS([log_q], lr=1.0, max_iter=max_iterations,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-9)
@@ -152,13 +154,13 @@ def best_readout_priors(spec: ArchitectureSpec, x_train: Any, y_train: Any, x_va
         nonlocal steps
         steps += 1
         optimizer.zero_grad()
-        loss = _validation_loss(log_q, blocks, n_train, y_tr, y_va, temperature, lambda1)
+        loss = readout_prior_loss(log_q, blocks, n_train, y_tr, y_va, temperature, lambda1)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     with torch.no_grad():
-        final = float(_validation_loss(log_q, blocks, n_train, y_tr, y_va, temperature,
+        final = float(readout_prior_loss(log_q, blocks, n_train, y_tr, y_va, temperature,
                                        lambda1))
     if not math.isfinite(final):
         raise FloatingPointError("the validation loss became non-finite while tuning the "

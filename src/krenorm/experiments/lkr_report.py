@@ -1,0 +1,199 @@
+"""Figures and tables of the LKR study (`lkr_study`) and of its sampled networks (the compare run
+of examples/lkr_question.toml), written next to a hand-written REPORT.md (docs/selection.md §4).
+
+    python -m krenorm.experiments.lkr_report STUDY_JSON... --runs runs/lkr_question --out DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import TwoSlopeNorm
+from scipy import optimize
+
+from krenorm.architectures import ArchitectureSpec
+from krenorm.data import load_dataset
+from krenorm.experiments.agreement import compare_networks, describe_fit
+from krenorm.experiments.rows import result_rows
+from krenorm.experiments.store import ResultsStore
+from krenorm.theory.selection import patch_kernels, readout_prior_loss
+from krenorm.width import is_infinite
+
+__all__ = ["gap_maps", "network_points", "q_bar_maps"]
+
+
+def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
+              baseline: str) -> np.ndarray:
+    """Δ = ε_g(N) − baseline(T) on the (T rows, λ1 columns) grid."""
+    temps, lams = settings["temperatures"], settings["lambda1s"]
+    grid = np.full((len(temps), len(lams)), np.nan)
+    for i, temperature in enumerate(temps):
+        infinite = entry["infinite"][str(temperature)]
+        reference = (infinite["oracle_loss"] if baseline == "oracle"
+                     else min(infinite["oracle_loss"], infinite["per_patch_test_loss"]))
+        for j, lambda1 in enumerate(lams):
+            point = entry["finite"][f"{temperature}|{lambda1}|{alpha}"]
+            grid[i, j] = point["test_loss"] - reference
+    return grid
+
+
+def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
+    """One figure per case: Δ(T, λ1) for CNN and FC (rows) at each α (columns)."""
+    settings = study["settings"]
+    paths = []
+    for number, case in enumerate(study["cases"]):
+        kinds = [kind for kind in settings["architectures"] if kind in case]
+        alphas = settings["alphas"]
+        grids = {(kind, alpha): _gap_grid(case[kind], settings, alpha, "oracle")
+                 for kind in kinds for alpha in alphas}
+        bound = max(float(np.nanmax(np.abs(grid))) for grid in grids.values())
+        figure, axes = plt.subplots(len(kinds), len(alphas),
+                                    figsize=(3.6 * len(alphas) + 1, 3.0 * len(kinds)),
+                                    squeeze=False)
+        norm = TwoSlopeNorm(0.0, -bound, bound)
+        image = None
+        for row, kind in enumerate(kinds):
+            for col, alpha in enumerate(alphas):
+                axis = axes[row][col]
+                grid = grids[(kind, alpha)]
+                image = axis.imshow(grid, cmap="RdBu_r", norm=norm, origin="lower",
+                                    aspect="auto")
+                for (i, j), value in np.ndenumerate(grid):
+                    axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+                axis.set_xticks(range(len(settings["lambda1s"])),
+                                [f"{v:g}" for v in settings["lambda1s"]])
+                axis.set_yticks(range(len(settings["temperatures"])),
+                                [f"{v:g}" for v in settings["temperatures"]])
+                axis.set_xlabel("λ1")
+                axis.set_ylabel("T")
+                axis.set_title(f"{kind.upper()}, α = P/N = {alpha:g}", fontsize=10)
+        assert image is not None
+        figure.colorbar(image, ax=axes, label="ε_g(N) − min_λ1 ε_g(∞)  (<0: finite width better)")
+        figure.suptitle(case["case"]["name"], fontsize=11)
+        path = out / f"gap_map_{number}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def q_bar_maps(study: dict[str, Any], out: Path, temperature: float, lambda1: float,
+               alpha: float) -> Path:
+    """The CNN's Q̄ (Np×Np) at one (T, λ1, α) per case."""
+    cases = [case for case in study["cases"] if "cnn" in case]
+    figure, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
+    for axis, case in zip(axes[0], cases, strict=True):
+        q_bar = np.asarray(case["cnn"]["finite"][f"{temperature}|{lambda1}|{alpha}"]["q_bar"])
+        bound = float(np.abs(q_bar).max())
+        image = axis.imshow(q_bar, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
+        axis.set_title(case["case"]["name"], fontsize=9)
+        axis.set_xlabel("patch j")
+        axis.set_ylabel("patch i")
+        figure.colorbar(image, ax=axis, label="Q̄_ij")
+    figure.suptitle(f"CNN Q̄ at T = {temperature:g}, λ1 = {lambda1:g}, α = {alpha:g}",
+                    fontsize=11)
+    path = out / "q_bar.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _infinite_oracle(spec: ArchitectureSpec, data: Any, temperature: float) -> tuple[float, float]:
+    """(min over λ1 of ε_g(∞) on the test set, that λ1) for the compare run's data."""
+    blocks = patch_kernels(spec, torch.cat([data.x_train, data.x_test]), 1.0)
+    n_train = data.x_train.shape[0]
+
+    def loss(log_s: float) -> float:
+        with torch.no_grad():
+            return float(readout_prior_loss(
+                torch.full((blocks.shape[0],), -float(log_s), dtype=torch.float64), blocks,
+                n_train, data.y_train, data.y_test, temperature, 1.0))
+    best = optimize.minimize_scalar(loss, bounds=(math.log(1e-3), math.log(1e3)),
+                                    method="bounded")
+    return float(best.fun), float(math.exp(best.x))
+
+
+def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[dict[str, Any]]]:
+    """Network ε_g ± SE against the finite- and infinite-width theory per architecture, the 1/N
+    fits (describe_fit) and a table of the points; the best-tuned infinite width (λ1 oracle)."""
+    store = ResultsStore(runs / "results.sqlite")
+    rows = result_rows(store)
+    report = compare_networks(rows)
+    if not report.problems:
+        return None, ["no sampled network has finished yet"], []
+    sample = rows[0].spec
+    data = load_dataset(sample.data.dataset, tuple(dict(sample.data.options)["classes"]),
+                        sample.data.n_train, sample.data.n_test, seed=sample.data.seed)
+    figure, axes = plt.subplots(1, len(report.problems),
+                                figsize=(5 * len(report.problems), 3.8), squeeze=False)
+    lines, table = [], []
+    for axis, problem in zip(axes[0], report.problems, strict=True):
+        key_rows = [row for row in rows if row.spec.problem_key() == problem.key
+                    and row.network is None and row.theory is not None]
+        theory = sorted((row.width, row.theory.test_loss) for row in key_rows
+                        if row.theory is not None and not is_infinite(row.width))
+        infinite = [row.theory.test_loss for row in key_rows
+                    if row.theory is not None and is_infinite(row.width)]
+        architecture = problem.key[1]
+        oracle, oracle_lambda = _infinite_oracle(architecture, data, rows[0].spec.temperature)
+        if theory:
+            axis.plot([1 / w for w, _ in theory], [v for _, v in theory], "-", color="C0",
+                      label="finite-width theory")
+        if infinite:
+            axis.axhline(infinite[0], color="C0", ls=":", label="infinite width (λ1 = 1)")
+        axis.axhline(oracle, color="C2", ls="--",
+                     label=f"best infinite width (λ1 = {oracle_lambda:.2g})")
+        axis.errorbar([1 / p.width for p in problem.points], [p.network for p in problem.points],
+                      yerr=[p.stderr for p in problem.points], fmt="o", color="C3", capsize=3,
+                      label="sampled networks ± SE")
+        axis.set_xlabel("1/N")
+        axis.set_ylabel("test loss ε_g")
+        axis.set_title(f"{problem.label}", fontsize=10)
+        axis.legend(fontsize=7)
+        lines.append(f"{problem.label}: {describe_fit(problem.fit)}")
+        for point in problem.points:
+            table.append({"architecture": problem.architecture, "width": point.width,
+                          "network": point.network, "stderr": point.stderr,
+                          "theory": point.theory, "infinite": point.infinite,
+                          "best_infinite": oracle, "best_infinite_lambda1": oracle_lambda})
+    path = out / "networks.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path, lines, table
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("lkr_report")
+    out.mkdir(parents=True, exist_ok=True)
+    studies = [arg for arg in argv if arg.endswith(".json")]
+    merged: dict[str, Any] = {"settings": None, "cases": []}
+    for name in studies:
+        with open(name, encoding="utf-8") as handle:
+            study = json.load(handle)
+        merged["settings"] = study["settings"]
+        merged["cases"] += study["cases"]
+    if merged["cases"]:
+        gap_maps(merged, out)
+        q_bar_maps(merged, out, 0.05, 1.0, max(merged["settings"]["alphas"]))
+        with open(out / "study.json", "w", encoding="utf-8") as handle:
+            json.dump(merged, handle, indent=1)
+    if "--runs" in argv:
+        _, lines, table = network_points(Path(argv[argv.index("--runs") + 1]), out)
+        with open(out / "networks.json", "w", encoding="utf-8") as handle:
+            json.dump({"fits": lines, "points": table}, handle, indent=1)
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
