@@ -29,7 +29,47 @@ from krenorm.experiments.store import ResultsStore
 from krenorm.theory.selection import patch_kernels, readout_prior_loss
 from krenorm.width import is_infinite
 
-__all__ = ["gap_maps", "network_points", "q_bar_maps"]
+__all__ = ["gap_maps", "headline", "network_points", "q_bar_maps"]
+
+
+def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """min over the λ1 grid of ε_g(N) minus the infinite-width oracle, against α, per T: does
+    the best finite-width network beat the best infinite-width one?"""
+    settings = study["settings"]
+    cases = study["cases"]
+    kinds = [kind for kind in settings["architectures"] if kind in cases[0]]
+    figure, axes = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 3.8), squeeze=False,
+                                layout="constrained", sharey=True)
+    rows = []
+    for axis, case in zip(axes[0], cases, strict=True):
+        for k, kind in enumerate(kinds):
+            for m, temperature in enumerate(settings["temperatures"]):
+                infinite = case[kind]["infinite"][str(temperature)]
+                gaps = []
+                for alpha in settings["alphas"]:
+                    losses = {lam: case[kind]["finite"][f"{temperature}|{lam}|{alpha}"]
+                              ["test_loss"] for lam in settings["lambda1s"]}
+                    best = min(losses, key=losses.__getitem__)
+                    gap = losses[best] - infinite["oracle_loss"]
+                    gaps.append(gap)
+                    rows.append({"case": case["case"]["name"], "architecture": kind,
+                                 "temperature": temperature, "alpha": alpha,
+                                 "best_lambda1": best, "finite": losses[best],
+                                 "oracle": infinite["oracle_loss"],
+                                 "oracle_lambda1": infinite["oracle_lambda1"],
+                                 "per_patch": infinite["per_patch_test_loss"], "gap": gap})
+                axis.plot(settings["alphas"], gaps, marker="os"[k], ls=["-", "--"][k],
+                          color=f"C{m}", label=f"{kind.upper()}, T = {temperature:g}")
+        axis.axhline(0.0, color="k", lw=0.8)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("α = P/N")
+        axis.set_title(case["case"]["name"].replace(", ", "\n", 1), fontsize=9)
+    axes[0][0].set_ylabel("min_λ1 ε_g(N) − min_λ1 ε_g(∞)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    path = out / "headline.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path, rows
 
 
 def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
@@ -56,10 +96,14 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
         alphas = settings["alphas"]
         grids = {(kind, alpha): _gap_grid(case[kind], settings, alpha, "oracle")
                  for kind in kinds for alpha in alphas}
-        bound = max(float(np.nanmax(np.abs(grid))) for grid in grids.values())
+        largest = max(float(np.nanmax(np.abs(grid))) for grid in grids.values())
+        most_negative = max(0.0, -min(float(np.nanmin(grid)) for grid in grids.values()))
+        # Resolve the interesting (negative, small) side: the colour range is 3× the largest
+        # gain, at least 0.03; larger losses saturate (the numbers are printed in each cell).
+        bound = min(largest, max(0.03, 3 * most_negative))
         figure, axes = plt.subplots(len(kinds), len(alphas),
-                                    figsize=(3.6 * len(alphas) + 1, 3.0 * len(kinds)),
-                                    squeeze=False)
+                                    figsize=(3.4 * len(alphas) + 1.5, 3.2 * len(kinds)),
+                                    squeeze=False, layout="constrained")
         norm = TwoSlopeNorm(0.0, -bound, bound)
         image = None
         for row, kind in enumerate(kinds):
@@ -75,10 +119,12 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
                 axis.set_yticks(range(len(settings["temperatures"])),
                                 [f"{v:g}" for v in settings["temperatures"]])
                 axis.set_xlabel("λ1")
-                axis.set_ylabel("T")
+                if col == 0:
+                    axis.set_ylabel("T")
                 axis.set_title(f"{kind.upper()}, α = P/N = {alpha:g}", fontsize=10)
         assert image is not None
-        figure.colorbar(image, ax=axes, label="ε_g(N) − min_λ1 ε_g(∞)  (<0: finite width better)")
+        figure.colorbar(image, ax=axes, extend="both",
+                        label="ε_g(N) − min_λ1 ε_g(∞)  (<0: finite width better)")
         figure.suptitle(case["case"]["name"], fontsize=11)
         path = out / f"gap_map_{number}.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -89,19 +135,21 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
 
 def q_bar_maps(study: dict[str, Any], out: Path, temperature: float, lambda1: float,
                alpha: float) -> Path:
-    """The CNN's Q̄ (Np×Np) at one (T, λ1, α) per case."""
+    """The CNN's Q̄ − 1 (Np×Np; 0 at infinite width) at one (T, λ1, α) per case."""
     cases = [case for case in study["cases"] if "cnn" in case]
-    figure, axes = plt.subplots(1, len(cases), figsize=(4.2 * len(cases), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 4.0), squeeze=False,
+                                layout="constrained")
     for axis, case in zip(axes[0], cases, strict=True):
         q_bar = np.asarray(case["cnn"]["finite"][f"{temperature}|{lambda1}|{alpha}"]["q_bar"])
-        bound = float(np.abs(q_bar).max())
-        image = axis.imshow(q_bar, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
-        axis.set_title(case["case"]["name"], fontsize=9)
+        change = q_bar - np.eye(q_bar.shape[0])
+        bound = float(np.abs(change).max())
+        image = axis.imshow(change, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
+        axis.set_title(case["case"]["name"].replace(", ", "\n", 1), fontsize=9)
         axis.set_xlabel("patch j")
         axis.set_ylabel("patch i")
-        figure.colorbar(image, ax=axis, label="Q̄_ij")
-    figure.suptitle(f"CNN Q̄ at T = {temperature:g}, λ1 = {lambda1:g}, α = {alpha:g}",
-                    fontsize=11)
+        figure.colorbar(image, ax=axis, label="Q̄_ij − δ_ij", shrink=0.8)
+    figure.suptitle(f"CNN order parameter Q̄ − 1 at T = {temperature:g}, λ1 = {lambda1:g}, "
+                    f"α = {alpha:g} (patches in raster order)", fontsize=11)
     path = out / "q_bar.png"
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -135,7 +183,8 @@ def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[
     data = load_dataset(sample.data.dataset, tuple(dict(sample.data.options)["classes"]),
                         sample.data.n_train, sample.data.n_test, seed=sample.data.seed)
     figure, axes = plt.subplots(1, len(report.problems),
-                                figsize=(5 * len(report.problems), 3.8), squeeze=False)
+                                figsize=(5.5 * len(report.problems), 4.2), squeeze=False,
+                                layout="constrained")
     lines, table = [], []
     for axis, problem in zip(axes[0], report.problems, strict=True):
         key_rows = [row for row in rows if row.spec.problem_key() == problem.key
@@ -178,13 +227,28 @@ def main(argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     studies = [arg for arg in argv if arg.endswith(".json")]
     merged: dict[str, Any] = {"settings": None, "cases": []}
-    for name in studies:
+    by_name: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in studies:  # files of the same case and P (e.g. a λ1 supplement) are merged
         with open(name, encoding="utf-8") as handle:
             study = json.load(handle)
-        merged["settings"] = study["settings"]
-        merged["cases"] += study["cases"]
+        if merged["settings"] is None:
+            merged["settings"] = dict(study["settings"])
+        settings = merged["settings"]
+        settings["lambda1s"] = sorted(set(settings["lambda1s"]) | set(study["settings"]
+                                                                       ["lambda1s"]))
+        for case in study["cases"]:
+            key = (case["case"]["name"], str(case["shape"]))
+            if key not in by_name:
+                by_name[key] = case
+                merged["cases"].append(case)
+                continue
+            for kind in settings["architectures"]:
+                by_name[key][kind]["finite"].update(case[kind]["finite"])
     if merged["cases"]:
         gap_maps(merged, out)
+        _, rows = headline(merged, out)
+        with open(out / "headline.json", "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
         q_bar_maps(merged, out, 0.05, 1.0, max(merged["settings"]["alphas"]))
         with open(out / "study.json", "w", encoding="utf-8") as handle:
             json.dump(merged, handle, indent=1)
