@@ -195,11 +195,15 @@ def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[
                     if row.theory is not None and is_infinite(row.width)]
         architecture = problem.key[1]
         oracle, oracle_lambda = _infinite_oracle(architecture, data, rows[0].spec.temperature)
-        if theory:
-            axis.plot([1 / w for w, _ in theory], [v for _, v in theory], "-", color="C0",
-                      label="finite-width theory")
+        spec = rows[0].spec
+        curve = [(0.0, infinite[0])] if infinite else []
+        curve += [(1 / w, v) for w, v in sorted(theory, reverse=True)]
+        if curve:
+            axis.plot([x for x, _ in curve], [v for _, v in curve], "-", color="C0",
+                      label="theory (finite N; N = ∞ at 1/N = 0)")
         if infinite:
-            axis.axhline(infinite[0], color="C0", ls=":", label="infinite width (λ1 = 1)")
+            axis.axhline(infinite[0], color="C0", ls=":",
+                         label=f"infinite width (λ1 = {spec.lambda1:g})")
         axis.axhline(oracle, color="C2", ls="--",
                      label=f"best infinite width (λ1 = {oracle_lambda:.2g})")
         axis.errorbar([1 / p.width for p in problem.points], [p.network for p in problem.points],
@@ -207,7 +211,8 @@ def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[
                       label="sampled networks ± SE")
         axis.set_xlabel("1/N")
         axis.set_ylabel("test loss ε_g")
-        axis.set_title(f"{problem.label}", fontsize=10)
+        axis.set_title(f"{spec.data.dataset} P = {spec.data.n_train}, {problem.label}, "
+                       f"T = {spec.temperature:g}, λ1 = {spec.lambda1:g}", fontsize=10)
         axis.legend(fontsize=7)
         lines.append(f"{problem.label}: {describe_fit(problem.fit)}")
         for point in problem.points:
@@ -249,7 +254,7 @@ def main(argv: list[str]) -> None:
         _, rows = headline(merged, out)
         with open(out / "headline.json", "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)
-        q_bar_maps(merged, out, 0.05, 1.0, max(merged["settings"]["alphas"]))
+        q_bar_maps(merged, out, 0.05, 16.0, max(merged["settings"]["alphas"]))
         with open(out / "study.json", "w", encoding="utf-8") as handle:
             json.dump(merged, handle, indent=1)
     if "--runs" in argv:
