@@ -61,6 +61,9 @@ def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any
                 axis.plot(settings["alphas"], gaps, marker="os"[k], ls=["-", "--"][k],
                           color=f"C{m}", label=f"{kind.upper()}, T = {temperature:g}")
         axis.axhline(0.0, color="k", lw=0.8)
+        # Linear within ±0.01 (the gains), logarithmic beyond (the large losses at T = 0.01).
+        axis.set_yscale("symlog", linthresh=0.01)
+        axis.grid(True, which="major", axis="y", lw=0.3)
         axis.set_xscale("log", base=2)
         axis.set_xlabel("α = P/N")
         axis.set_title(case["case"]["name"].replace(", ", "\n", 1), fontsize=9)
