@@ -223,7 +223,7 @@ def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[
                           "network": point.network, "stderr": point.stderr,
                           "theory": point.theory, "infinite": point.infinite,
                           "best_infinite": oracle, "best_infinite_lambda1": oracle_lambda})
-    path = out / "networks.png"
+    path = out / f"networks_{runs.name}.png"
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path, lines, table
@@ -261,8 +261,9 @@ def main(argv: list[str]) -> None:
         with open(out / "study.json", "w", encoding="utf-8") as handle:
             json.dump(merged, handle, indent=1)
     if "--runs" in argv:
-        _, lines, table = network_points(Path(argv[argv.index("--runs") + 1]), out)
-        with open(out / "networks.json", "w", encoding="utf-8") as handle:
+        runs = Path(argv[argv.index("--runs") + 1])
+        _, lines, table = network_points(runs, out)
+        with open(out / f"networks_{runs.name}.json", "w", encoding="utf-8") as handle:
             json.dump({"fits": lines, "points": table}, handle, indent=1)
         print("\n".join(lines))
 
