@@ -1,0 +1,272 @@
+"""Figures and tables of the LKR study (`lkr_study`) and of its sampled networks (the compare run
+of examples/lkr_question.toml), written next to a hand-written REPORT.md (docs/selection.md §4).
+
+    python -m krenorm.experiments.lkr_report STUDY_JSON... --runs runs/lkr_question --out DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import TwoSlopeNorm
+from scipy import optimize
+
+from krenorm.architectures import ArchitectureSpec
+from krenorm.data import load_dataset
+from krenorm.experiments.agreement import compare_networks, describe_fit
+from krenorm.experiments.rows import result_rows
+from krenorm.experiments.store import ResultsStore
+from krenorm.theory.selection import patch_kernels, readout_prior_loss
+from krenorm.width import is_infinite
+
+__all__ = ["gap_maps", "headline", "network_points", "q_bar_maps"]
+
+
+def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """min over the λ1 grid of ε_g(N) minus the infinite-width oracle, against α, per T: does
+    the best finite-width network beat the best infinite-width one?"""
+    settings = study["settings"]
+    cases = study["cases"]
+    kinds = [kind for kind in settings["architectures"] if kind in cases[0]]
+    figure, axes = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 3.8), squeeze=False,
+                                layout="constrained", sharey=True)
+    rows = []
+    for axis, case in zip(axes[0], cases, strict=True):
+        for k, kind in enumerate(kinds):
+            for m, temperature in enumerate(settings["temperatures"]):
+                infinite = case[kind]["infinite"][str(temperature)]
+                gaps = []
+                for alpha in settings["alphas"]:
+                    losses = {lam: case[kind]["finite"][f"{temperature}|{lam}|{alpha}"]
+                              ["test_loss"] for lam in settings["lambda1s"]}
+                    best = min(losses, key=losses.__getitem__)
+                    gap = losses[best] - infinite["oracle_loss"]
+                    gaps.append(gap)
+                    rows.append({"case": case["case"]["name"], "architecture": kind,
+                                 "temperature": temperature, "alpha": alpha,
+                                 "best_lambda1": best, "finite": losses[best],
+                                 "oracle": infinite["oracle_loss"],
+                                 "oracle_lambda1": infinite["oracle_lambda1"],
+                                 "per_patch": infinite["per_patch_test_loss"], "gap": gap})
+                axis.plot(settings["alphas"], gaps, marker="os"[k], ls=["-", "--"][k],
+                          color=f"C{m}", label=f"{kind.upper()}, T = {temperature:g}")
+        axis.axhline(0.0, color="k", lw=0.8)
+        # Linear within ±0.01 (the gains), logarithmic beyond (the large losses at T = 0.01).
+        axis.set_yscale("symlog", linthresh=0.01)
+        axis.grid(True, which="major", axis="y", lw=0.3)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("α = P/N")
+        axis.set_title(case["case"]["name"].replace(", ", "\n", 1), fontsize=9)
+    axes[0][0].set_ylabel("min_λ1 ε_g(N) − min_λ1 ε_g(∞)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    path = out / "headline.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path, rows
+
+
+def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
+              baseline: str) -> np.ndarray:
+    """Δ = ε_g(N) − baseline(T) on the (T rows, λ1 columns) grid."""
+    temps, lams = settings["temperatures"], settings["lambda1s"]
+    grid = np.full((len(temps), len(lams)), np.nan)
+    for i, temperature in enumerate(temps):
+        infinite = entry["infinite"][str(temperature)]
+        reference = (infinite["oracle_loss"] if baseline == "oracle"
+                     else min(infinite["oracle_loss"], infinite["per_patch_test_loss"]))
+        for j, lambda1 in enumerate(lams):
+            point = entry["finite"][f"{temperature}|{lambda1}|{alpha}"]
+            grid[i, j] = point["test_loss"] - reference
+    return grid
+
+
+def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
+    """One figure per case: Δ(T, λ1) for CNN and FC (rows) at each α (columns)."""
+    settings = study["settings"]
+    paths = []
+    for number, case in enumerate(study["cases"]):
+        kinds = [kind for kind in settings["architectures"] if kind in case]
+        alphas = settings["alphas"]
+        grids = {(kind, alpha): _gap_grid(case[kind], settings, alpha, "oracle")
+                 for kind in kinds for alpha in alphas}
+        largest = max(float(np.nanmax(np.abs(grid))) for grid in grids.values())
+        most_negative = max(0.0, -min(float(np.nanmin(grid)) for grid in grids.values()))
+        # Resolve the interesting (negative, small) side: the colour range is 3× the largest
+        # gain, at least 0.03; larger losses saturate (the numbers are printed in each cell).
+        bound = min(largest, max(0.03, 3 * most_negative))
+        figure, axes = plt.subplots(len(kinds), len(alphas),
+                                    figsize=(3.4 * len(alphas) + 1.5, 3.2 * len(kinds)),
+                                    squeeze=False, layout="constrained")
+        norm = TwoSlopeNorm(0.0, -bound, bound)
+        image = None
+        for row, kind in enumerate(kinds):
+            for col, alpha in enumerate(alphas):
+                axis = axes[row][col]
+                grid = grids[(kind, alpha)]
+                image = axis.imshow(grid, cmap="RdBu_r", norm=norm, origin="lower",
+                                    aspect="auto")
+                for (i, j), value in np.ndenumerate(grid):
+                    axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+                axis.set_xticks(range(len(settings["lambda1s"])),
+                                [f"{v:g}" for v in settings["lambda1s"]])
+                axis.set_yticks(range(len(settings["temperatures"])),
+                                [f"{v:g}" for v in settings["temperatures"]])
+                axis.set_xlabel("λ1")
+                if col == 0:
+                    axis.set_ylabel("T")
+                axis.set_title(f"{kind.upper()}, α = P/N = {alpha:g}", fontsize=10)
+        assert image is not None
+        figure.colorbar(image, ax=axes, extend="both",
+                        label="ε_g(N) − min_λ1 ε_g(∞)  (<0: finite width better)")
+        figure.suptitle(case["case"]["name"], fontsize=11)
+        path = out / f"gap_map_{number}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def q_bar_maps(study: dict[str, Any], out: Path, temperature: float, lambda1: float,
+               alpha: float) -> Path:
+    """The CNN's Q̄ − 1 (Np×Np; 0 at infinite width) at one (T, λ1, α) per case."""
+    cases = [case for case in study["cases"] if "cnn" in case]
+    figure, axes = plt.subplots(1, len(cases), figsize=(4.6 * len(cases), 4.0), squeeze=False,
+                                layout="constrained")
+    for axis, case in zip(axes[0], cases, strict=True):
+        q_bar = np.asarray(case["cnn"]["finite"][f"{temperature}|{lambda1}|{alpha}"]["q_bar"])
+        change = q_bar - np.eye(q_bar.shape[0])
+        bound = float(np.abs(change).max())
+        image = axis.imshow(change, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
+        axis.set_title(case["case"]["name"].replace(", ", "\n", 1), fontsize=9)
+        axis.set_xlabel("patch j")
+        axis.set_ylabel("patch i")
+        figure.colorbar(image, ax=axis, label="Q̄_ij − δ_ij", shrink=0.8)
+    figure.suptitle(f"CNN order parameter Q̄ − 1 at T = {temperature:g}, λ1 = {lambda1:g}, "
+                    f"α = {alpha:g} (patches in raster order)", fontsize=11)
+    path = out / "q_bar.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _infinite_oracle(spec: ArchitectureSpec, data: Any, temperature: float) -> tuple[float, float]:
+    """(min over λ1 of ε_g(∞) on the test set, that λ1) for the compare run's data."""
+    blocks = patch_kernels(spec, torch.cat([data.x_train, data.x_test]), 1.0)
+    n_train = data.x_train.shape[0]
+
+    def loss(log_s: float) -> float:
+        with torch.no_grad():
+            return float(readout_prior_loss(
+                torch.full((blocks.shape[0],), -float(log_s), dtype=torch.float64), blocks,
+                n_train, data.y_train, data.y_test, temperature, 1.0))
+    best = optimize.minimize_scalar(loss, bounds=(math.log(1e-3), math.log(1e3)),
+                                    method="bounded")
+    return float(best.fun), float(math.exp(best.x))
+
+
+def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[dict[str, Any]]]:
+    """Network ε_g ± SE against the finite- and infinite-width theory per architecture, the 1/N
+    fits (describe_fit) and a table of the points; the best-tuned infinite width (λ1 oracle)."""
+    store = ResultsStore(runs / "results.sqlite")
+    rows = result_rows(store)
+    report = compare_networks(rows)
+    if not report.problems:
+        return None, ["no sampled network has finished yet"], []
+    sample = rows[0].spec
+    data = load_dataset(sample.data.dataset, tuple(dict(sample.data.options)["classes"]),
+                        sample.data.n_train, sample.data.n_test, seed=sample.data.seed)
+    figure, axes = plt.subplots(1, len(report.problems),
+                                figsize=(5.5 * len(report.problems), 4.2), squeeze=False,
+                                layout="constrained")
+    lines, table = [], []
+    for axis, problem in zip(axes[0], report.problems, strict=True):
+        key_rows = [row for row in rows if row.spec.problem_key() == problem.key
+                    and row.network is None and row.theory is not None]
+        theory = sorted((row.width, row.theory.test_loss) for row in key_rows
+                        if row.theory is not None and not is_infinite(row.width))
+        infinite = [row.theory.test_loss for row in key_rows
+                    if row.theory is not None and is_infinite(row.width)]
+        architecture = problem.key[1]
+        oracle, oracle_lambda = _infinite_oracle(architecture, data, rows[0].spec.temperature)
+        spec = rows[0].spec
+        curve = [(0.0, infinite[0])] if infinite else []
+        curve += [(1 / w, v) for w, v in sorted(theory, reverse=True)]
+        if curve:
+            axis.plot([x for x, _ in curve], [v for _, v in curve], "-", color="C0",
+                      label="theory (finite N; N = ∞ at 1/N = 0)")
+        if infinite:
+            axis.axhline(infinite[0], color="C0", ls=":",
+                         label=f"infinite width (λ1 = {spec.lambda1:g})")
+        axis.axhline(oracle, color="C2", ls="--",
+                     label=f"best infinite width (λ1 = {oracle_lambda:.2g})")
+        axis.errorbar([1 / p.width for p in problem.points], [p.network for p in problem.points],
+                      yerr=[p.stderr for p in problem.points], fmt="o", color="C3", capsize=3,
+                      label="sampled networks ± SE")
+        axis.set_xlabel("1/N")
+        axis.set_ylabel("test loss ε_g")
+        axis.set_title(f"{spec.data.dataset} P = {spec.data.n_train}, {problem.label}, "
+                       f"T = {spec.temperature:g}, λ1 = {spec.lambda1:g}", fontsize=10)
+        axis.legend(fontsize=7)
+        lines.append(f"{problem.label}: {describe_fit(problem.fit)}")
+        for point in problem.points:
+            table.append({"architecture": problem.architecture, "width": point.width,
+                          "network": point.network, "stderr": point.stderr,
+                          "theory": point.theory, "infinite": point.infinite,
+                          "best_infinite": oracle, "best_infinite_lambda1": oracle_lambda})
+    path = out / f"networks_{runs.name}.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path, lines, table
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("lkr_report")
+    out.mkdir(parents=True, exist_ok=True)
+    studies = [arg for arg in argv if arg.endswith(".json")]
+    merged: dict[str, Any] = {"settings": None, "cases": []}
+    by_name: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in studies:  # files of the same case and P (e.g. a λ1 supplement) are merged
+        with open(name, encoding="utf-8") as handle:
+            study = json.load(handle)
+        if merged["settings"] is None:
+            merged["settings"] = dict(study["settings"])
+        settings = merged["settings"]
+        settings["lambda1s"] = sorted(set(settings["lambda1s"]) | set(study["settings"]
+                                                                       ["lambda1s"]))
+        for case in study["cases"]:
+            key = (case["case"]["name"], str(case["shape"]))
+            if key not in by_name:
+                by_name[key] = case
+                merged["cases"].append(case)
+                continue
+            for kind in settings["architectures"]:
+                by_name[key][kind]["finite"].update(case[kind]["finite"])
+    if merged["cases"]:
+        gap_maps(merged, out)
+        _, rows = headline(merged, out)
+        with open(out / "headline.json", "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
+        q_bar_maps(merged, out, 0.05, 16.0, max(merged["settings"]["alphas"]))
+        with open(out / "study.json", "w", encoding="utf-8") as handle:
+            json.dump(merged, handle, indent=1)
+    if "--runs" in argv:
+        runs = Path(argv[argv.index("--runs") + 1])
+        _, lines, table = network_points(runs, out)
+        with open(out / f"networks_{runs.name}.json", "w", encoding="utf-8") as handle:
+            json.dump({"fits": lines, "points": table}, handle, indent=1)
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

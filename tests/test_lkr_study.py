@@ -1,0 +1,41 @@
+"""The LKR study's report layer on a hand-made study (no data set, no solver): the headline gap
+is min over the λ1 grid of ε_g(N) minus the infinite-width oracle, and the figures are written."""
+
+from __future__ import annotations
+
+import pytest
+
+from krenorm.experiments.lkr_report import gap_maps, headline, q_bar_maps
+
+
+def _study():
+    settings = {"temperatures": [0.05], "lambda1s": [1.0, 4.0], "alphas": [0.5, 2.0],
+                "architectures": ["cnn", "fc"]}
+    losses = {"cnn": {(1.0, 0.5): 0.40, (4.0, 0.5): 0.31, (1.0, 2.0): 0.42, (4.0, 2.0): 0.28},
+              "fc": {(1.0, 0.5): 0.45, (4.0, 0.5): 0.33, (1.0, 2.0): 0.47, (4.0, 2.0): 0.35}}
+    case = {"case": {"name": "toy, gray"}, "shape": [2, 1, 4, 4]}
+    for kind in ("cnn", "fc"):
+        case[kind] = {
+            "infinite": {"0.05": {"oracle_loss": 0.30, "oracle_lambda1": 3.0,
+                                  "per_patch_test_loss": 0.32, "grid": {}}},
+            "finite": {f"0.05|{lam}|{alpha}": {"test_loss": loss,
+                                               "q_bar": [[1.2, -0.1], [-0.1, 0.9]]}
+                       for (lam, alpha), loss in losses[kind].items()},
+        }
+    return {"settings": settings, "cases": [case]}
+
+
+def test_headline_gap_is_best_finite_minus_oracle(tmp_path):
+    path, rows = headline(_study(), tmp_path)
+    assert path.exists()
+    gaps = {(row["architecture"], row["alpha"]): row["gap"] for row in rows}
+    assert gaps[("cnn", 2.0)] == pytest.approx(0.28 - 0.30)
+    assert gaps[("cnn", 0.5)] == pytest.approx(0.31 - 0.30)
+    assert gaps[("fc", 0.5)] == pytest.approx(0.33 - 0.30)
+    assert {row["best_lambda1"] for row in rows} == {4.0}
+
+
+def test_maps_and_q_bar_figures_are_written(tmp_path):
+    paths = gap_maps(_study(), tmp_path)
+    assert [p.name for p in paths] == ["gap_map_0.png"] and paths[0].stat().st_size > 0
+    assert q_bar_maps(_study(), tmp_path, 0.05, 4.0, 2.0).exists()
