@@ -99,9 +99,11 @@ def theory_command(
     if finite["off_diagonal_share"] is not None:
         console.print(f"share of K_R in off-diagonal blocks: {finite['off_diagonal_share']:.4f}")
     if "is_saddle" in diagnostics:
-        # FC with a non-odd σ: a saddle in (Q̄, Q), one Hessian eigenvalue of each sign expected.
-        low, high = diagnostics["hessian_eigenvalues"]
-        curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({low:.4g}, {high:.4g}), "
+        # A non-odd σ: a saddle in (Q̄, Q), one negative Hessian eigenvalue per entry of Q̄.
+        eigenvalues = diagnostics["hessian_eigenvalues"]
+        negative = sum(value < 0 for value in eigenvalues)
+        curvature = (f"Hessian eigenvalues in (Q̄, Q) {min(eigenvalues):.4g}…"
+                     f"{max(eigenvalues):.4g}, {negative} of {len(eigenvalues)} negative, "
                      f"{'a saddle as expected' if diagnostics['is_saddle'] else 'NOT a saddle'}")
     else:
         smallest = diagnostics.get("min_hessian_eigenvalue")
