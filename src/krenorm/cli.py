@@ -55,7 +55,7 @@ def theory_command(
     side: int = typer.Option(None, help="Resize images to side × side."),
     grayscale: bool = typer.Option(False, help="Convert colour images to one channel."),
     arch: str = typer.Option("cnn", help="fc, cnn, lcn or cnn-gap."),
-    activation: str = typer.Option("erf", help="erf, relu (FC only), identity, tanh, ..."),
+    activation: str = typer.Option("erf", help="erf, relu, identity, tanh, ..."),
     mask: int = typer.Option(7, help="Kernel size (square)."),
     stride: int = typer.Option(7, help="Stride."),
     padding: int = typer.Option(0, help="Zero padding."),
