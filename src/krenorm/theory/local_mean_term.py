@@ -286,6 +286,9 @@ class LocalMeanTermAction(EffectiveAction):
     `means` is the (Np, P) stack m_i^μ; `scale` is s = 1/(λ1 Np)."""
 
     structure: LocalMeanTermStructure
+    #: Hessian-vector products take stacked directions: dense Hessians (the saddle solver's
+    #: Jacobian, the signature check) are assembled this many columns per call.
+    hessian_batch: ClassVar[int] = 64
 
     def __init__(self, basis: GramBasis, means: torch.Tensor, scale: float, y: torch.Tensor,
                  width: float, temperature: float, structure: LocalMeanTermStructure):
