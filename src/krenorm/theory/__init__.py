@@ -3,6 +3,7 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 
 from typing import Any
 
+from krenorm.theory.continuation import ContinuationSettings, solve_with_continuation
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.fit import (
     FittedTheory,
@@ -11,6 +12,7 @@ from krenorm.theory.fit import (
     TheorySummary,
     fit_theory,
 )
+from krenorm.theory.local_mean_term import LocalMeanTermStructure
 from krenorm.theory.order_parameters import (
     DiagonalStructure,
     MatrixStructure,
@@ -28,6 +30,8 @@ from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_p
 
 __all__ = [
     "CholeskyPosterior",
+    "ContinuationSettings",
+    "LocalMeanTermStructure",
     "DiagonalStructure",
     "FittedTheory",
     "GaussianPosterior",
@@ -47,6 +51,7 @@ __all__ = [
     "TheorySummary",
     "fit_theory",
     "solve_saddle_point",
+    "solve_with_continuation",
 ]
 
 
