@@ -31,10 +31,10 @@ from krenorm.theory.solvers import SaddlePointConvergenceWarning, solve_saddle_p
 __all__ = [
     "CholeskyPosterior",
     "ContinuationSettings",
-    "LocalMeanTermStructure",
     "DiagonalStructure",
     "FittedTheory",
     "GaussianPosterior",
+    "LocalMeanTermStructure",
     "MatrixStructure",
     "MeanTermStructure",
     "OrderParameterStructure",
