@@ -1,9 +1,9 @@
 """Q̄ and R = (1 + Q)⁻¹ of the ReLU CNN/LCN theory (docs/math/theory.md §3.6) beside the sampled
-networks' readout moments (λ1/N) Σ_k ⟨a_k a_kᵀ⟩, at the smallest sampled width of each
-architecture of one compare run.
+networks' readout moments (λ1/N) Σ_k ⟨a_k a_kᵀ⟩, at one sampled width (default N = 25) of
+each architecture of one compare run.
 
     python examples/relu_study/order_parameter_maps.py runs/relu_mnist/results.sqlite \
-        examples/relu_study/mnist_order_parameters.png
+        examples/relu_study/mnist_order_parameters.png [WIDTH]
 
 Reads the networks' moments from the results store, refits the theory on the same data (the
 data spec stored with each point) and prints the numbers the report quotes.
@@ -37,14 +37,14 @@ def _network_points(db: str) -> list[tuple[dict, dict]]:
     return [(json.loads(spec), json.loads(diagnostics)["network"]) for spec, diagnostics in rows]
 
 
-def main(db: str, out: str) -> None:
+def main(db: str, out: str, width: float = 25.0) -> None:
     torch.set_num_threads(1)
     points = _network_points(db)
     smallest: dict[tuple, tuple[dict, dict]] = {}
     for spec, network in points:
         arch = spec["architecture"]
         key = (arch["kind"], tuple(arch["mask"]), tuple(arch["stride"]))
-        if key not in smallest or spec["width"] < smallest[key][0]["width"]:
+        if spec["width"] == width:
             smallest[key] = (spec, network)
     keys = sorted(smallest)
     figure, axes = plt.subplots(len(keys), 3, figsize=(12, 3.6 * len(keys)), squeeze=False)
@@ -100,4 +100,4 @@ def main(db: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], *(float(value) for value in sys.argv[3:4]))
