@@ -102,9 +102,14 @@ def theory_command(
         # A non-odd σ: a saddle in (Q̄, Q), one negative Hessian eigenvalue per entry of Q̄.
         eigenvalues = diagnostics["hessian_eigenvalues"]
         negative = sum(value < 0 for value in eigenvalues)
-        curvature = (f"Hessian eigenvalues in (Q̄, Q) {min(eigenvalues):.4g}…"
-                     f"{max(eigenvalues):.4g}, {negative} of {len(eigenvalues)} negative, "
-                     f"{'a saddle as expected' if diagnostics['is_saddle'] else 'NOT a saddle'}")
+        verdict = "a saddle as expected" if diagnostics["is_saddle"] else "NOT a saddle"
+        if len(eigenvalues) == 2:  # scalar pair (FC, CNN-GAP)
+            curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({eigenvalues[0]:.4g}, "
+                         f"{eigenvalues[1]:.4g}), {verdict}")
+        else:
+            curvature = (f"Hessian eigenvalues in (Q̄, Q) {min(eigenvalues):.4g}…"
+                         f"{max(eigenvalues):.4g}, {negative} of {len(eigenvalues)} negative, "
+                         f"{verdict}")
     else:
         smallest = diagnostics.get("min_hessian_eigenvalue")
         curvature = f"min Hessian eigenvalue={'–' if smallest is None else f'{smallest:.6g}'}"
