@@ -298,8 +298,8 @@ class LocalMeanTermAction(EffectiveAction):
         y = check_targets("y", y, basis.n_samples)
         if y.ndim != 1:
             raise ValueError("several outputs with a non-odd activation are not supported: the "
-                             "(Q̄, Q) action is derived for one output (docs/math/theory.md "
-                             "§3.6); fit one output at a time.")
+                             "(Q̄, Q) action is derived for one output "
+                             "(docs/math/theory.md §3.6); fit one output at a time.")
         self.y = y
         self.width = check_width(width)
         self.temperature = check_positive("temperature", temperature)
