@@ -345,8 +345,9 @@ def test_bad_inputs_are_refused():
         fit_theory(x, y, spec, -1.0, 0.1)
     with pytest.raises(ValueError, match="NaN"):
         fit_theory(x, y * float("nan"), spec, 10.0, 0.1)
-    with pytest.raises(NotImplementedError, match="mean term"):
-        fit_theory(x, y, ArchitectureSpec("cnn", "relu", mask=3, stride=3), 10.0, 0.1)
+    # A non-odd activation on a CNN has its (Q̄, Q) theory (docs/math/theory.md §3.6).
+    assert fit_theory(x, y, ArchitectureSpec("cnn", "relu", mask=3, stride=3), 10.0,
+                      0.1).diagnostics.converged
     with pytest.raises(ValueError, match="FC architecture only"):
         fit_theory(x, torch.stack([y, y], 1), spec, 10.0, 0.1)
     with pytest.raises(ValueError, match=r"\(P, c, H, W\)"):

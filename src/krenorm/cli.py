@@ -157,7 +157,7 @@ def theory_command(
     side: int = typer.Option(None, help="Resize images to side × side."),
     grayscale: bool = typer.Option(False, help="Convert colour images to one channel."),
     arch: str = typer.Option("cnn", help="fc, cnn, lcn or cnn-gap."),
-    activation: str = typer.Option("erf", help="erf, relu (FC only), identity, tanh, ..."),
+    activation: str = typer.Option("erf", help="erf, relu, identity, tanh, ..."),
     mask: int = typer.Option(7, help="Kernel size (square)."),
     stride: int = typer.Option(7, help="Stride."),
     padding: int = typer.Option(0, help="Zero padding."),
@@ -215,10 +215,17 @@ def theory_command(
     if finite["off_diagonal_share"] is not None:
         console.print(f"share of K_R in off-diagonal blocks: {finite['off_diagonal_share']:.4f}")
     if "is_saddle" in diagnostics:
-        # FC with a non-odd σ: a saddle in (Q̄, Q), one Hessian eigenvalue of each sign expected.
-        low, high = diagnostics["hessian_eigenvalues"]
-        curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({low:.4g}, {high:.4g}), "
-                     f"{'a saddle as expected' if diagnostics['is_saddle'] else 'NOT a saddle'}")
+        # A non-odd σ: a saddle in (Q̄, Q), one negative Hessian eigenvalue per entry of Q̄.
+        eigenvalues = diagnostics["hessian_eigenvalues"]
+        negative = sum(value < 0 for value in eigenvalues)
+        verdict = "a saddle as expected" if diagnostics["is_saddle"] else "NOT a saddle"
+        if len(eigenvalues) == 2:  # scalar pair (FC, CNN-GAP)
+            curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({eigenvalues[0]:.4g}, "
+                         f"{eigenvalues[1]:.4g}), {verdict}")
+        else:
+            curvature = (f"Hessian eigenvalues in (Q̄, Q) {min(eigenvalues):.4g}…"
+                         f"{max(eigenvalues):.4g}, {negative} of {len(eigenvalues)} negative, "
+                         f"{verdict}")
     else:
         smallest = diagnostics.get("min_hessian_eigenvalue")
         curvature = f"min Hessian eigenvalue={'–' if smallest is None else f'{smallest:.6g}'}"

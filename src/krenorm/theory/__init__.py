@@ -4,6 +4,7 @@ solvers, posterior predictions and the scikit-learn estimator (docs/math/theory.
 from typing import Any
 
 from krenorm.theory.blocks import BlockPlan, BlockSettings
+from krenorm.theory.continuation import ContinuationSettings, solve_with_continuation
 
 # Deep networks (docs/math/deep.md §3–5).
 from krenorm.theory.deep_fit import DeepFittedTheory, DeepTheorySummary, fit_deep_theory
@@ -15,6 +16,7 @@ from krenorm.theory.fit import (
     TheorySummary,
     fit_theory,
 )
+from krenorm.theory.local_mean_term import LocalMeanTermStructure
 from krenorm.theory.order_parameters import (
     DiagonalStructure,
     MatrixStructure,
@@ -38,11 +40,13 @@ __all__ = [
     "BlockPlan",
     "BlockSettings",
     "CholeskyPosterior",
+    "ContinuationSettings",
     "DeepFittedTheory",
     "DeepTheorySummary",
     "DiagonalStructure",
     "FittedTheory",
     "GaussianPosterior",
+    "LocalMeanTermStructure",
     "MatrixStructure",
     "MeanTermStructure",
     "OrderParameterStructure",
@@ -61,6 +65,7 @@ __all__ = [
     "fit_deep_theory",
     "fit_theory",
     "solve_saddle_point",
+    "solve_with_continuation",
 ]
 
 

@@ -3,7 +3,7 @@
 
 A fit composes four pieces, each behind one interface: the architecture's kernel model
 (`RenormalizedKernels`) → its effective action (`EffectiveAction`) → the stationary point
-(solved, with continuation in N when needed, or fixed by the user) → the Gaussian-process
+(solved, with continuation in α and T when needed, or fixed by the user) → the Gaussian-process
 posterior at that point (`GaussianPosterior`):
 
     m(x0) = k_R(x0)ᵀ A⁻¹ y,   v(x0) = K_R(x0, x0) − k_R(x0)ᵀ A⁻¹ k_R(x0),
@@ -20,7 +20,6 @@ marginal likelihood.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -33,14 +32,11 @@ from krenorm._validation import check_finite, check_positive, check_targets
 from krenorm.architectures import ArchitectureSpec
 from krenorm.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.blocks import BlockSettings
-from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
+from krenorm.theory.continuation import ContinuationSettings, solve_with_continuation
+from krenorm.theory.diagnostics import SolverDiagnostics, SolverSettings
 from krenorm.theory.posterior import GaussianPosterior, Prediction
 from krenorm.theory.renormalized_kernels import renormalized_kernels
-from krenorm.theory.solvers import (
-    ProgressCallback,
-    SaddlePointConvergenceWarning,
-    solve_saddle_point,
-)
+from krenorm.theory.solvers import ProgressCallback
 from krenorm.width import alpha, check_width, is_infinite, width_to_json
 
 __all__ = [
@@ -51,10 +47,6 @@ __all__ = [
     "TheorySummary",
     "fit_theory",
 ]
-
-#: Widths N·factor followed, warm-starting each, when a saddle point is not reached from
-#: infinite width directly.
-_CONTINUATION_FACTORS = (1000.0, 100.0, 10.0, 3.0, 1.0)
 
 
 @dataclass(frozen=True, init=False)
@@ -72,6 +64,8 @@ class TheoryConfig:
     order parameters and the solver stay on the CPU.
     blocks: how CNN/LCN local blocks are held (`BlockSettings`: auto/stored/streamed, float64 or
     float32 storage; None = auto: streamed when stored blocks would not fit memory_limit).
+    continuation: how the stationary point is followed in α (and T) when a direct solve fails
+    (`krenorm.theory.continuation.ContinuationSettings`; docs/math/theory.md §3.7).
     infinite_width (deprecated): True means width = math.inf.
     """
 
@@ -86,6 +80,7 @@ class TheoryConfig:
     fixed_q_bar: tuple[float, ...] | None = None
     device: str | None = None
     blocks: BlockSettings | None = None
+    continuation: ContinuationSettings = field(default_factory=ContinuationSettings)
 
     def __init__(
         self,
@@ -108,6 +103,7 @@ class TheoryConfig:
         n_starts: int | None = None,
         seed: int | None = None,
         hessian_check: bool | None = None,
+        continuation: ContinuationSettings | None = None,
     ) -> None:
         if not isinstance(architecture, ArchitectureSpec):
             raise ValueError(f"architecture must be an ArchitectureSpec, got "
@@ -142,7 +138,11 @@ class TheoryConfig:
             "fixed_q_bar": fixed,
             "device": device,
             "blocks": blocks,
+            "continuation": ContinuationSettings() if continuation is None else continuation,
         }
+        if not isinstance(values["continuation"], ContinuationSettings):
+            raise ValueError(f"continuation must be a ContinuationSettings, got "
+                             f"{type(continuation).__name__}.")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -296,37 +296,11 @@ class FittedTheory(PosteriorPredictions):
         solver finds the identity at once: the data term vanishes)."""
         if self.config.fixed_q_bar is not None:
             return self.structure.point_from(self.config.fixed_q_bar), None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-            saddle = solve_saddle_point(self.action, settings=self.config.solver_settings,
-                                        progress=self._progress)
-        if not saddle.diagnostics.converged:
-            saddle = self._continuation()
+        saddle = solve_with_continuation(self.action, self.n_train,
+                                         solver=self.config.solver_settings,
+                                         settings=self.config.continuation,
+                                         progress=self._progress)
         return saddle.point, saddle.diagnostics
-
-    def _continuation(self) -> SaddlePoint:
-        """Follow the solution from near infinite width (N·1000) down to N, each solve
-        warm-started from the last converged one; only the last checks the curvature and warns
-        when it does not converge."""
-        settings = self.config.solver_settings
-        start: torch.Tensor | None = None
-        saddle: SaddlePoint | None = None
-        for factor in _CONTINUATION_FACTORS:
-            final = factor == _CONTINUATION_FACTORS[-1]
-            action = self.action.at_width(self.config.width * factor)
-            with warnings.catch_warnings():
-                if not final:
-                    warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-                saddle = solve_saddle_point(
-                    action, start,
-                    settings=settings.updated(hessian_check=settings.hessian_check and final),
-                    progress=self._progress)
-            if saddle.diagnostics.converged:
-                start = saddle.point
-        assert saddle is not None  # the factor tuple is not empty
-        diagnostics = dataclasses.replace(
-            saddle.diagnostics, method=f"continuation in N; {saddle.diagnostics.method}")
-        return dataclasses.replace(saddle, diagnostics=diagnostics)
 
     def _log_evidence(self) -> float:
         """ln Z of the module docstring. The prior part −(N/2)[S₀(point) − S₀(1)] is exactly 0

@@ -13,7 +13,7 @@ With ∂_a A the derivatives of K_R (∂_Q̄ A = (K − M)/λ1, ∂_Q A = −M/(
 analytic like the other actions. With M = 0 the pair reduces to Q̄⁻¹ = 1 + G. `MeanTermAction`
 implements the common `EffectiveAction` interface with the point (Q̄, Q) and the
 `MeanTermStructure`; `solve_saddle_point` finds the saddle (damped fixed point, hybrid Newton,
-continuation in N in `fit_theory`).
+continuation in α and T in `fit_theory`, docs/math/theory.md §3.7).
 """
 
 from __future__ import annotations

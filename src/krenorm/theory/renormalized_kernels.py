@@ -4,6 +4,7 @@ test-side kernels k_R(x0) and K_R(x0, x0) for a given order parameter (docs/math
 
 FC        K_R = (Q̄/λ1) K                       (scalar; D×D Q̄ ⊗ K with D outputs)
 FC, non-odd σ   K_R = (Q̄/λ1)(K − M) + M/(λ1(1 + Q))   (the pair (Q̄, Q); `mean_term`)
+CNN/LCN/GAP, non-odd σ   the (Q̄, Q) pair with per-patch means (`local_mean_term`, §3.6)
 CNN-GAP   K_R = Q̄ (1/(λ1 Np²)) Σ_ij K_ij        (scalar)
 CNN       K_R = (1/(λ1 Np)) Σ_ij Q̄_ij K_ij      (Np×Np SPD)
 LCN       K_R = (1/(λ1 Np)) Σ_i q̄_i K_ii        (diagonal)
@@ -45,6 +46,11 @@ from krenorm.theory.blocks import (
     plan_blocks,
 )
 from krenorm.theory.kernel_model import RenormalizedKernels
+from krenorm.theory.local_mean_term import (
+    ConvolutionalMeanTermKernels,
+    LocallyConnectedMeanTermKernels,
+    PooledMeanTermKernels,
+)
 from krenorm.theory.mean_term import MeanTermKernels
 from krenorm.theory.order_parameters import DiagonalStructure, MatrixStructure
 from krenorm.theory.posterior import GaussianPosterior, SpectralPosterior
@@ -288,6 +294,10 @@ _MODELS: dict[tuple[str, bool], KernelModelFactory] = {
     ("cnn-gap", True): PooledKernels,
     ("cnn", True): ConvolutionalKernels,
     ("lcn", True): LocallyConnectedKernels,
+    # Non-odd activations: the (Q̄, Q) pair with the per-patch mean term (§3.6).
+    ("cnn-gap", False): PooledMeanTermKernels,
+    ("cnn", False): ConvolutionalMeanTermKernels,
+    ("lcn", False): LocallyConnectedMeanTermKernels,
 }
 
 
@@ -295,22 +305,23 @@ def renormalized_kernels(spec: ArchitectureSpec, x_train: torch.Tensor, lambda0:
                          lambda1: float, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                          memory_limit: int | None = None, *,
                          blocks: BlockSettings | None = None) -> RenormalizedKernels:
-    """The kernel model of an architecture (the (Q̄, Q) mean-term model for FC with a non-odd
-    activation). Refuses non-odd activations for CNN/LCN/GAP, whose mean term couples positions
-    and is not derived here (docs/math/theory.md §3)."""
+    """The kernel model of an architecture: for a non-odd activation the (Q̄, Q) mean-term
+    model (FC: docs/math/theory.md §3; CNN, LCN, CNN-GAP: §3.6)."""
     key = (spec.kind, get_activation(spec.activation).odd)
     if key not in _MODELS:
-        raise NotImplementedError(
-            f"the {spec.kind} effective theory with the non-odd activation {spec.activation!r} "
-            "needs the mean term that couples patch positions (docs/math/theory.md §3), which "
-            "is not derived here; use an odd activation (erf, identity, tanh) or the FC "
-            "architecture."
-        )
+        raise ValueError(
+            f"no effective theory for the architecture kind {spec.kind!r}; choose one of "
+            f"{sorted({kind for kind, _ in _MODELS})}.")
     if spec.is_convolutional and x_train.ndim != 4:
         raise ValueError(f"the {spec.kind} architecture needs images of shape (P, c, H, W).")
     # Block settings go only to the models that hold local blocks (other factories need not
     # know the keyword); `blocks` selects stored/streamed/float32 (docs/scale.md §1).
     options: dict[str, Any] = {"chunk_bytes": chunk_bytes, "memory_limit": memory_limit}
     if blocks is not None and spec.kind in ("cnn", "lcn"):
+        if not key[1]:
+            raise ValueError(
+                f"blocks= (stored/streamed/sharded local blocks) applies to odd activations; the "
+                f"{spec.kind} (Q̄, Q) model for {spec.activation!r} stores its blocks itself "
+                "(docs/scale.md §1): leave blocks=None.")
         options["blocks"] = blocks
     return _MODELS[key](spec, x_train, lambda0, lambda1, **options)

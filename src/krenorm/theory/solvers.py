@@ -159,10 +159,12 @@ class _Coordinates:
         """The inverse map, batched over leading axes: (..., size) → (..., *shape)."""
         return (c @ self._flat).reshape(*c.shape[:-1], *self.basis.shape[1:])
 
-    def hessian(self, evaluation: ActionEvaluation) -> torch.Tensor:
-        """The dense Hessian in these coordinates (symmetrised), one product per column."""
-        columns = torch.stack([self.to_coordinates(evaluation.hessian_vector(e))
-                               for e in self.basis])
+    def hessian(self, evaluation: ActionEvaluation, batch: int = 1) -> torch.Tensor:
+        """The dense Hessian in these coordinates (symmetrised): one product per column, or
+        `batch` columns per call for actions whose products take stacked directions."""
+        columns = torch.cat([self.to_coordinates(evaluation.hessian_vector(
+            self.basis[start:start + batch] if batch > 1 else self.basis[start]).reshape(
+                -1, *self.basis.shape[1:])) for start in range(0, self.size, batch)])
         return (columns + columns.T) / 2
 
 
@@ -450,6 +452,13 @@ def _anderson_with_fallback(action: EffectiveAction, q: torch.Tensor, tolerance:
 # -- stationary points that are not minima ---------------------------------------------------
 
 
+def _hessian_batch(action: EffectiveAction) -> int:
+    """Directions per Hessian-vector call when assembling a dense Hessian: the action's
+    `hessian_batch` where its products take stacked directions (one pass over the kernel
+    blocks per batch instead of per column), else 1."""
+    return int(getattr(action, "hessian_batch", 1))
+
+
 class _OutsideDomainError(Exception):
     """A trial point where S is not defined."""
 
@@ -481,7 +490,7 @@ def _hybrid_newton(action: EffectiveAction, origin: torch.Tensor
         return coordinates.to_coordinates(evaluate(c).gradient).numpy()
 
     def jacobian(c: np.ndarray) -> np.ndarray:
-        return coordinates.hessian(evaluate(c)).numpy()
+        return coordinates.hessian(evaluate(c), _hessian_batch(action)).numpy()
 
     try:
         result = scipy.optimize.root(gradient, coordinates.to_coordinates(origin).numpy(),
@@ -558,7 +567,7 @@ def _saddle_curvature(action: EffectiveAction, evaluation: ActionEvaluation) -> 
     """The full Hessian and its eigenvalues; the signature holds when exactly the structure's
     `n_negative_directions` eigenvalues are negative and the others positive."""
     coordinates = _Coordinates(action.structure, evaluation.point.dtype)
-    hessian = coordinates.hessian(evaluation)
+    hessian = coordinates.hessian(evaluation, _hessian_batch(action))
     eigenvalues = torch.linalg.eigvalsh(hessian)
     negative = action.structure.n_negative_directions
     signature = bool((eigenvalues[:negative] < 0).all() and (eigenvalues[negative:] > 0).all())
