@@ -182,7 +182,8 @@ def test_dependency_rule():
         "adaptive": {"features", "spectra"},
     }
     # The bottom layer imports nothing else of krenorm.
-    for source in ("width", "_validation", "linalg", "fixed_point", "threads", "memory"):
+    for source in ("width", "_validation", "linalg", "fixed_point", "threads", "memory",
+                   "kernel_ridge_solvers"):
         assert not graph.get(source), (source, graph.get(source))
     for source, banned in forbidden.items():
         assert not graph.get(source, set()) & banned, (source, graph.get(source, set()) & banned)

@@ -29,10 +29,11 @@ import torch
 
 from krenorm._validation import check_positive
 from krenorm.theory.action import EffectiveAction
-from krenorm.theory.diagnostics import SaddlePoint, SolverSettings
+from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.solvers import (
     ProgressCallback,
     SaddlePointConvergenceWarning,
+    SolverProgress,
     solve_saddle_point,
 )
 from krenorm.width import is_infinite
@@ -193,6 +194,23 @@ def _final(action: EffectiveAction, path: ContinuationPath, solver: SolverSettin
     return dataclasses.replace(saddle, diagnostics=diagnostics)
 
 
+def _continued(progress: ProgressCallback | None, before: SolverDiagnostics
+               ) -> ProgressCallback | None:
+    """A progress callback for a solve that continues an earlier one: counts offset by the
+    earlier solve's evaluations and block passes, so a display sees one growing count."""
+    if progress is None:
+        return None
+    report = progress
+
+    def continued(step: SolverProgress) -> None:
+        passes = (None if step.block_passes is None or before.block_passes is None
+                  else step.block_passes + before.block_passes)
+        report(dataclasses.replace(step, evaluations=step.evaluations
+                                   + before.function_evaluations, block_passes=passes))
+
+    return continued
+
+
 def solve_with_continuation(action: EffectiveAction, n_samples: int, *,
                             solver: SolverSettings | None = None,
                             settings: ContinuationSettings | None = None,
@@ -208,7 +226,18 @@ def solve_with_continuation(action: EffectiveAction, n_samples: int, *,
     if direct.diagnostics.converged or is_infinite(action.width):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-            return solve_saddle_point(action, direct.point, settings=solver, progress=progress)
+            polished = solve_saddle_point(action, direct.point, settings=solver,
+                                          progress=_continued(progress, direct.diagnostics))
+        # The polish (with the curvature check) starts at the direct solution: the work done is
+        # the sum of both, which is what the diagnostics (and a progress display) must count.
+        first, second = direct.diagnostics, polished.diagnostics
+        counts = dataclasses.replace(
+            second,
+            iterations=first.iterations + second.iterations,
+            function_evaluations=first.function_evaluations + second.function_evaluations,
+            block_passes=(None if first.block_passes is None or second.block_passes is None
+                          else first.block_passes + second.block_passes))
+        return dataclasses.replace(polished, diagnostics=counts)
     best = direct
     path = continue_in_width(action, n_samples, solver=solver, settings=settings)
     if path.reached:
