@@ -43,8 +43,8 @@ from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.grams import compute_local_blocks, local_diagonal_blocks
 from krenorm.kernels.local_kernel import LocalKernel
 from krenorm.kernels.local_means import local_means
-from krenorm.kernels.memory import DEFAULT_CHUNK_BYTES
 from krenorm.linalg import factor_noisy_kernel, log_det_from_factor, spd_inverse
+from krenorm.memory import DEFAULT_CHUNK_BYTES
 from krenorm.theory.action import (
     ActionEvaluation,
     DiagonalBlocksBasis,
@@ -53,7 +53,7 @@ from krenorm.theory.action import (
     LocalBlocksBasis,
 )
 from krenorm.theory.kernel_model import RenormalizedKernels
-from krenorm.theory.mean_term import MeanTermAction, mean_term_kernel
+from krenorm.theory.mean_term import MeanTermKernels, mean_term_kernel
 from krenorm.theory.order_parameters import (
     DiagonalStructure,
     HessianVector,
@@ -452,9 +452,11 @@ class LocallyConnectedMeanTermKernels(_LocalMeanTermKernels):
         return DiagonalBlocksBasis(blocks, self.lambda1)
 
 
-class PooledMeanTermKernels(RenormalizedKernels):
+class PooledMeanTermKernels(MeanTermKernels):
     """CNN-GAP with a non-odd activation: the scalar pair (Q̄, Q) of the FC action on the pooled
-    kernel (1/Np²)Σ_ij K_ij and the pooled mean (1/Np)Σ_i m_i (docs/math/theory.md §3.6)."""
+    kernel (1/Np²)Σ_ij K_ij and the pooled mean (1/Np)Σ_i m_i (docs/math/theory.md §3.6). The
+    action and training kernel are the FC model's (inherited); only the kernels and the test
+    side differ."""
 
     def __init__(self, spec: ArchitectureSpec, x_train: torch.Tensor, lambda0: float,
                  lambda1: float, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -474,14 +476,6 @@ class PooledMeanTermKernels(RenormalizedKernels):
         self.kernel = blocks.contract(self.ones) / self.n_patches**2
         self.means = local_means(x_train, spec.geometry, activation=spec.activation,
                                  lambda0=lambda0).mean(0)
-
-    def action(self, y: torch.Tensor, width: float, temperature: float) -> MeanTermAction:
-        return MeanTermAction(self.kernel, self.means, y, width, temperature, self.lambda1)
-
-    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
-        mean_outer = torch.outer(self.means, self.means)
-        return mean_term_kernel(float(point[0]), float(point[1]), self.kernel - mean_outer,
-                                mean_outer, self.lambda1)
 
     def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
