@@ -69,7 +69,8 @@ def test_metric_is_a_linear_map_of_the_first_layer_patches() -> None:
 
 def test_metric_matches_a_monte_carlo_network() -> None:
     """Depth 2, flatten readout: the NNGP with metric M against the empirical kernel of wide
-    random ReLU CNNs whose first layer reads Rᵀp (tolerance: 6 Monte-Carlo standard errors)."""
+    random ReLU CNNs whose first layer reads Lᵀp (tolerance: 4 Monte-Carlo standard errors + 1 %,
+    finite-width bias O(1/width))."""
     first = PatchGeometry(2, 2, 0)
     layers = (first, PatchGeometry(2, 2, 0))
     x = X[:2, :, :4, :4]
@@ -89,7 +90,8 @@ def test_metric_matches_a_monte_carlo_network() -> None:
         values.append((h2[0] @ h2[1] / width).item())
     mean = sum(values) / samples
     stderr = (sum((v - mean) ** 2 for v in values) / (samples - 1) / samples) ** 0.5
-    assert abs(mean - exact) < 6 * stderr + 0.02 * abs(exact)
+    # Measured: |Δ| ≈ 0.8 SE; M = I or a trace-matched isotropic M are off by > 10 SE.
+    assert abs(mean - exact) < 4 * stderr + 0.01 * abs(exact)
 
 
 def test_convrfm_with_deep_nngp_fits_and_refuses_misuse() -> None:
