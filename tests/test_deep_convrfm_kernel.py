@@ -131,3 +131,19 @@ def test_relu_kernel_partials_match_finite_differences() -> None:
             numeric = (act.kernel(*args) - act.kernel(*minus))[0] / (2 * step)
         assert abs(numeric - grad[0]) < 1e-8
     assert b.grad[1] == pytest.approx(0.5)  # ∂κ/∂b = (π − 0)/(2π) at ρ = 1
+
+
+def test_deep_convrfm_levels_use_the_multi_layer_kernel() -> None:
+    from krenorm.features import DeepConvRFMClassifier
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, 1, 12, 12, generator=g, dtype=torch.float64)
+    y = (x[:, 0, 4:8, 4:8].sum((1, 2)) > 0).long().numpy()
+    model = DeepConvRFMClassifier(n_levels=2, n_filters=4, kernel="deep-nngp", mask=[2, 1],
+                                  stride=[2, 1], deep_layers=(2,), n_rounds=1,
+                                  ridge=(1e-3, 1e-1), agop_samples=20)
+    model.fit(x, y)
+    assert model.final_.kernel_.depth == 2
+    assert model.final_.kernel_.geometries[0].mask == (1, 1)
+    assert model.levels_[1].input_shape == (4, 6, 6)
+    assert model.predict(x).shape == (40,)
