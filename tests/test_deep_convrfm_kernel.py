@@ -147,3 +147,19 @@ def test_deep_convrfm_levels_use_the_multi_layer_kernel() -> None:
     assert model.final_.kernel_.geometries[0].mask == (1, 1)
     assert model.levels_[1].input_shape == (4, 6, 6)
     assert model.predict(x).shape == (40,)
+
+
+def test_deep_nngp_convrfm_in_float32() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 1, 8, 8, generator=g)
+    y = (x[:, 0, 2:5, 2:5].sum((1, 2)) > 0).long().numpy()
+    model = ConvRFMClassifier(kernel="deep-nngp", mask=2, stride=2, deep_layers=(2,),
+                              n_rounds=2, ridge=(1e-3, 1e-1), agop_samples=20, dtype="float32")
+    model.fit(x, y)
+    assert model.metric_.dtype == torch.float32
+    assert model.decision_function(x).dtype.name == "float32"
+    double = ConvRFMClassifier(kernel="deep-nngp", mask=2, stride=2, deep_layers=(2,),
+                               n_rounds=0, ridge=1e-1).fit(x.double(), y)
+    single = ConvRFMClassifier(kernel="deep-nngp", mask=2, stride=2, deep_layers=(2,),
+                               n_rounds=0, ridge=1e-1, dtype="float32").fit(x, y)
+    assert abs(double.decision_function(x) - single.decision_function(x)).max() < 1e-3

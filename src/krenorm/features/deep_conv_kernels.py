@@ -73,9 +73,11 @@ class DeepNNGPPatchKernel:
         return self.geometries[0].patch_dimension(x.shape[1])
 
     def _factor(self, metric: torch.Tensor, dimension: int) -> torch.Tensor | None:
-        # The same R (M = R Rᵀ, PSD-checked, rank-truncated) as the one-layer kernel.
+        # The same R (M = R Rᵀ, PSD-checked, rank-truncated) as the one-layer kernel, with the
+        # PSD tolerance of the metric's own dtype (a float32 metric is checked as float32).
         one_layer = MahalanobisPatchKernel("nngp", "aligned", self.geometries[0])
-        return one_layer.metric_factor(metric.to(torch.float64), dimension)
+        factor = one_layer.metric_factor(metric, dimension)
+        return None if factor is None else factor.to(torch.float64)
 
     def _features(self, x: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
         return first_layer_features(x, self.geometries[0], 1.0, factor)
