@@ -58,3 +58,56 @@ def test_cli_ntk_custom_architectures_and_z(tmp_path):
     assert refused.exit_code == 2 and "cnn:4" in refused.output
     wrong_kind = runner.invoke(app, ["spectra", "--out", str(tmp_path), "--kind", "cntk"])
     assert wrong_kind.exit_code == 2
+
+
+def test_spectra_cli_pooling_is_the_pooled_cyclic_spectrum(tmp_path):
+    import torch
+
+    from krenorm.spectra.hypercube import hypercube_spectrum, pooled_cyclic_spectrum
+
+    result = CliRunner().invoke(app, ["spectra", "--out", str(tmp_path), "--dimension", "8",
+                                      "--pooling", "3", "--architecture", "cnn:3/1:cyclic",
+                                      "--kind", "ntk", "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "spectra.json").read_text())
+    assert written["mode"] == "pooling"
+    entry = written["spectra"]["cnn:3/1:cyclic"]
+    tree = architecture_from_spec("cnn:3/1:cyclic", 8)
+    expected = pooled_cyclic_spectrum(hypercube_spectrum(tree, "ntk"), 3).eigenvalues
+    assert torch.allclose(torch.tensor(entry["eigenvalues"], dtype=torch.float64), expected,
+                          rtol=0, atol=1e-14)
+    assert entry["largest"] == pytest.approx(float(expected.max()))
+    # Pooling with ω = 3 multiplies the ∅ eigenvalue by F(0) = ω.
+    unpooled = hypercube_spectrum(tree, "ntk").eigenvalues
+    assert entry["eigenvalues"][0] == pytest.approx(3 * float(unpooled[0]))
+
+
+def test_spectra_cli_sphere_mode_is_the_sphere_product_spectrum(tmp_path):
+    from krenorm.spectra.sphere import sphere_product_spectrum
+
+    result = CliRunner().invoke(app, ["spectra", "--out", str(tmp_path), "--dimension", "8",
+                                      "--geometry", "sphere", "--architecture", "cnn:4",
+                                      "--max-degree", "2", "--quadrature-nodes", "12"])
+    assert result.exit_code == 0, result.output
+    assert "products of spheres" in result.output
+    entry = json.loads((tmp_path / "spectra.json").read_text())["spectra"]["cnn:4"]
+    expected = sphere_product_spectrum(architecture_from_spec("cnn:4", 8), 2, "nngp", 12)
+    assert entry["eigenvalues"] == pytest.approx(list(expected.eigenvalues), rel=1e-12)
+    assert entry["top"][0]["degrees"] == [0, 0]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--pooling", "2"], "needs --architecture"),
+    (["--pooling", "2", "--architecture", "cnn:4"], "cyclic stride-1"),
+    (["--pooling", "2", "--architecture", "cnn:4:cyclic"], "cyclic stride-1"),
+    (["--pooling", "2", "--architecture", "mlp:2"], "cyclic stride-1"),
+    (["--pooling", "9", "--architecture", "cnn:3/1:cyclic"], "between 1 and d"),
+    (["--pooling", "2", "--geometry", "sphere"], "hypercube only"),
+    (["--geometry", "ball"], "hypercube or sphere"),
+    (["--geometry", "sphere", "--architecture", "cnn:3,2/1,2"], "disjoint"),
+])
+def test_spectra_cli_refuses_pooling_and_sphere_misuse(tmp_path, arguments, message):
+    result = CliRunner().invoke(app, ["spectra", "--out", str(tmp_path), "--dimension", "8",
+                                      *arguments])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())

@@ -260,7 +260,8 @@ def torch_summary(q_bar: list) -> str:
 #: A list-valued option as a module-level singleton (ruff B008).
 _SPECTRA_ARCHITECTURE_OPTION = typer.Option(
     None, help="Architecture spec, repeatable (default: mlp:2, cnn:4, deep tree CNN). "
-    "mlp:DEPTH or cnn:F1,F2,…[/S1,S2,…][:cyclic] (strides below the filter size overlap).")
+    "mlp:DEPTH or cnn:F1,F2,… with optional strides /S1,S2,… and an optional :cyclic (strides "
+    "below the filter size overlap).")
 
 
 @app.command("spectra")
@@ -279,10 +280,16 @@ def spectra_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     kind: str = typer.Option("nngp", help="Kernel of every architecture: nngp or ntk."),
     architecture: list[str] = _SPECTRA_ARCHITECTURE_OPTION,
+    pooling: int = typer.Option(0, help="Readout pooling width ω (0: none) of cyclic stride-1 "
+                                        "CNNs given with --architecture; eigenvalues only."),
+    geometry: str = typer.Option("hypercube", help="Input space: hypercube ({±1}^d, maps and "
+                                                   "learning curves) or sphere (a product of "
+                                                   "spheres, one per patch; eigenvalues only)."),
+    max_degree: int = typer.Option(3, help="Sphere mode: largest degree per sphere."),
+    quadrature_nodes: int = typer.Option(16, help="Sphere mode: Gauss–Jacobi nodes per sphere."),
 ) -> None:
-    """Eigenstructure lens: MLP vs shallow vs deep CNN spectra on {±1}^d and learning curves.
-    Pooling and sphere products are in the Python API (krenorm.spectra.hypercube
-    .pooled_cyclic_spectrum, krenorm.spectra.sphere; docs/spectra.md)."""
+    """Eigenstructure lens: MLP vs shallow vs deep CNN spectra on {±1}^d and learning curves;
+    with --pooling or --geometry sphere, the pooled or sphere-product eigenvalues only."""
     import json
 
     from rich.console import Console
@@ -290,7 +297,49 @@ def spectra_command(
 
     from krenorm.spectra.comparison import run_spectra_comparison
     from krenorm.spectra.figures import plot_eigenvalue_maps, plot_learning_curves
+    from krenorm.spectra.modes import pooled_spectra, sphere_spectra
 
+    if geometry not in ("hypercube", "sphere"):
+        raise ValueError(f"--geometry must be hypercube or sphere, got {geometry!r}.")
+    if kind not in ("nngp", "ntk"):
+        raise ValueError(f"--kind must be nngp or ntk, got {kind!r}.")
+    if pooling < 0:
+        raise ValueError(f"--pooling must be >= 0 (0: no pooling), got {pooling}.")
+    if pooling and geometry == "sphere":
+        raise ValueError("--pooling is for the hypercube only: the pooled spectrum is diagonal "
+                         "over cyclic shift orbits of coordinates, which spheres do not have.")
+    if pooling or geometry == "sphere":
+        specs = list(architecture or [])
+        if pooling:
+            spectra = pooled_spectra(specs, dimension, pooling, kind,  # type: ignore[arg-type]
+                                     activation)
+        else:
+            spectra = sphere_spectra(specs, dimension, max_degree, quadrature_nodes,
+                                     kind, activation)  # type: ignore[arg-type]
+        directory = Path(out)
+        directory.mkdir(parents=True, exist_ok=True)
+        mode = {"mode": "pooling" if pooling else "sphere", "kind": kind,
+                "dimension": dimension, "spectra": spectra}
+        (directory / "spectra.json").write_text(json.dumps(mode, indent=1))
+        if as_json:
+            typer.echo(json.dumps(mode, indent=2))
+            return
+        table = Table(caption=(f"{kind.upper()}, readout pooling ω = {pooling} on {{±1}}^"
+                               f"{dimension}: five largest eigenvalues (|S|, cyclic frequency f)"
+                               if pooling else f"{kind.upper()} on products of spheres "
+                               f"(d = {dimension}): five largest eigenvalues (degree profile k, "
+                               "multiplicity)"))
+        table.add_column("architecture")
+        table.add_column("eigenvalue", justify="right")
+        table.add_column("|S|, f" if pooling else "k (multiplicity)")
+        for name, result in spectra.items():
+            for rank, row in enumerate(result["top"]):
+                where = (f"{row['subset_size']}, {row['cyclic_frequency']}" if pooling
+                         else f"{tuple(row['degrees'])} ({row['multiplicity']})")
+                table.add_row(name if rank == 0 else "", f"{row['eigenvalue']:.4e}", where)
+        Console().print(table)
+        typer.echo(f"wrote {directory / 'spectra.json'}")
+        return
     sizes = number_list(sample_sizes, "--sample-sizes")
     for option, value in (("--dimension", dimension), ("--curve-dimension", curve_dimension)):
         # The default shallow CNN reads non-overlapping patches of 4 inputs, so d must split into

@@ -1,9 +1,12 @@
 """ConvRFM: kernel machines on image patches with a learned patch metric M (docs/math/features.md
 "Kernels with a learned patch metric", "ConvRFM iteration").
 
-kernel ∈ {laplace, gaussian, nngp, ntk}, layout ∈ {aligned, all-pairs}; nngp/ntk in the aligned
-layout are the one-layer ReLU CNN-GP / CNTK with flatten readout (conv_kernels.py). With
+kernel ∈ {laplace, gaussian, nngp, ntk, deep-nngp}, layout ∈ {aligned, all-pairs}; nngp/ntk in the
+aligned layout are the one-layer ReLU CNN-GP / CNTK with flatten readout (conv_kernels.py). With
 n_rounds = 0 the metric stays M = I and the estimator is the fixed convolutional kernel.
+kernel = "deep-nngp" is the depth-L ReLU CNN NNGP of krenorm.kernels.deep (docs/math/features.md
+§6): the first layer has this estimator's patch geometry and the metric M, `deep_layers` gives
+layers 2..L (a mask with stride = mask, or a PatchGeometry), `readout` is flatten or gap.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from krenorm.features.conv_kernels import Layout, MahalanobisPatchKernel
+from krenorm.features.deep_conv_kernels import DeepNNGPPatchKernel, PatchKernel, deep_geometries
 from krenorm.features.estimators import FeatureClassifierBase, FeatureRegressorBase
 from krenorm.kernels.patches import PaddingMode, PatchGeometry
 
@@ -37,6 +41,8 @@ class _ConvRFMParameters:
         refit: bool = True,
         seed: int = 0,
         dtype: str = "float64",
+        deep_layers: Sequence[int | tuple[int, int] | PatchGeometry] = (),
+        readout: str = "flatten",
     ) -> None:
         self.kernel = kernel
         self.layout = layout
@@ -55,12 +61,19 @@ class _ConvRFMParameters:
         self.refit = refit
         self.seed = seed
         self.dtype = dtype
+        self.deep_layers = deep_layers
+        self.readout = readout
 
     def geometry(self) -> PatchGeometry:
         """The patch geometry (mask, stride, padding, padding_mode) as a PatchGeometry."""
         return PatchGeometry(self.mask, self.stride, self.padding, self.padding_mode)
 
-    def _kernel(self) -> MahalanobisPatchKernel:
+    def _kernel(self) -> PatchKernel:
+        if self.kernel == "deep-nngp":
+            return DeepNNGPPatchKernel(deep_geometries(self.geometry(), self.deep_layers),
+                                       self.readout)
+        if tuple(self.deep_layers):
+            raise ValueError("deep_layers needs kernel='deep-nngp'.")
         return MahalanobisPatchKernel(self.kernel, self.layout, self.geometry())
 
 

@@ -28,6 +28,7 @@ from krenorm.features.convrfm import ConvRFMClassifier
 from krenorm.features.estimators import as_tensor, validation_split
 from krenorm.features.metric import psd_eigh, psd_matrix_power
 from krenorm.kernels.activations import get_activation
+from krenorm.kernels.patches import PatchGeometry
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
     hyper-parameters are those of ConvRFMClassifier, shared by all levels except mask, stride and
     padding, which may be lists with one entry per level (module docstring). Fitted attributes:
     levels_ (LevelRecord per level), filters_ (sampled filters per transition), final_ (the last
-    level's ConvRFMClassifier), classes_.
+    level's ConvRFMClassifier), classes_. With kernel="deep-nngp", every level's kernel is the
+    multi-layer CNN NNGP whose layers 2..L are `deep_layers` (the same for every level; readout
+    `readout`) on top of that level's patch geometry (docs/math/features.md §6).
     """
 
     def __init__(
@@ -98,6 +101,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         refit: bool = True,
         seed: int = 0,
         dtype: str = "float64",
+        deep_layers: Sequence[int | tuple[int, int] | PatchGeometry] = (),
+        readout: str = "flatten",
     ) -> None:
         self.n_levels = n_levels
         self.n_filters = n_filters
@@ -119,6 +124,8 @@ class DeepConvRFMClassifier(ClassifierMixin, BaseEstimator):
         self.refit = refit
         self.seed = seed
         self.dtype = dtype
+        self.deep_layers = deep_layers
+        self.readout = readout
 
     def _per_level(self, name: str, level: int) -> Any:
         """The value of a geometry parameter at `level`: a list holds one per level."""

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from krenorm._validation import one_line_value_errors
-from krenorm.features.conv_kernels import MahalanobisPatchKernel
+from krenorm.features.deep_conv_kernels import PatchKernel
 from krenorm.features.recursion import RecursionResult, Task, run_feature_recursion
 from krenorm.features.ridge import solve_kernel_ridge
 
@@ -63,7 +63,7 @@ class FeatureMachineBase(BaseEstimator):
     #: Whether X is images (P, c, H, W) (ConvRFM) rather than vectors (P, D) (RFM).
     _images: bool = False
 
-    def _kernel(self) -> MahalanobisPatchKernel:
+    def _kernel(self) -> PatchKernel:
         raise NotImplementedError
 
     def _dtype(self) -> torch.dtype:
@@ -176,7 +176,7 @@ class FeatureMachineBase(BaseEstimator):
         self._finish(kernel, history, x_fit, y_fit, x_val, t_val)
         return self
 
-    def _finish(self, kernel: MahalanobisPatchKernel, history: RecursionResult,
+    def _finish(self, kernel: PatchKernel, history: RecursionResult,
                 x_fit: torch.Tensor, y_fit: torch.Tensor, x_val: torch.Tensor,
                 t_val: torch.Tensor) -> None:
         best = history.best

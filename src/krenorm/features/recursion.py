@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from krenorm.features.conv_kernels import MahalanobisPatchKernel
+from krenorm.features.deep_conv_kernels import PatchKernel
 from krenorm.features.metric import Normalisation, psd_eigh, update_metric
 from krenorm.features.ridge import solve_kernel_ridge
 
@@ -99,7 +99,7 @@ def _as_grid(name: str, values: float | Sequence[float]) -> tuple[float, ...]:
 
 
 def run_feature_recursion(
-    kernel: MahalanobisPatchKernel,
+    kernel: PatchKernel,
     x_fit: torch.Tensor,
     y_fit: torch.Tensor,
     x_val: torch.Tensor,

@@ -27,6 +27,41 @@ def _erf_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tens
 
 
 def _relu_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or c.requires_grad):
+        return _ReluKernelWithPartials.apply(a, b, c)
+    return _relu_kernel_value(a, b, c)
+
+
+class _ReluKernelWithPartials(torch.autograd.Function):
+    """κ_relu with its closed-form partials, finite where autograd through acos and √(1 − ρ²)
+    gives inf·0 = NaN (ρ = ±1: an input against itself; a zero input):
+        ∂κ/∂b = (π − θ)/(2π),   ∂κ/∂a = √(c/a) sin θ/(4π)   (0 where a or c is 0),
+    from κ = √(ac) J(ρ)/(2π), J = sin θ + (π − θ) cos θ, J'(ρ) = π − θ."""
+
+    @staticmethod
+    def forward(ctx, a, b, c):
+        ctx.save_for_backward(a, b, c)
+        return _relu_kernel_value(a, b, c)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b, c = ctx.saved_tensors
+        norm = torch.sqrt(a * c)
+        valid = norm > 0
+        rho = torch.where(valid, b / torch.where(valid, norm, torch.ones_like(norm)), 0.0)
+        rho = rho.clamp(-1.0, 1.0)
+        sine = torch.sqrt(1 - rho**2)
+        d_b = torch.where(valid, (math.pi - torch.acos(rho)) / (2 * math.pi), 0.0)
+
+        def side(own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+            ratio = torch.sqrt(torch.where(valid, other / torch.where(valid, own, 1.0), 0.0))
+            return ratio * sine / (4 * math.pi)
+
+        return ((grad * side(a, c)).sum_to_size(a.shape), (grad * d_b).sum_to_size(b.shape),
+                (grad * side(c, a)).sum_to_size(c.shape))
+
+
+def _relu_kernel_value(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     norm = torch.sqrt(a * c)
     # ρ is clipped to [−1, 1]: rounding can push |b| slightly above √(ac) on the diagonal.
     rho = torch.where(norm > 0, b / torch.where(norm > 0, norm, torch.ones_like(norm)), 0.0)

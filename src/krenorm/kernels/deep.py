@@ -38,7 +38,10 @@ __all__ = [
     "deep_local_blocks",
     "deep_local_cross_blocks",
     "deep_local_diagonal_blocks",
+    "deep_local_gram",
+    "deep_local_gram_from_features",
     "deep_local_test_diagonals",
+    "first_layer_features",
     "layer_offsets",
 ]
 
@@ -307,3 +310,88 @@ def deep_local_test_diagonals(x_test: torch.Tensor, geometries: Sequence[PatchGe
         out[i, j] = values[index]
         out[j, i] = values[index]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Image-by-image Gram matrices with a readout (used by the deep ConvRFM kernel)
+
+READOUTS = ("flatten", "gap")
+
+
+def first_layer_features(x: torch.Tensor, geometry: PatchGeometry, lambda0: float = 1.0,
+                         metric_factor: torch.Tensor | None = None) -> torch.Tensor:
+    """Position-major first-layer features (d_1, P, r): the scaled patches r_i(x)/√(λ_0 m_1),
+    times R (m_1, r) when a patch metric M = R Rᵀ is given, so that
+    C¹_ij(x, z) = r_i(x)ᵀ M r_j(z)/(λ_0 m_1) is their plain dot product (docs/math/features.md §6).
+    """
+    check_images("x", x)
+    patches = scaled_patches(x.to(torch.float64), PatchGeometry.of(geometry),
+                             lambda0=lambda0).transpose(0, 1)
+    if metric_factor is not None:
+        patches = patches @ metric_factor.to(torch.float64)
+    return patches
+
+
+def deep_local_gram_from_features(left: torch.Tensor, right: torch.Tensor | None,
+                                  geometries: Sequence[PatchGeometry],
+                                  image_shape: Sequence[int],
+                                  activation: str | Activation = "relu",
+                                  priors: Sequence[float] = (1.0,), *, readout: str = "flatten",
+                                  memory_limit: int | None = None) -> torch.Tensor:
+    """The depth-L CNN NNGP Gram (A, B) from first-layer features (`first_layer_features`) of
+    images shaped `image_shape` (c, H, W); right = None means left against itself:
+        flatten   K(x, z) = (1/d_L) Σ_i K^L_ii(x, z)
+        gap       K(x, z) = (1/d_L²) Σ_ij K^L_ij(x, z)
+    (the readout prior λ_L is left to the caller). Differentiable in the features (autograd
+    gives the predictor's gradients with respect to the first-layer patches)."""
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}.")
+    act = get_activation(activation)
+    layers = _Layers(geometries, priors, tuple(image_shape))
+    symmetric = right is None
+    right_ = left if right is None else right
+    if left.shape[0] != layers.sizes[0] or right_.shape[0] != layers.sizes[0]:
+        raise ValueError(f"features must have {layers.sizes[0]} first-layer positions for "
+                         f"images of shape {tuple(image_shape)}, got {left.shape[0]} and "
+                         f"{right_.shape[0]}.")
+    left_var = layers.variances(act, (left * left).sum(-1))
+    right_var = left_var if symmetric else layers.variances(act, (right_ * right_).sum(-1))
+    d = layers.n_positions
+    if readout == "flatten":
+        top = [(i, i) for i in range(d)]
+    elif symmetric:
+        top = [(i, j) for i in range(d) for j in range(i, d)]
+    else:
+        top = [(i, j) for i in range(d) for j in range(d)]
+    blocks = _recursion(act, layers, top, symmetric, lambda p: left[p[0]] @ right_[p[1]].T,
+                        left_var, right_var, (left.shape[1], right_.shape[1]), False,
+                        "the deep image Gram", memory_limit)
+    if readout == "flatten":
+        return blocks.sum(0) / d
+    if symmetric:
+        # Pairs i < j stand for both (i, j) and (j, i) = (i, j)ᵀ.
+        diagonal = torch.tensor([i == j for i, j in top])
+        off = blocks[~diagonal].sum(0)
+        return (blocks[diagonal].sum(0) + off + off.T) / d**2
+    return blocks.sum(0) / d**2
+
+
+def deep_local_gram(x: torch.Tensor, z: torch.Tensor | None,
+                    geometries: Sequence[PatchGeometry], activation: str | Activation = "relu",
+                    priors: Sequence[float] = (1.0,), *, readout: str = "flatten",
+                    metric_factor: torch.Tensor | None = None,
+                    memory_limit: int | None = None) -> torch.Tensor:
+    """The depth-L CNN NNGP Gram between images x (P, c, H, W) and z (P', c, H, W), or x with
+    itself for z = None, with a flatten or GAP readout (see `deep_local_gram_from_features`);
+    `metric_factor` R puts a patch metric M = R Rᵀ into the first-layer inner products."""
+    if z is not None and tuple(z.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError("x and z must have the same channels and size.")
+    first = PatchGeometry.of(geometries[0]) if geometries else None
+    if first is None:
+        raise ValueError("geometries must hold one PatchGeometry per hidden layer.")
+    lambda0 = _priors(priors, len(geometries))[0]
+    left = first_layer_features(x, first, lambda0, metric_factor)
+    right = None if z is None else first_layer_features(z, first, lambda0, metric_factor)
+    return deep_local_gram_from_features(left, right, geometries, tuple(x.shape[1:]),
+                                         activation, priors, readout=readout,
+                                         memory_limit=memory_limit)
