@@ -27,6 +27,19 @@ def test_cli_deep_convrfm_with_a_row_mask_at_level_two(tmp_path):
     assert refused.exit_code == 2 and "data must be one of" in refused.output
 
 
+def test_cli_convrfm_with_the_multi_layer_nngp_kernel(tmp_path):
+    """--kernel deep-nngp with --deep-layers reaches both the fixed kernel and the ConvRFM."""
+    result = CliRunner().invoke(app, [
+        "convrfm", "--data", "star", "--n-train", "30", "--n-val", "15", "--n-test", "30",
+        "--kernel", "deep-nngp", "--mask", "2", "--deep-layers", "2", "--readout", "flatten",
+        "--out", str(tmp_path),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "convrfm.json").read_text())["settings"]
+    assert settings["kernel"] == "deep-nngp"
+    assert settings["deep_layers"] == ["2"] and settings["readout"] == "flatten"
+
+
 def test_splits_are_disjoint_draws_and_selection_uses_validation_only():
     """Synthetic splits are independent seeded draws; the reported validation accuracy is the
     selected predictor's accuracy on the validation split (so the test split chose nothing)."""

@@ -652,7 +652,11 @@ def convrfm_command(
     n_test: int = typer.Option(500, help="Test images (scored once, at the end)."),
     depth: int = typer.Option(1, help="ConvRFM levels (Deep ConvRFM with sampled filters)."),
     rounds: int = typer.Option(1, help="AGOP rounds per level."),
-    kernel: str = typer.Option("ntk", help="ntk, nngp, laplace or gaussian."),
+    kernel: str = typer.Option("ntk", help="ntk, nngp, laplace, gaussian or deep-nngp (the "
+                               "multi-layer convolutional NNGP, see --deep-layers)."),
+    deep_layers: str = typer.Option("", help="deep-nngp only: masks of layers 2..L "
+                                    "(stride = mask), ';'-separated, e.g. '2;2'."),
+    readout: str = typer.Option("flatten", help="deep-nngp only: flatten or gap."),
     mask: str = typer.Option("3", help="Patch mask per level, ';'-separated: '5' or '3;1x14'."),
     n_filters: int = typer.Option(8, help="Sampled filters between levels."),
     ridges: str = typer.Option("1e-3,1e-2,1e-1", help="Ridge grid (selected on validation)."),
@@ -689,6 +693,8 @@ def convrfm_command(
             splits, depth=depth, rounds=rounds, kernel=kernel,
             mask=masks if len(masks) > 1 else masks[0], n_filters=n_filters,
             ridges=[float(r) for r in ridges.split(",")], seed=seed,
+            deep_layers=[parse_mask(part) for part in deep_layers.split(";") if part.strip()],
+            readout=readout,
         )  # fmt: skip
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)

@@ -153,20 +153,25 @@ def run_convrfm_experiment(
     agop_samples: int = 1000,
     seed: int = 0,
     dtype: str = "float32",
+    deep_layers: Sequence[int | tuple[int, int]] = (),
+    readout: str = "flatten",
 ) -> ConvRFMExperiment:
     """Fixed kernel (ConvRFM with no metric update, first level's geometry) and the learned
     ConvRFM of `depth` levels with `rounds` AGOP rounds per level; both select on the validation
-    split and are scored once on the test split."""
+    split and are scored once on the test split. With kernel='deep-nngp', `deep_layers` (masks
+    of layers 2..L, stride = mask) and `readout` ('flatten' or 'gap') give the multi-layer
+    convolutional NNGP of each level (docs/math/features.md §6)."""
     if depth < 1 or rounds < 0:
         raise ValueError("depth must be >= 1 and rounds >= 0.")
     first_mask = mask[0] if isinstance(mask, list) else mask
     ridge_grid = tuple(ridges)
+    deep = {"deep_layers": tuple(deep_layers), "readout": readout}
     baseline = ConvRFMClassifier(kernel=kernel, mask=first_mask, ridge=ridge_grid, n_rounds=0,
                                  agop_samples=agop_samples, seed=seed, dtype=dtype,
-                                 refit=False)  # fmt: skip
+                                 refit=False, **deep)  # fmt: skip
     learned = DeepConvRFMClassifier(
         n_levels=depth, n_filters=n_filters, kernel=kernel, mask=mask, ridge=ridge_grid,
-        n_rounds=rounds, agop_samples=agop_samples, seed=seed, dtype=dtype, refit=False,
+        n_rounds=rounds, agop_samples=agop_samples, seed=seed, dtype=dtype, refit=False, **deep,
     )
     runs = []
     estimators: tuple[tuple[str, ConvRFMClassifier | DeepConvRFMClassifier], ...] = (
@@ -186,6 +191,7 @@ def run_convrfm_experiment(
         shapes.append(learned._level_estimator(level).geometry().patch_shape(channels))
     settings = dict(depth=depth, rounds=rounds, kernel=kernel, mask=str(mask), n_filters=n_filters,
                     ridges=list(ridges), agop_samples=agop_samples, seed=seed, dtype=dtype,
+                    deep_layers=[str(layer) for layer in deep_layers], readout=readout,
                     n_fit=len(splits.y_fit), n_val=len(splits.y_val),
                     n_test=len(splits.y_test))  # fmt: skip
     return ConvRFMExperiment(
