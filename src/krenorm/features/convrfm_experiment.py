@@ -165,13 +165,14 @@ def run_convrfm_experiment(
         raise ValueError("depth must be >= 1 and rounds >= 0.")
     first_mask = mask[0] if isinstance(mask, list) else mask
     ridge_grid = tuple(ridges)
-    deep = {"deep_layers": tuple(deep_layers), "readout": readout}
+    layers = tuple(deep_layers)
     baseline = ConvRFMClassifier(kernel=kernel, mask=first_mask, ridge=ridge_grid, n_rounds=0,
                                  agop_samples=agop_samples, seed=seed, dtype=dtype,
-                                 refit=False, **deep)  # fmt: skip
+                                 refit=False, deep_layers=layers, readout=readout)  # fmt: skip
     learned = DeepConvRFMClassifier(
         n_levels=depth, n_filters=n_filters, kernel=kernel, mask=mask, ridge=ridge_grid,
-        n_rounds=rounds, agop_samples=agop_samples, seed=seed, dtype=dtype, refit=False, **deep,
+        n_rounds=rounds, agop_samples=agop_samples, seed=seed, dtype=dtype, refit=False,
+        deep_layers=layers, readout=readout,
     )
     runs = []
     estimators: tuple[tuple[str, ConvRFMClassifier | DeepConvRFMClassifier], ...] = (
