@@ -229,8 +229,9 @@ def test_stopped_worker_is_detected_killed_and_its_points_requeued(tmp_path, bea
 
 @pytest.mark.slow
 def test_point_past_its_time_limit_is_stopped_and_failed_with_a_message(tmp_path):
-    # ~5 s points with a 1.5 s limit and no retry: stopped, failed, the reason stored.
-    config = parse_sweep_config(_network(1, 2000, point_time_limit_s=1.5))
+    # A point far longer than its 1.5 s limit on any machine (2·10⁵ steps; 2000 steps finished
+    # inside the limit on a quiet machine), no retry: stopped, failed, the reason stored.
+    config = parse_sweep_config(_network(1, 200_000, point_time_limit_s=1.5))
     db = tmp_path / "limit.sqlite"
     result = run_sweep(config, db=db, workers=1, progress=False)
     assert (result.failed, result.timeouts) == (1, 1)
