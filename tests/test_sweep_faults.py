@@ -335,10 +335,12 @@ def test_killed_dask_scheduler_of_a_local_cluster_stops_the_driver(tmp_path):
             stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if db.exists():
-                with ResultsStore(db, read_only=True) as store:
-                    if store.counts()["done"] >= 1:
-                        break
+            # The driver may have created the file but not yet its tables: poll again then.
+            with contextlib.suppress(StoreError):
+                if db.exists():
+                    with ResultsStore(db, read_only=True) as store:
+                        if store.counts()["done"] >= 1:
+                            break
             time.sleep(0.2)
         os.killpg(cluster.pid, signal.SIGKILL)
         output, _ = driver.communicate(timeout=90)
