@@ -190,23 +190,11 @@ class DeepFittedTheory(PosteriorPredictions):
             d = blocks.n_patches
             action = GramLinearAction(basis_cnn, y, width, self.temperature,
                                       RootPriorMatrixStructure(d, spec.depth))
-            scale = basis_cnn.scale
-
-            def conv_tests(point: torch.Tensor) -> TestKernels:
-                q = point.to(torch.float64)
-
-                def kernels(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                    cross = deep_local_cross_blocks(x0, x, geometries, spec.activation,
-                                                    hidden_priors)
-                    diagonal = deep_local_test_diagonals(x0, geometries, spec.activation,
-                                                         hidden_priors)
-                    return (torch.einsum("ij,ijtp->tp", q, cross) * scale,
-                            torch.einsum("ij,ijt->t", q, diagonal) * scale)
-                return kernels
 
             def conv_posterior(point: torch.Tensor) -> GaussianPosterior:
                 return CholeskyPosterior(basis_cnn.combine(point), y, self.temperature,
-                                         conv_tests(point), self._batch(d * d))
+                                         self._local_tests(point, basis_cnn.scale),
+                                         self._batch(d * d))
 
             return action, conv_posterior
         # lcn
@@ -216,25 +204,30 @@ class DeepFittedTheory(PosteriorPredictions):
         d = stack.shape[0]
         action = GramLinearAction(basis_lcn, y, width, self.temperature,
                                   RootPriorDiagonalStructure(d, spec.depth))
-        scale = basis_lcn.scale
-
-        def lcn_tests(point: torch.Tensor) -> TestKernels:
-            q = point.to(torch.float64)
-
-            def kernels(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                cross = deep_local_cross_blocks(x0, x, geometries, spec.activation,
-                                                hidden_priors, diagonal_only=True)
-                diagonal = deep_local_test_diagonals(x0, geometries, spec.activation,
-                                                     hidden_priors, diagonal_only=True)
-                return (torch.einsum("i,itp->tp", q, cross) * scale,
-                        torch.einsum("i,it->t", q, diagonal) * scale)
-            return kernels
 
         def lcn_posterior(point: torch.Tensor) -> GaussianPosterior:
             return CholeskyPosterior(basis_lcn.combine(point), y, self.temperature,
-                                     lcn_tests(point), self._batch(d))
+                                     self._local_tests(point, basis_lcn.scale),
+                                     self._batch(d))
 
         return action, lcn_posterior
+
+    def _local_tests(self, point: torch.Tensor, scale: float) -> TestKernels:
+        """Test side of the deep CNN (Q a d×d matrix over last-layer position pairs) and LCN (Q
+        a d-vector over positions): k_R(x0, x^μ) = s Σ Q·K^L(x0, x^μ) and k_R(x0, x0) likewise,
+        the sum running over Q's own indices (docs/math/deep.md §4)."""
+        spec, x, priors = self.spec, self.x_train, self.priors[:-1]
+        q = point.to(torch.float64)
+        diagonal_only = q.ndim == 1
+
+        def kernels(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            cross = deep_local_cross_blocks(x0, x, spec.geometries, spec.activation, priors,
+                                            diagonal_only=diagonal_only)
+            diagonal = deep_local_test_diagonals(x0, spec.geometries, spec.activation, priors,
+                                                 diagonal_only=diagonal_only)
+            return (torch.tensordot(q, cross, dims=q.ndim) * scale,
+                    torch.tensordot(q, diagonal, dims=q.ndim) * scale)
+        return kernels
 
     def _batch(self, blocks: int) -> int:
         return max(1, min(1024, _TEST_BATCH_ENTRIES // max(1, blocks * self.n_train)))
