@@ -570,13 +570,8 @@ class ResultsStore:
     @_guarded("releasing a claim")
     def release(self, claim: Claim) -> None:
         """Give a claim back unrun (the driver is stopping)."""
-        now = time.time()
         with self._transaction() as cursor:
-            cursor.execute("UPDATE experiments SET status = 'pending', session_id = NULL "
-                           "WHERE spec_hash = ? AND status = 'running' AND session_id = ?",
-                           (claim.spec_hash, claim.session_id))
-            cursor.execute("UPDATE attempts SET outcome = 'released', ended_at = ? "
-                           "WHERE attempt_id = ?", (now, claim.attempt_id))
+            _return_to_pending(cursor, claim, "released", None, time.time())
 
     @_guarded("handing a point back")
     def requeue(self, claim: Claim, reason: str, kind: str = "requeued") -> None:
@@ -587,11 +582,7 @@ class ResultsStore:
             raise ValueError(f"kind must be one of {EVENT_KINDS}, got {kind!r}.")
         now = time.time()
         with self._transaction() as cursor:
-            cursor.execute("UPDATE experiments SET status = 'pending', session_id = NULL "
-                           "WHERE spec_hash = ? AND status = 'running' AND session_id = ?",
-                           (claim.spec_hash, claim.session_id))
-            cursor.execute("UPDATE attempts SET outcome = 'lost', error = ?, ended_at = ? "
-                           "WHERE attempt_id = ?", (reason, now, claim.attempt_id))
+            _return_to_pending(cursor, claim, "lost", reason, now)
             cursor.execute("INSERT INTO events (at, kind, spec_hash, session_id, detail) "
                            "VALUES (?, ?, ?, ?, ?)",
                            (now, kind, claim.spec_hash, claim.session_id, reason))
@@ -710,3 +701,13 @@ class ResultsStore:
                 for record in self.records(sweep, status="done")]
         return sorted(rows, key=lambda row: row["spec_hash"])
 
+
+def _return_to_pending(cursor: sqlite3.Cursor, claim: Claim, outcome: str, error: str | None,
+                       now: float) -> None:
+    """A claimed point goes back to pending (only if this session still holds it) and its
+    attempt ends with `outcome` — 'released' (the driver stops) or 'lost' (infrastructure)."""
+    cursor.execute("UPDATE experiments SET status = 'pending', session_id = NULL "
+                   "WHERE spec_hash = ? AND status = 'running' AND session_id = ?",
+                   (claim.spec_hash, claim.session_id))
+    cursor.execute("UPDATE attempts SET outcome = ?, error = ?, ended_at = ? "
+                   "WHERE attempt_id = ?", (outcome, error, now, claim.attempt_id))
