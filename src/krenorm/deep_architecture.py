@@ -108,6 +108,35 @@ class DeepArchitectureSpec:
         h, w = self.grids(image_shape)[-1]
         return h * w
 
+    # The one-layer spec's views, so tables and reports read either spec: layer 1's geometry
+    # (the kernel's defaults for 'fc') and the last layer's grid.
+
+    @property
+    def mask(self) -> tuple[int, int]:
+        """Layer 1's mask ((1, 1) for 'fc'); `geometries` holds every layer's."""
+        return self.geometries[0].mask if self.geometries else (1, 1)
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        """Layer 1's stride ((1, 1) for 'fc')."""
+        return self.geometries[0].stride if self.geometries else (1, 1)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """Layer 1's padding ((0, 0) for 'fc')."""
+        return self.geometries[0].padding if self.geometries else (0, 0)
+
+    def output_grid(self, image_shape: Sequence[int]) -> tuple[int, int]:
+        """The last hidden layer's grid (h_L, w_L) for images (c, H, W); (1, 1) for 'fc'."""
+        return self.grids(image_shape)[-1]
+
+    def describe(self) -> str:
+        """'L=2' and, for the convolutional kinds, every layer's mask/stride/padding."""
+        layers = "; ".join(f"{g.mask[0]}×{g.mask[1]}/s{g.stride[0]}"
+                           + (f"/p{g.padding[0]}" if any(g.padding) else "")
+                           for g in self.geometries)
+        return f"L={self.depth}" + (f" ({layers})" if layers else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "activation": self.activation, "depth": self.depth,
                 "geometries": [g.to_dict() for g in self.geometries]}

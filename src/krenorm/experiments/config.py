@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from krenorm.architectures import ArchitectureSpec
+from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.experiments.errors import ConfigError
 from krenorm.experiments.spec import DataSpec, ExperimentSpec, TheorySettings
 from krenorm.experiments.sweep_config import (
@@ -27,7 +28,7 @@ from krenorm.experiments.sweep_config import (
 )
 from krenorm.experiments.validation import (
     SAMPLER_FIELDS,
-    architecture,
+    any_architecture,
     check_bool,
     check_positive,
     check_string,
@@ -84,7 +85,7 @@ class CompareConfig:
     name: str
     data: DataSpec
     hyper: HyperParameters
-    architectures: tuple[ArchitectureSpec, ...]
+    architectures: tuple[ArchitectureSpec | DeepArchitectureSpec, ...]
     theory_widths: tuple[float, ...]
     networks: SamplerSettings
     sampled_widths: tuple[tuple[int, ...], ...] = ()
@@ -108,8 +109,9 @@ class CompareConfig:
         if not self.architectures:
             raise ConfigError("architectures must hold at least one ArchitectureSpec.")
         for index, spec in enumerate(self.architectures):
-            if not isinstance(spec, ArchitectureSpec):
-                raise ConfigError(f"architectures[{index}] must be an ArchitectureSpec.")
+            if not isinstance(spec, ArchitectureSpec | DeepArchitectureSpec):
+                raise ConfigError(f"architectures[{index}] must be an ArchitectureSpec or a "
+                                  "DeepArchitectureSpec.")
             if spec.activation != self.hyper.activation:
                 raise ConfigError(f"architectures[{index}].activation = {spec.activation!r} "
                                   f"differs from hyper.activation = {self.hyper.activation!r}.")
@@ -163,8 +165,10 @@ class CompareConfig:
                          retuned_priors=self.retuned_priors)
         infinite = replace(self.theory, finite=True, infinite=False, retuned_priors=False)
         for index, spec in enumerate(self.architectures):
+            # The retuned-prior process is a one-hidden-layer construction (docs/deep.md).
+            deep = isinstance(spec, DeepArchitectureSpec)
             for theory_width_ in self.theory_grid:
-                settings = infinite if is_infinite(theory_width_) else finite
+                settings = infinite if is_infinite(theory_width_) or deep else finite
                 out.append((ExperimentSpec(self.data, spec, theory_width_, hyper.temperature,
                                            hyper.lambda0, hyper.lambda1, settings, None),
                             "data", f"architectures[{index}]"))
@@ -257,8 +261,9 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
     architectures, sampled = [], []
     for index, entry in enumerate(entries):
         where = f"architectures[{index}]"
-        entry = table(entry, where, ("kind", "mask", "stride", "padding", "network_widths"))
-        architectures.append(architecture(entry, hyper.activation, where, "hyper.activation"))
+        entry = table(entry, where, ("kind", "mask", "stride", "padding", "depth", "layers",
+                                     "network_widths"))
+        architectures.append(any_architecture(entry, hyper.activation, where, "hyper.activation"))
         sampled.append(_sampled_widths(entry, index, default))
     theory_raw = dict(table(raw.get("theory"), "theory", ("widths", *_SOLVER_FIELDS)))
     widths = theory_raw.pop("widths", None)

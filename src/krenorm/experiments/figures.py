@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from krenorm.architectures import ArchitectureSpec
+from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.experiments.agreement import AgreementReport, value_with_error
 from krenorm.experiments.rows import Estimate, ResultRow
 from krenorm.width import is_infinite
@@ -41,8 +42,11 @@ def _mean_and_error(values: Sequence[float]) -> tuple[float, float]:
     return mean, error
 
 
-def _architecture_title(spec: ArchitectureSpec, specs: Sequence[ArchitectureSpec]) -> str:
+def _architecture_title(spec: ArchitectureSpec | DeepArchitectureSpec,
+                        specs: Sequence[ArchitectureSpec | DeepArchitectureSpec]) -> str:
     title = spec.kind.upper()
+    if isinstance(spec, DeepArchitectureSpec):
+        title += f" L={spec.depth}"
     if sum(other.kind == spec.kind for other in specs) > 1 and spec.is_convolutional:
         title += f" (mask {spec.mask[0]}, stride {spec.stride[0]})"
     return title

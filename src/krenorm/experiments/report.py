@@ -25,6 +25,7 @@ from krenorm.experiments.agreement import (
     compare_networks,
     describe_fit,
 )
+from krenorm.experiments.deep_report import deep_section, write_deep_figure
 from krenorm.experiments.figures import (
     DEVIATION,
     KERNEL_ALIGNMENT,
@@ -399,7 +400,12 @@ def write_report(rows: Sequence[ResultRow], output_dir: str | Path, *,
     (output / "order_parameters.json").write_text(json.dumps(order_parameters(rows), indent=1))
     figures = write_figures(rows, agreement, output)
     report = output / "report.md"
-    report.write_text(render_report(rows, agreement, context, [p.name for p in figures]))
+    text = render_report(rows, agreement, context, [p.name for p in figures])
+    # Depth (deep_report): its own section and figure, appended when any row is deep.
+    deep_figure = write_deep_figure(rows, agreement, output)
+    deep_lines = deep_section(rows, agreement, None if deep_figure is None else deep_figure.name)
+    report.write_text(text + ("\n" + "\n".join(deep_lines) + "\n" if deep_lines else ""))
+    figures = [*figures, *([deep_figure] if deep_figure is not None else [])]
     loss_vs_width = output / LOSS_VS_WIDTH
     return ReportFiles(table, loss_vs_width if loss_vs_width in figures else None, report,
                        results_json, tuple(figures))

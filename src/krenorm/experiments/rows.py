@@ -239,6 +239,9 @@ def problem_labels(keys: Sequence[ProblemKey]) -> dict[ProblemKey, str]:
         if len(same_kind) > 1 and spec.is_convolutional:
             described[key].append(f"mask {spec.mask[0]}×{spec.mask[1]} stride "
                                   f"{spec.stride[0]}×{spec.stride[1]}")
+        depths = {getattr(architecture(other), "depth", 1) for other in keys}
+        if len(depths) > 1 or depths != {1}:  # deep points always say their depth
+            described[key].append(f"L={getattr(spec, 'depth', 1)}")
         if len({architecture(other).activation for other in keys}) > 1:
             described[key].append(spec.activation)
     fields = (("data", lambda key: key[0].dataset), ("P", lambda key: key[0].n_train),

@@ -26,6 +26,7 @@ import torch
 
 from krenorm import __version__
 from krenorm.data import Dataset
+from krenorm.experiments.deep_step import deep_network_part, deep_theory_part
 from krenorm.experiments.network_step import sample_network
 from krenorm.experiments.spec import ExperimentSpec, TheorySettings
 from krenorm.experiments.sweep_data import data_fingerprint, load_point_data
@@ -115,7 +116,7 @@ def _theory_part(spec: ExperimentSpec, fit: FittedTheory, dataset: Dataset, widt
 def _fit(spec: ExperimentSpec, settings: TheorySettings, dataset: Dataset, width: float,
          device: torch.device, **options: Any) -> tuple[FittedTheory, float]:
     start = time.perf_counter()
-    fit = fit_at_width(dataset.x_train, dataset.y_train, spec.architecture, width,
+    fit = fit_at_width(dataset.x_train, dataset.y_train, spec.shallow_architecture, width,
                        spec.temperature, lambda0=spec.lambda0, lambda1=spec.lambda1,
                        device=str(device), **settings.solver_options(), **options)
     return fit, time.perf_counter() - start
@@ -129,12 +130,19 @@ def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device
     parts: dict[str, tuple[dict, dict]] = {}
     if settings is None:
         return parts
+    if spec.is_deep:  # depth ≥ 2: the deep theory (deep_step), no retuned priors
+        if settings.finite:
+            parts["theory"] = deep_theory_part(spec, dataset, spec.width)
+        if settings.infinite and not spec.is_infinite_width:
+            parts["theory_infinite"] = deep_theory_part(spec, dataset, INFINITE_WIDTH)
+        return parts
     if settings.finite:
         fit, seconds = _fit(spec, settings, dataset, spec.width, device)
         parts["theory"] = _theory_part(spec, fit, dataset, spec.width, seconds)
         if settings.retuned_priors:
             retuned, seconds = _fit(spec, settings, dataset, spec.width, device,
-                                    fixed_q_bar=retuned_q_bar(spec.architecture, fit.q_bar))
+                                    fixed_q_bar=retuned_q_bar(spec.shallow_architecture,
+                                                              fit.q_bar))
             parts["retuned"] = _theory_part(spec, retuned, dataset, spec.width, seconds)
     if settings.infinite and not spec.is_infinite_width:
         fit, seconds = _fit(spec, settings, dataset, INFINITE_WIDTH, device)
@@ -144,7 +152,7 @@ def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device
 
 def _network(spec: ExperimentSpec, settings: SamplerSettings, dataset: Dataset,
              device: torch.device) -> tuple[dict, dict]:
-    summary = sample_network(spec.architecture, int(spec.width), dataset,
+    summary = sample_network(spec.shallow_architecture, int(spec.width), dataset,
                              temperature=spec.temperature, lambda0=spec.lambda0,
                              lambda1=spec.lambda1, settings=settings, device=device)
     metrics = {"test_loss": summary.test_loss, "test_loss_stderr": summary.test_loss_stderr,
@@ -181,7 +189,8 @@ def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutco
     dataset = load_point_data(spec.data)
     parts = _theory_parts(spec, dataset, target_device)
     if spec.network is not None:
-        parts["network"] = _network(spec, spec.network, dataset, target_device)
+        parts["network"] = (deep_network_part(spec, dataset) if spec.is_deep
+                            else _network(spec, spec.network, dataset, target_device))
     metrics = {f"{name}.{key}": value for name, (part, _) in parts.items()
                for key, value in part.items()}
     diagnostics: dict[str, Any] = {name: part for name, (_, part) in parts.items()}

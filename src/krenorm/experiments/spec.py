@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from krenorm.architectures import ArchitectureSpec
+from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.experiments.datasets import DATASET_LOADERS, LIST_OPTIONS, dataset_options
 from krenorm.experiments.errors import ConfigError
 from krenorm.networks import SAMPLERS
@@ -179,7 +180,7 @@ class ExperimentSpec:
     normalised to False there (the two ways of writing the same point hash the same)."""
 
     data: DataSpec
-    architecture: ArchitectureSpec
+    architecture: ArchitectureSpec | DeepArchitectureSpec
     width: float
     temperature: float
     lambda0: float = 1.0
@@ -188,13 +189,18 @@ class ExperimentSpec:
     network: SamplerSettings | None = None
 
     def __post_init__(self) -> None:
-        for name, kind in (("data", DataSpec), ("architecture", ArchitectureSpec),
-                           ("theory", TheorySettings), ("network", SamplerSettings)):
+        for name, kind in (("data", DataSpec), ("theory", TheorySettings),
+                           ("network", SamplerSettings)):
             value = getattr(self, name)
             if not isinstance(value, kind) and not (value is None and name in ("theory",
                                                                                "network")):
                 raise ConfigError(f"{name} must be a {kind.__name__}, got "
                                   f"{type(value).__name__}.")
+        if not isinstance(self.architecture, ArchitectureSpec | DeepArchitectureSpec):
+            raise ConfigError(f"architecture must be an ArchitectureSpec or a "
+                              f"DeepArchitectureSpec, got {type(self.architecture).__name__}.")
+        if self.is_deep:
+            self._check_deep()
         try:
             width = check_width(self.width, name="width")
         except ValueError as error:
@@ -219,6 +225,30 @@ class ExperimentSpec:
             if self.theory.infinite:
                 object.__setattr__(self, "theory", TheorySettings(**{
                     **self.theory.to_dict(), "infinite": False, "finite": True}))
+
+    @property
+    def is_deep(self) -> bool:
+        """A DeepArchitectureSpec of depth ≥ 2 (depth-1 configs give the one-layer spec):
+        theory by `fit_deep_theory`, networks by `sample_deep_posterior` (docs/deep.md). All
+        hidden layers have width N and prior λ0, the readout λ1."""
+        return isinstance(self.architecture, DeepArchitectureSpec)
+
+    @property
+    def shallow_architecture(self) -> ArchitectureSpec:
+        """The one-hidden-layer spec of a non-deep point (ValueError for a deep one)."""
+        if not isinstance(self.architecture, ArchitectureSpec):
+            raise ValueError("a deep point has no one-hidden-layer architecture; its theory "
+                             "and networks run through experiments.deep_step.")
+        return self.architecture
+
+    def _check_deep(self) -> None:
+        if self.theory is not None and self.theory.retuned_priors:
+            raise ConfigError("retuned_priors is not defined for deep architectures (depth ≥ 2); "
+                              "set it to false.")
+        if self.network is not None and self.network.n_replicas < 4:
+            raise ConfigError(f"network.n_replicas = {self.network.n_replicas}: a deep network "
+                              "is sampled with the metastability check, which needs ≥ 4 "
+                              "replicas (two halves of ≥ 2 chains).")
 
     @property
     def is_infinite_width(self) -> bool:
@@ -257,7 +287,9 @@ class ExperimentSpec:
         what = "+".join(part for part, present in (("theory", self.theory is not None),
                                                    ("network", self.network is not None))
                         if present)
-        return (f"{self.data.dataset} P={self.data.n_train} {self.architecture.kind} "
+        depth = (f" L={self.architecture.depth}" if isinstance(self.architecture,
+                                                                DeepArchitectureSpec) else "")
+        return (f"{self.data.dataset} P={self.data.n_train} {self.architecture.kind}{depth} "
                 f"N={width_label(self.width)} T={self.temperature:g} seed={self.data.seed} "
                 f"{what}")
 
@@ -267,8 +299,11 @@ class ExperimentSpec:
         rows read too: their network settings are a subset of SamplerSettings)."""
         theory = raw.get("theory")
         network = raw.get("network")
+        architecture: ArchitectureSpec | DeepArchitectureSpec = (
+            DeepArchitectureSpec.from_dict(raw["architecture"]) if "depth" in raw["architecture"]
+            else ArchitectureSpec.from_dict(raw["architecture"]))
         return cls(
-            DataSpec.from_dict(raw["data"]), ArchitectureSpec.from_dict(raw["architecture"]),
+            DataSpec.from_dict(raw["data"]), architecture,
             width_from_json(raw["width"]), raw["temperature"], raw["lambda0"], raw["lambda1"],
             None if theory is None else TheorySettings.from_dict(theory),
             None if network is None else SamplerSettings.from_dict(network),

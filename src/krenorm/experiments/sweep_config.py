@@ -23,7 +23,7 @@ from krenorm.experiments.sweep_data import check_points_data
 from krenorm.experiments.validation import (
     SAMPLER_FIELDS,
     THEORY_FIELDS,
-    architecture,
+    any_architecture,
     check_choice,
     check_non_negative_int,
     check_positive,
@@ -59,7 +59,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 _TOP_LEVEL = ("name", "description", "db", "execution", "data", "hyper", "architectures",
               "theory", "network", "points")
-_ARCHITECTURE_FIELDS = ("kind", "mask", "stride", "padding")
+_ARCHITECTURE_FIELDS = ("kind", "mask", "stride", "padding", "depth", "layers")
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -277,7 +277,7 @@ def _expand(raw: dict, entry_where: str | None, raw_entry: dict | None
         try:
             spec = ExperimentSpec(
                 data_spec(data_values, where("data")),
-                architecture(entry, hyper["activation"], architecture_where,
+                any_architecture(entry, hyper["activation"], architecture_where,
                              f"{where('hyper')}.activation"),
                 hyper["width"], hyper["temperature"], hyper["lambda0"], hyper["lambda1"],
                 theory if theory.any else None, network)

@@ -13,8 +13,11 @@ from dataclasses import fields
 from typing import Any
 
 from krenorm.architectures import ARCHITECTURE_KINDS, ArchitectureSpec
+from krenorm.deep_architecture import DeepArchitectureSpec
 from krenorm.experiments.errors import ConfigError
 from krenorm.experiments.spec import DataSpec, TheorySettings
+from krenorm.kernels.activations import get_activation
+from krenorm.kernels.patches import PatchGeometry
 from krenorm.networks import SAMPLERS
 from krenorm.networks.settings import SamplerSettings
 from krenorm.width import check_width
@@ -112,6 +115,72 @@ def data_spec(values: dict, where: str) -> DataSpec:
                         values.get("seed", 0), tuple(options.items()))
     except ValueError as error:
         raise named(where, error, ("dataset", "n_train", "n_test", "seed", "options")) from error
+
+
+#: Keys of one entry of `layers` (a deep convolutional architecture, one per hidden layer).
+LAYER_FIELDS: tuple[str, ...] = ("mask", "stride", "padding")
+
+
+def _deep_architecture(entry: dict, activation: str, where: str, activation_where: str
+                       ) -> ArchitectureSpec | DeepArchitectureSpec:
+    """`depth` (and for the convolutional kinds `layers`, one {mask, stride, padding} table per
+    hidden layer) of an [[architectures]] entry: depth 1 is the one-layer ArchitectureSpec
+    itself (same spec, same hash), depth ≥ 2 a DeepArchitectureSpec (docs/deep.md)."""
+    depth = entry.get("depth", 1)
+    if not is_int(depth) or depth < 1:
+        raise ConfigError(f"{where}.depth must be a positive integer (hidden layers), got "
+                          f"{depth!r}.")
+    layers = entry.get("layers")
+    kind = entry["kind"]
+    if kind == "fc":
+        if layers is not None:
+            raise ConfigError(f"{where}.layers: an 'fc' architecture has no patch geometry; "
+                              "give depth only.")
+        return ArchitectureSpec("fc", activation) if depth == 1 else DeepArchitectureSpec(
+            "fc", activation, depth)
+    if layers is None:
+        raise ConfigError(f"{where}.layers is missing: a {kind} of depth {depth} needs one "
+                          "{mask, stride, padding} table per hidden layer.")
+    if any(name in entry for name in LAYER_FIELDS):
+        raise ConfigError(f"{where}: give the geometry in layers only, not mask/stride/padding "
+                          "next to it.")
+    if not isinstance(layers, list) or len(layers) != depth:
+        raise ConfigError(f"{where}.layers must be a list of {depth} tables (one per hidden "
+                          f"layer), got {layers!r}.")
+    geometries = []
+    for index, layer in enumerate(layers):
+        layer_where = f"{where}.layers[{index}]"
+        layer = table(layer, layer_where, LAYER_FIELDS)
+        try:
+            geometries.append(PatchGeometry(layer.get("mask", 1), layer.get("stride", 1),
+                                            layer.get("padding", 0)))
+        except ValueError as error:
+            raise ConfigError(f"{layer_where}.{error}") from error
+    if depth == 1:
+        return ArchitectureSpec(kind, activation, geometry=geometries[0])
+    try:
+        return DeepArchitectureSpec(kind, activation, depth, geometries)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def any_architecture(entry: dict, activation: Any, where: str, activation_where: str
+                     ) -> ArchitectureSpec | DeepArchitectureSpec:
+    """`architecture`, or with `depth` (and `layers`) in the entry a deep architecture
+    (`_deep_architecture`): what [[architectures]] entries of compare and sweep configs take."""
+    if "depth" not in entry and "layers" not in entry:
+        return architecture(entry, activation, where, activation_where)
+    if "kind" not in entry:
+        raise ConfigError(f"{where}.kind is missing; choose one of {ARCHITECTURE_KINDS}.")
+    check_choice(f"{where}.kind", entry["kind"], ARCHITECTURE_KINDS)
+    if not isinstance(activation, str):
+        raise ConfigError(f"{activation_where} must be a string, got {activation!r}.")
+    try:
+        get_activation(activation)
+    except ValueError as error:
+        raise ConfigError(f"{where} with {activation_where} = {activation!r}: {error}"
+                          ) from error
+    return _deep_architecture(entry, activation, where, activation_where)
 
 
 def architecture(entry: dict, activation: Any, where: str, activation_where: str

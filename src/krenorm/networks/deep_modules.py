@@ -24,8 +24,9 @@ from krenorm.deep_architecture import DeepArchitectureSpec, check_layer_values
 from krenorm.kernels.activations import get_activation
 from krenorm.networks.modules import PreparedInputs
 from krenorm.networks.posterior_density import PosteriorDensity
+from krenorm.networks.readout_posterior import GaussianReadout
 
-__all__ = ["DeepFullPosterior", "DeepNetwork"]
+__all__ = ["DeepCollapsedPosterior", "DeepFullPosterior", "DeepNetwork"]
 
 
 class DeepNetwork(nn.Module):
@@ -199,3 +200,77 @@ class DeepFullPosterior(PosteriorDensity):
         width = model.widths[-1]
         readout = model.readout.reshape(model.n_replicas, width, -1)
         return torch.einsum("rki,rkj->rij", readout, readout)
+
+
+class DeepCollapsedPosterior(DeepFullPosterior):
+    """The hidden layers of a `DeepNetwork` with the readout integrated out exactly.
+
+    Given the hidden weights the output f = Φ a is linear in the readout a ~ N(0, 1/λ_L), so
+    (docs/math/deep.md §6, as for one hidden layer)
+
+        U(W¹..W^L) = Σ_ℓ (λ_{ℓ−1}/2)|W^ℓ|² − ln N(y; 0, T·1 + ΦΦᵀ/λ_L),
+
+    with Φ = `model.features(x)` (the last hidden layer, readout normalisation included). The
+    transition kernels move the hidden layers only; observables are conditional expectations
+    given them (`GaussianReadout`: predictive mean and variance, Rao–Blackwellised), and
+    `sample_readout` writes an exact draw of a | W into the model. One output."""
+
+    name = "deep-collapsed"
+
+    def __init__(self, model: DeepNetwork, x_train: torch.Tensor, y_train: torch.Tensor, *,
+                 temperature: float) -> None:
+        super().__init__(model, x_train, y_train, temperature=temperature)
+        # (parameter versions, factorisation): several observables read one state.
+        self._conditional: tuple[tuple[int, ...], GaussianReadout] | None = None
+
+    def _deep(self) -> DeepNetwork:
+        model = self.model
+        assert isinstance(model, DeepNetwork)
+        return model
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self._deep().layers)
+
+    def prior_precisions(self) -> list[float]:
+        return list(self._deep().priors[:-1])
+
+    def readout_posterior(self) -> GaussianReadout:
+        """The closed-form readout posterior at the current hidden weights (differentiable)."""
+        model = self._deep()
+        return GaussianReadout(model.features(self.x_train), self.targets.reshape(-1, 1),
+                               self.temperature, model.priors[-1])
+
+    def potential(self) -> torch.Tensor:
+        value = -self.readout_posterior().log_evidence()
+        for parameter, precision in zip(self.parameters(), self.prior_precisions(), strict=True):
+            value = value + 0.5 * precision * parameter.pow(2).flatten(1).sum(1)
+        return value
+
+    @torch.no_grad()
+    def conditional_readout(self) -> GaussianReadout:
+        """`readout_posterior()` without gradients, factorised once per state of the hidden
+        layers (keyed on their in-place version counters, which every move bumps)."""
+        versions = tuple(parameter._version for parameter in self.parameters())
+        if self._conditional is None or self._conditional[0] != versions:
+            self._conditional = (versions, self.readout_posterior())
+        return self._conditional[1]
+
+    @torch.no_grad()
+    def predictive(self, inputs: PreparedInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (R, Pt, 1) and variance (R, Pt) of the output given the hidden layers."""
+        return self.conditional_readout().predictive(self._deep().features(inputs.values))
+
+    @torch.no_grad()
+    def readout_block_second_moments(self) -> torch.Tensor:
+        model = self._deep()
+        positions = model.n_positions if model.spec.kind in ("cnn", "lcn") else 1
+        return self.conditional_readout().readout_block_second_moments(model.widths[-1],
+                                                                       positions)
+
+    @torch.no_grad()
+    def sample_readout(self, generator: torch.Generator) -> torch.Tensor:
+        """Draw a ~ p(a | hidden layers, data) for every replica into `model.readout`."""
+        draw = self.conditional_readout().sample_readout(generator)
+        model = self._deep()
+        model.readout.copy_(draw.reshape(model.readout.shape))
+        return draw
