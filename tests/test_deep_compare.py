@@ -110,3 +110,13 @@ def test_a_compare_run_with_depth_reports_deviation_per_depth(tmp_path):
     assert "## Depth: theory vs sampled deep networks" in report
     assert "| 2 | 1/N fit over N = 8, 16" in report
     assert (tmp_path / "deviation_vs_depth.png").is_file()
+
+
+def test_an_entry_may_set_its_own_activation():
+    config = parse_config(_raw([{"kind": "fc"}, {"kind": "fc", "activation": "relu",
+                                                 "depth": 2}]))
+    assert [spec.activation for spec in config.architectures] == ["erf", "relu"]
+    with pytest.raises(ConfigError, match=r"architectures\[1\].activation"):
+        parse_config(_raw([{"kind": "fc"}, {"kind": "fc", "activation": "swishy"}]))
+    with pytest.raises(ConfigError, match=r"architectures\[0\].activation"):
+        parse_config(_raw([{"kind": "fc", "activation": "swishy", "depth": 2}]))

@@ -112,9 +112,6 @@ class CompareConfig:
             if not isinstance(spec, ArchitectureSpec | DeepArchitectureSpec):
                 raise ConfigError(f"architectures[{index}] must be an ArchitectureSpec or a "
                                   "DeepArchitectureSpec.")
-            if spec.activation != self.hyper.activation:
-                raise ConfigError(f"architectures[{index}].activation = {spec.activation!r} "
-                                  f"differs from hyper.activation = {self.hyper.activation!r}.")
         if not self.theory_widths:
             raise ConfigError("theory_widths must hold at least one width.")
         widths = tuple(check_width(width, name=f"theory_widths[{index}]")
@@ -262,8 +259,11 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
     for index, entry in enumerate(entries):
         where = f"architectures[{index}]"
         entry = table(entry, where, ("kind", "mask", "stride", "padding", "depth", "layers",
-                                     "network_widths"))
-        architectures.append(any_architecture(entry, hyper.activation, where, "hyper.activation"))
+                                     "activation", "network_widths"))
+        # An entry's own activation overrides hyper.activation (e.g. erf and relu in one study).
+        activation_where = f"{where}.activation" if "activation" in entry else "hyper.activation"
+        architectures.append(any_architecture(entry, entry.get("activation", hyper.activation),
+                                              where, activation_where))
         sampled.append(_sampled_widths(entry, index, default))
     theory_raw = dict(table(raw.get("theory"), "theory", ("widths", *_SOLVER_FIELDS)))
     widths = theory_raw.pop("widths", None)

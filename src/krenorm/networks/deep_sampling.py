@@ -42,7 +42,7 @@ __all__ = ["METASTABILITY_Z", "DeepPosteriorSummary", "StartComparison",
 #: declared in disagreement (two observables are tested, so about 0.5 % false alarms).
 METASTABILITY_Z = 3.0
 #: Adam steps (learning rate TRAINING_RATE) on U that make the trained start.
-TRAINING_STEPS = 300
+TRAINING_STEPS = 200
 TRAINING_RATE = 0.01
 #: Step sizes the burn-in adaptation starts from when the settings give none: HMC's leapfrog
 #: step h (mass = prior precision, so h ~ 0.1 moves a weight by ~0.1 prior SD per leapfrog) and
