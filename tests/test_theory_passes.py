@@ -106,3 +106,25 @@ def test_solve_prefetch_is_optional_and_changes_no_result() -> None:
     first, second = (run.diagnostics.min_hessian_eigenvalue for run in runs)
     assert first is not None and second is not None
     assert first == pytest.approx(second, rel=0, abs=1e-9)
+
+
+def test_off_diagonal_share_of_streamed_blocks_reads_only_the_diagonal_blocks() -> None:
+    stored, streamed = _fit("stored", hessian_check=False), _fit("streamed", hessian_check=False)
+    before = streamed.kernels.basis.passes
+    share = streamed.kernels.off_diagonal_share(streamed.point)
+    assert streamed.kernels.basis.passes == before  # cached K_R(Q̄) and Np diagonal blocks
+    expected = stored.kernels.off_diagonal_share(stored.point)
+    assert share is not None and expected is not None and expected > 1e-3
+    assert share == pytest.approx(expected, rel=1e-10)
+    blocks = streamed.kernels.basis.blocks
+    weights = torch.diag(torch.arange(1.0, 17.0, dtype=torch.float64))
+    assert torch.allclose(blocks.combine_diagonal(torch.diagonal(weights)),
+                          blocks.contract(weights), rtol=0, atol=1e-12)
+    # Partly kept (auto under a budget): kept diagonal blocks are read, the others computed.
+    from krenorm.kernels.chunked_blocks import ChunkedGramBlocks
+
+    x = _images(30, 8, 2)
+    partly = ChunkedGramBlocks(x, 2, 2, chunk_bytes=1, keep_bytes=40 * 30 * 30 * 8)
+    assert 0 < partly.kept_pairs < partly.n_pairs
+    assert torch.allclose(partly.combine_diagonal(torch.diagonal(weights)),
+                          blocks.contract(weights), rtol=0, atol=1e-12)
