@@ -10,6 +10,20 @@ Each configuration runs in a fresh subprocess (so peak RSS, `ru_maxrss`, is its 
     python benchmarks/theory_scale.py passes --p 500 --mask 4 --image 3 32   # CPU s per pass
     python benchmarks/theory_scale.py engines --dataset cifar10 --p 2000 --mask 4 --modes streamed
 
+Acceptance of issue 19, one part at a time (each run appends its row to --out, a JSON-lines
+file), then everything side by side with the targets:
+
+    python benchmarks/theory_scale.py acceptance --part a --out runs/acceptance.jsonl
+    python benchmarks/theory_scale.py acceptance --part b --threads 2 --out runs/acceptance.jsonl
+    python benchmarks/theory_scale.py acceptance --part c --threads 2 --out runs/acceptance.jsonl
+    python benchmarks/theory_scale.py report --out runs/acceptance.jsonl
+
+(a) MNIST 49 patches, P = 1000: stored float64, streamed, stored float32 (streamed within 3× of
+stored; agreement 1e-10 streamed, float32 within its reported bound); (b) MNIST 49 patches,
+P = 2000; (c) CIFAR-10 RGB 32×32, mask = stride = 4 (64 patches), P = 2000 — both `auto`
+blocks under --memory-limit (default 7e9 bytes), 1000 test images, target < 15 min wall and
+< 8 GiB peak. The load average before and after each run is recorded with it.
+
 Reported per run: wall time (kernels + solve + 1 curvature check + test predictions), the
 process's CPU time (less sensitive to other load than wall time on a shared machine), solve
 time, passes over the blocks, iterations, peak RSS, Q̄ and test-loss differences against the
@@ -56,6 +70,10 @@ def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
     cpu_seconds = time.process_time() - cpu_start
     diagnostics = fit.summary().diagnostics
     return {"mode": mode, "plan": diagnostics.get("blocks", {}).get("mode"),
+            "dataset": dataset, "n_test": n_test, "mask": mask,
+            "kept_bytes": diagnostics.get("blocks", {}).get("keep_bytes"),
+            "all_passes": fit.kernels.basis.passes,
+            "min_hessian_eigenvalue": diagnostics.get("min_hessian_eigenvalue"),
             "seconds": seconds, "solve_seconds": solved, "cpu_seconds": cpu_seconds,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "passes": diagnostics.get("block_passes"), "iterations": diagnostics["iterations"],
@@ -93,10 +111,69 @@ def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[st
 
 def run_single(arguments: list[str], threads: int) -> dict:
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    load_before = os.getloadavg()
+    started = time.strftime("%H:%M:%S", time.gmtime())
     output = subprocess.run([sys.executable, __file__, "single", *arguments, "--threads",
                              str(threads)], check=True, capture_output=True, text=True,
                             env=environment).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    row = json.loads(output.strip().splitlines()[-1])
+    row.update(load_before=load_before, load_after=os.getloadavg(), started_utc=started,
+               ended_utc=time.strftime("%H:%M:%S", time.gmtime()))
+    return row
+
+
+#: The acceptance parts: (dataset, P, mask, modes).
+ACCEPTANCE = {"a": ("mnist", 1000, 4, ["stored", "streamed", "float32"]),
+              "b": ("mnist", 2000, 4, ["auto"]),
+              "c": ("cifar10", 2000, 4, ["auto"])}
+WALL_TARGET_S, PEAK_TARGET_GIB = 15 * 60, 8.0
+
+
+def acceptance(part: str, threads: int, memory_limit: float | None, out: str) -> None:
+    dataset, n_train, mask, modes = ACCEPTANCE[part]
+    common = ["--dataset", dataset, "--n-test", "1000", "--mask", str(mask), "--p",
+              str(n_train)]
+    if part in ("b", "c"):
+        common += ["--memory-limit", str(7e9 if memory_limit is None else memory_limit)]
+    for mode in modes:
+        row = {"part": part, "P": n_train, **run_single([*common, "--modes", mode], threads)}
+        with open(out, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        print(json.dumps({key: value for key, value in row.items() if key != "q_bar"}),
+              flush=True)
+
+
+def report(out: str) -> None:
+    """Every recorded acceptance row side by side, with the targets."""
+    with open(out) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    print(f"{'part':>4} {'data':>7} {'P':>5} {'Np':>3} {'mode':>8} {'thr':>3} {'wall s':>7} "
+          f"{'CPU s':>7} {'passes':>6} {'(all)':>5} {'iters':>5} {'peak GiB':>8} "
+          f"{'load before/after':>17} {'max|ΔQ̄|':>9} {'Δε_g rel':>9} {'ε_g':>7}  verdict")
+    stored = {row["P"]: row for row in rows if row["part"] == "a" and row["mode"] == "stored"}
+    for row in rows:
+        reference = stored.get(row["P"]) if row["part"] == "a" else None
+        dq = dl = float("nan")
+        verdict = ""
+        if reference is not None and reference is not row:
+            dq = float((torch.tensor(row["q_bar"]) - torch.tensor(reference["q_bar"])).abs()
+                       .max())
+            dl = abs(row["test_loss"] - reference["test_loss"]) / abs(reference["test_loss"])
+            ratio = row["seconds"] / reference["seconds"]
+            cpu_ratio = row["cpu_seconds"] / reference["cpu_seconds"]
+            bound = 1e-10 if row["mode"] == "streamed" else 1e-7
+            verdict = (f"{ratio:.2f}× stored wall ({cpu_ratio:.2f}× CPU), "
+                       f"ΔQ̄ {'≤' if dq <= bound else '>'} {bound:g}")
+        elif row["part"] in ("b", "c"):
+            ok = row["seconds"] < WALL_TARGET_S and row["peak_rss_gib"] < PEAK_TARGET_GIB
+            verdict = (f"{'meets' if ok else 'misses'} < {WALL_TARGET_S / 60:.0f} min and "
+                       f"< {PEAK_TARGET_GIB:g} GiB")
+        load = f"{row['load_before'][0]:.1f}/{row['load_after'][0]:.1f}"
+        print(f"{row['part']:>4} {row['dataset']:>7} {row['P']:>5} {row['n_patches']:>3} "
+              f"{row['mode']:>8} {row['threads']:>3} {row['seconds']:>7.1f} "
+              f"{row['cpu_seconds']:>7.1f} {row['passes']!s:>6} {row['all_passes']!s:>5} "
+              f"{row['iterations']:>5} {row['peak_rss_gib']:>8.2f} {load:>17} {dq:>9.2e} "
+              f"{dl:>9.2e} {row['test_loss']:>7.4f}  {verdict}")
 
 
 def table(rows: list[dict]) -> None:
@@ -117,7 +194,12 @@ def table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=["engines", "threads", "passes", "single"])
+    parser.add_argument("case", choices=["engines", "threads", "passes", "single",
+                                         "acceptance", "report"])
+    parser.add_argument("--part", choices=sorted(ACCEPTANCE), default="a",
+                        help="acceptance part (see the module docstring)")
+    parser.add_argument("--out", default="runs/acceptance.jsonl",
+                        help="JSON-lines file of the acceptance rows")
     parser.add_argument("--image", type=int, nargs=2, default=[1, 28],
                         help="channels and side of the random images of the 'passes' case")
     parser.add_argument("--dataset", default="mnist", choices=sorted(CLASSES))
@@ -134,6 +216,12 @@ def main() -> None:
     if args.case == "single":
         print(json.dumps(single(args.dataset, args.p[0], args.n_test, args.mask, args.modes[0],
                                 args.memory_limit, args.device)))
+        return
+    if args.case == "acceptance":
+        acceptance(args.part, args.threads, args.memory_limit, args.out)
+        return
+    if args.case == "report":
+        report(args.out)
         return
     if args.case == "passes":
         for n_train in args.p:

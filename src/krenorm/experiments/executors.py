@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from krenorm.experiments.point_status import StatusSink, file_sink, reporting_to
 from krenorm.experiments.processes import process_alive
 
 
@@ -89,13 +90,18 @@ def _run_watched(beacon_dir: str, token: str, function: Callable, *arguments: An
     """Run one point in a pool worker, announcing it in <beacon_dir>/<pid>.point (token, start
     time) so the driver can tell which point a worker runs and for how long."""
     point_file = Path(beacon_dir) / f"{os.getpid()}.point"
+    status_file = Path(beacon_dir) / f"{os.getpid()}.status"
     with contextlib.suppress(OSError):
         point_file.write_text(f"{token} {time.time()!r}")
     try:
-        return function(*arguments)
+        # What the point is doing (a long solve's passes and ‖∇S‖), for the driver's display.
+        with reporting_to(file_sink(status_file)):
+            return function(*arguments)
     finally:
         with contextlib.suppress(OSError):
             point_file.unlink()
+        with contextlib.suppress(OSError):
+            status_file.unlink()
 
 
 def _start_context() -> multiprocessing.context.BaseContext:
@@ -117,6 +123,9 @@ class SweepExecutor:
 
     description = "executor"
     capacity = 1
+    #: Where an executor that runs points in the driver process sends their status lines
+    #: (set by the driver; `point_status`).
+    status_sink: StatusSink | None = None
 
     def submit(self, function: Callable, *arguments: Any) -> concurrent.futures.Future:
         raise NotImplementedError
@@ -130,6 +139,11 @@ class SweepExecutor:
     def inspect(self) -> list[WorkerProblem]:
         """Look for stalled workers and points past their limit, act on them (kill the worker)
         and say what was done; raise SchedulerLostError when the scheduler is gone."""
+        return []
+
+    def point_statuses(self) -> list[str]:
+        """The latest status line of each point running in a worker (`point_status`): a long
+        theory solve's evaluations, passes and ‖∇S‖. Empty where workers cannot report."""
         return []
 
     def restart(self) -> None:
@@ -161,7 +175,8 @@ class InlineExecutor(SweepExecutor):
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            future.set_result(function(*arguments))
+            with reporting_to(self.status_sink):
+                future.set_result(function(*arguments))
         except Exception as error:  # the sweep records it as the point's failure
             future.set_exception(error)
         finally:
@@ -255,6 +270,13 @@ class ProcessPoolSweepExecutor(SweepExecutor):
             with contextlib.suppress(OSError):
                 beacon.unlink()
         return problems
+
+    def point_statuses(self) -> list[str]:
+        lines = []
+        for path in sorted(Path(self._beacon_dir).glob("*.status")):
+            with contextlib.suppress(OSError):
+                lines.append(path.read_text().strip())
+        return [line for line in lines if line]
 
     def is_worker_loss(self, error: BaseException) -> bool:
         return isinstance(error, BrokenProcessPool)

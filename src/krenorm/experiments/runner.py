@@ -28,10 +28,12 @@ from krenorm import __version__
 from krenorm.data import Dataset
 from krenorm.experiments.deep_step import deep_network_part, deep_theory_part
 from krenorm.experiments.network_step import sample_network
+from krenorm.experiments.point_status import solver_reporter
 from krenorm.experiments.spec import ExperimentSpec, TheorySettings
 from krenorm.experiments.sweep_data import data_fingerprint, load_point_data
 from krenorm.experiments.theory_step import fit_at_width, retuned_q_bar
 from krenorm.networks.settings import SamplerSettings
+from krenorm.theory.blocks import BlockSettings
 from krenorm.theory.fit import FittedTheory
 from krenorm.width import INFINITE_WIDTH, alpha
 
@@ -113,17 +115,43 @@ def _theory_part(spec: ExperimentSpec, fit: FittedTheory, dataset: Dataset, widt
     return metrics, diagnostics
 
 
+@dataclass(frozen=True)
+class TheoryEngine:
+    """How a point's theory fits hold the local kernel blocks of a CNN/LCN (docs/scale.md §1,
+    §5) — how a point runs, not what it computes, so not part of its hash.
+
+    memory_limit: bytes a fit may hold (None: $KRENORM_MEMORY_LIMIT, else 60 % of physical
+    memory); stored blocks that would not fit are streamed, keeping what fits (the fit's
+    diagnostics say which and why). scheduler: a Dask scheduler address; given, the blocks are
+    built and kept sharded on its workers."""
+
+    memory_limit: int | None = None
+    scheduler: str | None = None
+
+    def fit_options(self) -> dict[str, Any]:
+        """Keyword options of `fit_theory`."""
+        options: dict[str, Any] = {}
+        if self.memory_limit is not None:
+            options["memory_limit"] = self.memory_limit
+        if self.scheduler is not None:
+            options["blocks"] = BlockSettings(scheduler=self.scheduler)
+        return options
+
+
 def _fit(spec: ExperimentSpec, settings: TheorySettings, dataset: Dataset, width: float,
-         device: torch.device, **options: Any) -> tuple[FittedTheory, float]:
+         device: torch.device, engine: TheoryEngine, **options: Any
+         ) -> tuple[FittedTheory, float]:
     start = time.perf_counter()
+    label = f"theory {spec.architecture.kind} N = {width:g}"
     fit = fit_at_width(dataset.x_train, dataset.y_train, spec.shallow_architecture, width,
                        spec.temperature, lambda0=spec.lambda0, lambda1=spec.lambda1,
-                       device=str(device), **settings.solver_options(), **options)
+                       device=str(device), progress=solver_reporter(label),
+                       **settings.solver_options(), **engine.fit_options(), **options)
     return fit, time.perf_counter() - start
 
 
-def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device
-                  ) -> dict[str, tuple[dict, dict]]:
+def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device,
+                  engine: TheoryEngine) -> dict[str, tuple[dict, dict]]:
     """'theory' (width N), 'retuned' (infinite width, readout priors retuned by Q̄(N)) and
     'theory_infinite' (N → ∞ next to a finite N), as the settings ask."""
     settings = spec.theory
@@ -137,15 +165,15 @@ def _theory_parts(spec: ExperimentSpec, dataset: Dataset, device: torch.device
             parts["theory_infinite"] = deep_theory_part(spec, dataset, INFINITE_WIDTH)
         return parts
     if settings.finite:
-        fit, seconds = _fit(spec, settings, dataset, spec.width, device)
+        fit, seconds = _fit(spec, settings, dataset, spec.width, device, engine)
         parts["theory"] = _theory_part(spec, fit, dataset, spec.width, seconds)
         if settings.retuned_priors:
-            retuned, seconds = _fit(spec, settings, dataset, spec.width, device,
+            retuned, seconds = _fit(spec, settings, dataset, spec.width, device, engine,
                                     fixed_q_bar=retuned_q_bar(spec.shallow_architecture,
                                                               fit.q_bar))
             parts["retuned"] = _theory_part(spec, retuned, dataset, spec.width, seconds)
     if settings.infinite and not spec.is_infinite_width:
-        fit, seconds = _fit(spec, settings, dataset, INFINITE_WIDTH, device)
+        fit, seconds = _fit(spec, settings, dataset, INFINITE_WIDTH, device, engine)
         parts["theory_infinite"] = _theory_part(spec, fit, dataset, INFINITE_WIDTH, seconds)
     return parts
 
@@ -175,19 +203,23 @@ def _network(spec: ExperimentSpec, settings: SamplerSettings, dataset: Dataset,
     return metrics, diagnostics
 
 
-def run_experiment(spec: ExperimentSpec, device: str = "cpu") -> ExperimentOutcome:
+def run_experiment(spec: ExperimentSpec, device: str = "cpu",
+                   engine: TheoryEngine | None = None) -> ExperimentOutcome:
     """Run the theory fits and/or the sampled network of one spec on its data.
 
     metrics keys: 'theory.*' (width N; N = ∞ is the NNGP limit), 'theory_infinite.*' (the
     N → ∞ reference of a finite-N point), 'retuned.*' (infinite width with readout priors
     retuned by Q̄(N)) and 'network.*' (posterior averages of the sampled network), each with
     test_loss = ε_g = bias² + variance on the test set (docs/math/theory.md §6), the train error
-    and α = P/N (0 at N = ∞).
+    and α = P/N (0 at N = ∞). engine: how the theory holds CNN/LCN kernel blocks (memory
+    budget — stored blocks over it are streamed — or a Dask scheduler for sharded blocks).
+    A long solve reports its progress to the executor's status sink (`point_status`).
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     target_device = resolve_device(device)
     dataset = load_point_data(spec.data)
-    parts = _theory_parts(spec, dataset, target_device)
+    parts = _theory_parts(spec, dataset, target_device,
+                          TheoryEngine() if engine is None else engine)
     if spec.network is not None:
         parts["network"] = (deep_network_part(spec, dataset) if spec.is_deep
                             else _network(spec, spec.network, dataset, target_device))

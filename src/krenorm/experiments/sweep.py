@@ -43,7 +43,7 @@ from krenorm.experiments.executors import (
     make_executor,
 )
 from krenorm.experiments.point_limits import point_time_limit
-from krenorm.experiments.runner import run_experiment
+from krenorm.experiments.runner import TheoryEngine, run_experiment
 from krenorm.experiments.spec import ExperimentSpec
 from krenorm.experiments.store import Claim, ResultsStore
 from krenorm.experiments.store_errors import StoreError
@@ -127,9 +127,16 @@ class _Driver:
         self.loss_reason: str | None = None
         self.completed = self.failed = self.retries = self.worker_losses = self.elsewhere = 0
         self.timeouts = 0
+        execution = config.execution
+        #: How the points' theory fits hold CNN/LCN kernel blocks (docs/scale.md §1, §5).
+        self.engine = TheoryEngine(
+            memory_limit=None if execution.memory_limit is None else int(execution.memory_limit),
+            scheduler=execution.block_scheduler)
 
-    def run(self, queue: collections.deque[ExperimentSpec], advance: Callable[[int], None]
-            ) -> None:
+    def run(self, queue: collections.deque[ExperimentSpec], advance: Callable[[int], None],
+            show_status: Callable[[list[str]], None] | None = None) -> None:
+        """Run the queue; `show_status` gets the running points' status lines (a long theory
+        solve's passes and ‖∇S‖) on every look at the workers."""
         last_heartbeat = time.monotonic()
         while queue or self.in_flight:
             # Raises SchedulerLostError before we submit to nobody.
@@ -143,6 +150,8 @@ class _Driver:
             if time.monotonic() - last_heartbeat >= self.heartbeat_every_s:
                 self.store.heartbeat(self.session_id)
                 last_heartbeat = time.monotonic()
+            if show_status is not None:
+                show_status(self.executor.point_statuses())
             lost_worker = False
             for future in finished:  # results that came back are recorded before anything else
                 spec, claim = self.in_flight.pop(future)
@@ -177,8 +186,11 @@ class _Driver:
                     self.elsewhere += 1
                 continue
             try:
+                # The engine travels only when the config sets one: (spec, device) is the
+                # runner's call otherwise.
+                engine = () if self.engine == TheoryEngine() else (self.engine,)
                 future = self.executor.submit(run_experiment, spec,
-                                              self.config.execution.device)
+                                              self.config.execution.device, *engine)
             except BaseException as error:
                 # Not submitted: give the claim back (a pool that broke between two results
                 # refuses new work; restart it and carry on).
@@ -318,14 +330,18 @@ def _drive(config: SweepConfig, store: ResultsStore, executor: SweepExecutor,
     session_id = store.open_session(config.name, executor.description)
     driver = _Driver(config, store, executor, session_id, heartbeat_every_s)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+               TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     reason = "interrupted"
     stop: tuple[str, BaseException] | None = None
     try:
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task(f"{config.name} ({executor.description})",
-                                total=len(config.points), completed=skipped)
-            driver.run(queue, lambda steps: bar.advance(task, steps))
+                                total=len(config.points), completed=skipped, status="")
+            # A long theory solve says how far it is (evaluations, passes, ‖∇S‖): points run in
+            # this process report straight to the bar, pool workers through status files.
+            executor.status_sink = lambda line: bar.update(task, status=line)
+            driver.run(queue, lambda steps: bar.advance(task, steps),
+                       lambda lines: bar.update(task, status=" · ".join(lines[:2])))
         reason = "finished"
     except SchedulerLostError as error:
         reason, stop = "scheduler-lost", (str(error), error)

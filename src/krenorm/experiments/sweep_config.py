@@ -66,7 +66,8 @@ DEVICES = ("cpu", "cuda", "auto")
 #: Default largest sweep (points counted from the grid's axes before expansion).
 MAX_POINTS = 100_000
 _EXECUTION_FIELDS = ("retries", "device", "threads_per_worker", "point_time_limit_s",
-                     "stall_after_s", "max_requeues", "max_points")
+                     "stall_after_s", "max_requeues", "max_points", "memory_limit",
+                     "block_scheduler")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ class ExecutionSettings:
     point_limits.py); stall_after_s: a pool worker without heartbeat this long is killed and its
     points re-queued; max_requeues: how often one invocation re-queues a point lost to
     infrastructure (dead or stalled worker) before calling it failed — these do not use
-    `retries`; max_points: largest grid accepted (counted before expansion)."""
+    `retries`; max_points: largest grid accepted (counted before expansion); memory_limit:
+    bytes one theory fit may hold (None: $KRENORM_MEMORY_LIMIT, else 60 % of physical memory)
+    — CNN/LCN kernel blocks that would not fit are streamed (docs/scale.md §1); block_scheduler:
+    a Dask scheduler address on whose workers CNN/LCN kernel blocks are built and kept
+    (sharded, docs/scale.md §5)."""
 
     retries: int = 1
     device: str = "cpu"
@@ -87,6 +92,8 @@ class ExecutionSettings:
     stall_after_s: float = 60.0
     max_requeues: int = 5
     max_points: int = MAX_POINTS
+    memory_limit: float | None = None
+    block_scheduler: str | None = None
 
     def __post_init__(self) -> None:
         check_non_negative_int("retries", self.retries)
@@ -100,13 +107,18 @@ class ExecutionSettings:
                               f"{self.stall_after_s}.")
         check_non_negative_int("max_requeues", self.max_requeues)
         check_positive("max_points", self.max_points, integer=True)
+        if self.memory_limit is not None:
+            check_positive("memory_limit", self.memory_limit)
+        if self.block_scheduler is not None:
+            check_string("block_scheduler", self.block_scheduler)
 
     def to_dict(self) -> dict:
         return {"retries": self.retries, "device": self.device,
                 "threads_per_worker": self.threads_per_worker,
                 "point_time_limit_s": self.point_time_limit_s,
                 "stall_after_s": self.stall_after_s, "max_requeues": self.max_requeues,
-                "max_points": self.max_points}
+                "max_points": self.max_points, "memory_limit": self.memory_limit,
+                "block_scheduler": self.block_scheduler}
 
 
 def execution_settings(raw: Any, where: str = "execution") -> ExecutionSettings:

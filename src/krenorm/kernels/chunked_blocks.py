@@ -296,6 +296,27 @@ class ChunkedGramBlocks(PairContractions):
         diagonal, upper = diagonal.reshape(shape), upper.reshape(shape)
         return diagonal + upper + upper.transpose(-1, -2)
 
+    def combine_diagonal(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Σ_i c_i K_ii for per-patch coefficients (Np,): only the Np diagonal blocks are read
+        or computed — Np/n_pairs of a pass (4 % with 49 patches), not counted as one. The
+        'all' pair set only (for the 'diagonal' set `combine` is this already)."""
+        self._require_all_pairs()
+        if coefficients.shape != (self.n_patches,):
+            raise ValueError(f"coefficients must be ({self.n_patches},), got "
+                             f"{tuple(coefficients.shape)}.")
+        values = coefficients.to(dtype=torch.float64, device=self.device)
+        out = self.norms.new_zeros(self.n_samples, self.n_samples)
+        n = self.n_patches
+        for i in range(n):
+            offset = i * n - i * (i - 1) // 2  # index of the pair (i, i), row-major over i ≤ j
+            position = self._positions.get(offset)
+            if position is not None and self._stored is not None:
+                block = self._stored[position]
+            else:
+                block = self._compute(_Chunk(offset, i, i, i + 1))[0]
+            out.add_(block.to(torch.float64), alpha=float(values[i]))
+        return out
+
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
         """F_k = ⟨K_k, B⟩_F for P×P matrices B (..., P, P) → (..., n_pairs). One pass."""
         if matrix.shape[-2:] != (self.n_samples, self.n_samples):

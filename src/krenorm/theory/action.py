@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -60,6 +60,9 @@ class ActionEvaluation:
     value: float
     gradient: torch.Tensor
     hessian_vector: Callable[[torch.Tensor], torch.Tensor]
+    #: (directions, their Hessian-vector products) computed together with S, when asked for
+    #: by `EffectiveAction.evaluate_with_products` (a curvature check seeds itself with them).
+    known_products: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def q_bar(self) -> torch.Tensor:
@@ -97,20 +100,48 @@ class EffectiveAction(ABC):
 
     def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
         """The full action S₀ + data term. At N = ∞ the data term is identically zero."""
+        return self._with_prior(point, None if is_infinite(self.width)
+                                else self.data_term(point))
+
+    def data_term_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                                ) -> ActionEvaluation:
+        """`data_term` with the products of its Hessian with a batch of `directions` already
+        computed (`known_products`). Actions whose products share work with the evaluation
+        (the Gram-linear passes over the kernel blocks) override this."""
+        data = self.data_term(point)
+        return replace(data, known_products=(directions, data.hessian_vector(directions)))
+
+    def evaluate_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                               ) -> ActionEvaluation:
+        """`evaluate` plus the Hessian-vector products of a batch of directions (…, *shape),
+        stored in `known_products` (docs/scale.md §4: for a Gram-linear action they ride on the
+        evaluation's two passes over the kernel blocks)."""
+        if is_infinite(self.width):
+            evaluation = self.evaluate(point)
+            return replace(evaluation, known_products=(
+                directions, evaluation.hessian_vector(directions)))
+        return self._with_prior(point, self.data_term_with_products(point, directions))
+
+    def _with_prior(self, point: torch.Tensor, data: ActionEvaluation | None
+                    ) -> ActionEvaluation:
+        """S₀ + data term (data None: the prior alone, N = ∞)."""
         structure = self.structure
         prior_value = structure.prior_value(point)
         prior_gradient = structure.prior_gradient(point)
-        if is_infinite(self.width):
+        if data is None:
             return ActionEvaluation(
                 point, prior_value, prior_gradient,
                 lambda direction: structure.prior_hessian_vector(point, direction))
-        data = self.data_term(point)
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
             return structure.prior_hessian_vector(point, direction) + data.hessian_vector(direction)
 
+        known = None
+        if data.known_products is not None:
+            directions, images = data.known_products
+            known = (directions, structure.prior_hessian_vector(point, directions) + images)
         return ActionEvaluation(point, prior_value + data.value, prior_gradient + data.gradient,
-                                hessian_vector)
+                                hessian_vector, known)
 
     def __call__(self, point: torch.Tensor) -> float:
         return self.evaluate(point).value
@@ -140,6 +171,11 @@ class GramBasis(ABC):
     @property
     @abstractmethod
     def n_samples(self) -> int: ...
+
+    def remember(self, coefficients: torch.Tensor, kernel: torch.Tensor) -> None:
+        """Told that `kernel` = combine(coefficients) was computed as part of a batch: a basis
+        that caches its last combination (streamed blocks) keeps it; others ignore it."""
+        return None
 
 
 class LocalBlocksBasis(GramBasis):
@@ -226,20 +262,53 @@ class GramLinearAction(EffectiveAction):
 
     def data_term(self, point: torch.Tensor) -> ActionEvaluation:
         factor, v = self.factorize(point)
+        return self._data_term(point, factor, v)
+
+    def data_term_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                                ) -> ActionEvaluation:
+        """The data term and its Hessian applied to a batch of directions in the same two
+        passes over the blocks (docs/scale.md §4): combine [Q̄, V_1…V_k] in one pass, the P×P
+        algebra, then project [A⁻¹ − vvᵀ, T(V_1)…T(V_k)] in one pass."""
+        batch = directions.reshape(-1, *point.shape)
+        kernels = self.basis.combine(torch.cat([point[None], batch.to(point)]))
+        self.basis.remember(point, kernels[0])
+        factor = factor_noisy_kernel(kernels[0], self.temperature, overwrite=True)
+        v = torch.cholesky_solve(self.y[:, None].to(factor), factor)[:, 0]
+        data = self._data_term(point, factor, v, kernels[1:], directions)
+        return data
+
+    def _data_term(self, point: torch.Tensor, factor: torch.Tensor, v: torch.Tensor,
+                   direction_kernels: torch.Tensor | None = None,
+                   directions: torch.Tensor | None = None) -> ActionEvaluation:
+        """The data term from the factor of A at `point`; with `direction_kernels` K_R(V_k) of a
+        batch of `directions`, their Hessian-vector products share the projection pass."""
         a_inverse = spd_inverse(factor)
         data_fit = float(log_det_from_factor(factor) + self.y.to(v) @ v)
-        # Q̄ lives on the CPU (it is small); the P×P algebra runs where the kernels are.
-        gradient = self.basis.project(a_inverse - torch.outer(v, v)).to(point) / self.width
+
+        def hessian_term(kernel: torch.Tensor) -> torch.Tensor:
+            solved = a_inverse @ kernel  # A⁻¹ K_R(V)
+            u = solved @ v
+            cross = u[..., :, None] * v
+            return -solved @ a_inverse + cross + cross.transpose(-1, -2)
+
+        gradient_matrix = a_inverse - torch.outer(v, v)
+        known = None
+        if direction_kernels is None or directions is None:
+            # Q̄ lives on the CPU (it is small); the P×P algebra runs where the kernels are.
+            gradient = self.basis.project(gradient_matrix).to(point) / self.width
+        else:
+            projected = self.basis.project(torch.cat([gradient_matrix[None],
+                                                      hessian_term(direction_kernels)]))
+            gradient = projected[0].to(point) / self.width
+            known = (directions, (projected[1:] / self.width).to(directions).reshape(
+                directions.shape))
 
         def hessian_vector(direction: torch.Tensor) -> torch.Tensor:
             # Batched over leading axes of `direction`: one pass over the blocks per call.
-            solved = a_inverse @ self.basis.combine(direction)  # A⁻¹ K_R(V)
-            u = solved @ v
-            cross = u[..., :, None] * v
-            term = -solved @ a_inverse + cross + cross.transpose(-1, -2)
+            term = hessian_term(self.basis.combine(direction))
             return self.basis.project(term).to(direction) / self.width
 
-        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector)
+        return ActionEvaluation(point, data_fit / self.width, gradient, hessian_vector, known)
 
 
 @dataclass(frozen=True)

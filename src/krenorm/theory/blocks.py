@@ -204,6 +204,10 @@ class _ChunkedBasis(GramBasis):
     def passes(self, value: int) -> None:
         self.blocks.passes = value
 
+    def remember(self, coefficients: torch.Tensor, kernel: torch.Tensor) -> None:
+        if self.blocks.streamed:
+            self._last.put(coefficients, kernel)
+
 
 class ChunkedLocalBasis(_ChunkedBasis):
     """CNN: K'_ij = K_ij/(λ1 Np) over all pairs, from `ChunkedGramBlocks` (stored in any dtype or

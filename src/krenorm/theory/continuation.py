@@ -31,6 +31,7 @@ from krenorm._validation import check_positive
 from krenorm.theory.action import EffectiveAction
 from krenorm.theory.diagnostics import SaddlePoint, SolverDiagnostics, SolverSettings
 from krenorm.theory.solvers import (
+    LastEvaluationCache,
     ProgressCallback,
     SaddlePointConvergenceWarning,
     SolverProgress,
@@ -118,8 +119,10 @@ def _quiet_solve(action: EffectiveAction, start: torch.Tensor | None,
                  ) -> SaddlePoint:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
+        # The curvature check of a later polish at the same point (through a
+        # LastEvaluationCache) can ride on this solve's last evaluation.
         return solve_saddle_point(action, start, settings=settings.updated(hessian_check=False),
-                                  progress=progress)
+                                  progress=progress, prefetch_curvature=settings.hessian_check)
 
 
 def _follow(make_action: Callable[[float], EffectiveAction], parameter: str, start: float,
@@ -222,11 +225,14 @@ def solve_with_continuation(action: EffectiveAction, n_samples: int, *,
     the best point found, flagged converged=False."""
     solver = SolverSettings() if solver is None else solver
     settings = ContinuationSettings() if settings is None else settings
-    direct = _quiet_solve(action, None, solver, progress)
+    # The polish below starts where the direct solve ended: its first evaluation (and the
+    # curvature products computed with it) come from this cache, not from two more passes.
+    cached = LastEvaluationCache(action)
+    direct = _quiet_solve(cached, None, solver, progress)
     if direct.diagnostics.converged or is_infinite(action.width):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-            polished = solve_saddle_point(action, direct.point, settings=solver,
+            polished = solve_saddle_point(cached, direct.point, settings=solver,
                                           progress=_continued(progress, direct.diagnostics))
         # The polish (with the curvature check) starts at the direct solution: the work done is
         # the sum of both, which is what the diagnostics (and a progress display) must count.

@@ -245,9 +245,17 @@ class ConvolutionalKernels(ArchitectureKernels):
         return self.local.batch_size()
 
     def off_diagonal_share(self, point: torch.Tensor) -> float | None:
-        # Both kernels from one (batched) pass over the blocks.
-        full, diagonal_only = self.train_kernel(torch.stack([point,
-                                                             torch.diag(torch.diagonal(point))]))
+        blocks = getattr(self.basis, "blocks", None)
+        if isinstance(blocks, ChunkedGramBlocks) and blocks.streamed:
+            # K_R(Q̄) is the solve's last combination (cached); K_R(diag Q̄) needs only the Np
+            # diagonal blocks — no pass over all pairs (docs/scale.md §4).
+            full = self.train_kernel(point)
+            diagonal_only = blocks.combine_diagonal(torch.diagonal(point)) * (
+                1.0 / (self.lambda1 * self.n_patches))
+        else:
+            # Both kernels from one (batched) pass over the blocks.
+            full, diagonal_only = self.train_kernel(
+                torch.stack([point, torch.diag(torch.diagonal(point))]))
         return float(torch.linalg.norm(full - diagonal_only) / torch.linalg.norm(full))
 
 

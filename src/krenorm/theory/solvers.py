@@ -57,6 +57,7 @@ __all__ = [
     "DENSE_HESSIAN_LIMIT",
     "NEWTON_LIMIT",
     "SOLVER_METHODS",
+    "LastEvaluationCache",
     "SaddlePoint",
     "SaddlePointConvergenceWarning",
     "SolverDiagnostics",
@@ -101,17 +102,15 @@ class SolverProgress:
 ProgressCallback = Callable[[SolverProgress], None]
 
 
-class _ReportingAction(EffectiveAction):
-    """An action that reports every evaluation to a callback and otherwise is `inner`."""
+class ForwardingAction(EffectiveAction):
+    """`inner` itself; subclasses change how it is evaluated (reporting, caching)."""
 
-    def __init__(self, inner: EffectiveAction, callback: ProgressCallback):
+    def __init__(self, inner: EffectiveAction):
         self.inner = inner
-        self.callback = callback
         self.structure = inner.structure
         self.width = inner.width
         self.temperature = inner.temperature
-        self.evaluations = 0
-        self.first_passes = inner.block_passes()
+        self.cheap_hessian = inner.cheap_hessian  # type: ignore[misc]
 
     def data_term(self, point: torch.Tensor) -> ActionEvaluation:
         return self.inner.data_term(point)
@@ -129,13 +128,68 @@ class _ReportingAction(EffectiveAction):
         return self.inner.block_passes()
 
     def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
-        evaluation = self.inner.evaluate(point)
+        return self.inner.evaluate(point)
+
+    def evaluate_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                               ) -> ActionEvaluation:
+        return self.inner.evaluate_with_products(point, directions)
+
+
+class LastEvaluationCache(ForwardingAction):
+    """Remembers the last evaluation: asking again for S at the same point (a polish or a
+    curvature check right after a solve that ended there) costs nothing instead of two passes
+    over the kernel blocks (docs/scale.md §4). Products known with it are kept too."""
+
+    def __init__(self, inner: EffectiveAction):
+        super().__init__(inner)
+        self.last: ActionEvaluation | None = None
+
+    def _cached(self, point: torch.Tensor) -> ActionEvaluation | None:
+        last = self.last
+        if last is not None and last.point.shape == point.shape and bool(
+                torch.equal(last.point, point.to(last.point))):
+            return last
+        return None
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        cached = self._cached(point)
+        if cached is None:
+            cached = self.last = self.inner.evaluate(point)
+        return cached
+
+    def evaluate_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                               ) -> ActionEvaluation:
+        cached = self._cached(point)
+        if cached is not None and cached.known_products is not None and bool(
+                torch.equal(cached.known_products[0], directions)):
+            return cached
+        self.last = self.inner.evaluate_with_products(point, directions)
+        return self.last
+
+
+class _ReportingAction(ForwardingAction):
+    """An action that reports every evaluation to a callback and otherwise is `inner`."""
+
+    def __init__(self, inner: EffectiveAction, callback: ProgressCallback):
+        super().__init__(inner)
+        self.callback = callback
+        self.evaluations = 0
+        self.first_passes = inner.block_passes()
+
+    def _report(self, evaluation: ActionEvaluation) -> ActionEvaluation:
         self.evaluations += 1
         passes = self.inner.block_passes()
         self.callback(SolverProgress(
             self.evaluations, gradient_norm(evaluation), evaluation.value,
             None if passes is None or self.first_passes is None else passes - self.first_passes))
         return evaluation
+
+    def evaluate_with_products(self, point: torch.Tensor, directions: torch.Tensor
+                               ) -> ActionEvaluation:
+        return self._report(self.inner.evaluate_with_products(point, directions))
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        return self._report(self.inner.evaluate(point))
 
 
 class _Coordinates:
@@ -198,7 +252,7 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
     structure = action.structure
     coordinates = _Coordinates(structure, q_bar.dtype)
     size = coordinates.size
-    if size <= DENSE_HESSIAN_LIMIT or action.cheap_hessian:
+    if not _uses_lobpcg(action):
         return float(torch.linalg.eigvalsh(coordinates.hessian(evaluation))[0])
 
     def apply(function: Callable[[torch.Tensor], torch.Tensor], block: np.ndarray
@@ -212,19 +266,22 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
     def inverse_prior_hessian(direction: torch.Tensor) -> torch.Tensor:
         return structure.congruence(q_bar, direction)
 
+    products = _SpanCache(lambda block: apply(evaluation.hessian_vector, block))
+    if evaluation.known_products is not None:
+        # Products computed with S itself (`_CurvaturePrefetch`): LOBPCG's first block lies in
+        # their span, so it costs no pass.
+        directions, images = evaluation.known_products
+        products.seed(coordinates.to_coordinates(directions).T.numpy(),
+                      coordinates.to_coordinates(images).T.numpy())
     shape = (size, size)
     hessian = scipy.sparse.linalg.LinearOperator(
-        shape, matvec=lambda vector: apply(evaluation.hessian_vector, vector)[:, 0],
-        matmat=lambda block: apply(evaluation.hessian_vector, block), dtype=np.float64)
+        shape, matvec=lambda vector: products(np.reshape(vector, (-1, 1)))[:, 0],
+        matmat=products,
+        dtype=np.float64)
     preconditioner = scipy.sparse.linalg.LinearOperator(
         shape, matvec=lambda vector: apply(inverse_prior_hessian, vector)[:, 0],
         matmat=lambda block: apply(inverse_prior_hessian, block), dtype=np.float64)
-    soft = structure.soft_prior_directions(q_bar, min(size, _START_BLOCK) - _RANDOM_START)
-    # Random columns keep the block from being exactly orthogonal to the softest direction of
-    # S when symmetry makes the prior's directions miss it.
-    start = np.concatenate([coordinates.to_coordinates(soft).T.numpy(),
-                            np.random.default_rng(0).standard_normal((size, _RANDOM_START))],
-                           axis=1)
+    start = _curvature_start(coordinates, q_bar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching tolerance" note
         smallest = float(np.min(scipy.sparse.linalg.lobpcg(
@@ -235,6 +292,109 @@ def min_hessian_eigenvalue(action: EffectiveAction, q_bar: torch.Tensor,
             smallest = float(np.min(scipy.sparse.linalg.lobpcg(
                 hessian, start, M=preconditioner, largest=False, tol=1e-8, maxiter=300)[0]))
     return smallest
+
+
+def _uses_lobpcg(action: EffectiveAction) -> bool:
+    """Whether `min_hessian_eigenvalue` takes the LOBPCG path for this action."""
+    return action.structure.n_parameters > DENSE_HESSIAN_LIMIT and not action.cheap_hessian
+
+
+def _curvature_start(coordinates: _Coordinates, q_bar: torch.Tensor) -> np.ndarray:
+    """LOBPCG's start block (size × k): the prior's softest directions at q_bar and
+    `_RANDOM_START` random columns (fixed seed)."""
+    size = coordinates.size
+    soft = coordinates.structure.soft_prior_directions(q_bar, min(size, _START_BLOCK)
+                                                       - _RANDOM_START)
+    # Random columns keep the block from being exactly orthogonal to the softest direction of
+    # S when symmetry makes the prior's directions miss it.
+    return np.concatenate([coordinates.to_coordinates(soft).T.numpy(),
+                           np.random.default_rng(0).standard_normal((size, _RANDOM_START))],
+                          axis=1)
+
+
+class _CurvaturePrefetch(ForwardingAction):
+    """`inner`, except that an evaluation predicted to meet the gradient tolerance also
+    computes the Hessian-vector products of the curvature check's start block
+    (`evaluate_with_products`): for a Gram-linear action they ride on the evaluation's two
+    passes over the kernel blocks, and LOBPCG's first application then costs none
+    (docs/scale.md §4).
+
+    The prediction extrapolates the last two gradient norms geometrically (‖g_k‖²/‖g_{k−1}‖,
+    what a linearly-or-faster converging iteration gives). A wrong guess costs the P×P algebra
+    of the products, not a pass; a missed one costs what it did before: two passes."""
+
+    def __init__(self, inner: EffectiveAction, tolerance: float):
+        super().__init__(inner)
+        self.tolerance = tolerance
+        self.coordinates = _Coordinates(inner.structure, torch.float64)
+        self.norms: list[float] = []
+
+    def _predicted_converged(self) -> bool:
+        if len(self.norms) < 2:
+            return False
+        previous, last = self.norms[-2:]
+        return last < previous and last * last / previous <= self.tolerance
+
+    def evaluate(self, point: torch.Tensor) -> ActionEvaluation:
+        if self._predicted_converged():
+            start = _curvature_start(self.coordinates, point)
+            directions = self.coordinates.from_coordinates(torch.as_tensor(start.T))
+            evaluation = self.inner.evaluate_with_products(point, directions)
+        else:
+            evaluation = self.inner.evaluate(point)
+        self.norms.append(gradient_norm(evaluation))
+        return evaluation
+
+
+class _SpanCache:
+    """A linear operator's products, answered without applying it again for blocks that lie in
+    the span of blocks it was applied to before: H (V c) = (H V) c.
+
+    LOBPCG ends with an "exact" Rayleigh–Ritz step on its best block X, which it applies the
+    operator to once more; X is a combination of the blocks applied during the iterations, so
+    its image is that combination of their images. For the Gram-linear Hessian one application
+    costs two passes over the kernel blocks (docs/scale.md §4); this saves them. A block is
+    reused only when it lies in the span to 1e-12 (relative) and the stored blocks are well
+    conditioned (condition number below 1e8), so the reused image is exact to about 1e-8
+    relative at worst — far below the 1e-4 accuracy of the quick eigenvalue estimate."""
+
+    def __init__(self, function: Callable[[np.ndarray], np.ndarray]):
+        self.function = function
+        self.inputs: np.ndarray | None = None   # (size, k): every column applied so far
+        self.images: np.ndarray | None = None   # (size, k): their images
+        self.applications = 0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float64)
+        block = block.reshape(block.shape[0], -1)
+        reused = self._from_span(block)
+        if reused is not None:
+            return reused
+        images = np.asarray(self.function(block), dtype=np.float64).reshape(block.shape)
+        self.applications += 1
+        if self.inputs is None or self.images is None:
+            self.inputs, self.images = block.copy(), images.copy()
+        else:
+            self.inputs = np.concatenate([self.inputs, block], axis=1)
+            self.images = np.concatenate([self.images, images], axis=1)
+        return images
+
+    def seed(self, inputs: np.ndarray, images: np.ndarray) -> None:
+        """Products known beforehand (columns of `inputs` and their `images`)."""
+        self.inputs, self.images = inputs.copy(), images.copy()
+
+    def _from_span(self, block: np.ndarray) -> np.ndarray | None:
+        if self.inputs is None or self.images is None or (
+                self.inputs.shape[1] >= self.inputs.shape[0]):
+            return None
+        singular = np.linalg.svd(self.inputs, compute_uv=False)
+        if singular[-1] <= 1e-8 * singular[0]:
+            return None
+        coefficients = np.linalg.lstsq(self.inputs, block, rcond=None)[0]
+        residual = np.linalg.norm(self.inputs @ coefficients - block, axis=0)
+        if np.any(residual > 1e-12 * np.maximum(np.linalg.norm(block, axis=0), 1e-300)):
+            return None
+        return self.images @ coefficients
 
 
 @dataclass
@@ -618,6 +778,7 @@ _RULES: dict[str, _StationaryRule] = {
 def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = None, *,
                        settings: SolverSettings | None = None,
                        progress: ProgressCallback | None = None,
+                       prefetch_curvature: bool | None = None,
                        **options: Any) -> SaddlePoint:
     """The stationary point of S (docs/math/theory.md §3): the minimum over SPD Q̄, or the
     saddle in (Q̄, Q), as the action's structure says.
@@ -629,7 +790,11 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
     is reported and a warning raised when it exceeds √tolerance. A solution whose gradient norm
     exceeds the tolerance comes back with converged=False and a SaddlePointConvergenceWarning.
     `progress`, when given, is called with a `SolverProgress` after every evaluation of S (for
-    progress displays during long solves).
+    progress displays during long solves). `prefetch_curvature` (default: hessian_check)
+    computes the curvature check's first Hessian-vector products with the evaluation predicted
+    to converge (`_CurvaturePrefetch`; no extra pass over kernel blocks), for a check that
+    follows — in this call, or in a later one at the same point through a
+    `LastEvaluationCache`.
     """
     settings = (SolverSettings() if settings is None else settings).updated(**options)
     structure = action.structure
@@ -648,7 +813,12 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
 
     solve = rule.methods[method]
     passes_before = action.block_passes()
-    solved = action if progress is None else _ReportingAction(action, progress)
+    solved = action
+    prefetch = settings.hessian_check if prefetch_curvature is None else prefetch_curvature
+    if prefetch and structure.stationary == "minimum" and _uses_lobpcg(action):
+        solved = _CurvaturePrefetch(solved, settings.tolerance)
+    if progress is not None:
+        solved = _ReportingAction(solved, progress)
     runs = [solve(solved, initial, settings.tolerance, settings.max_iterations)
             for initial in starts]
     best = min(runs, key=rule.rank)
