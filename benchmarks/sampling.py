@@ -301,6 +301,12 @@ def main(argv: list[str] | None = None) -> None:
                         choices=list(ANSWER_SCHEDULES), help="part 4 samplers")
     parser.add_argument("--answer-dtype", default="float64", choices=("float32", "float64"),
                         help="part 4 dtype (float64 is the sampler default)")
+    parser.add_argument("--answer-replicas", type=int, default=None,
+                        help="part 4: replicas of the split sampler (default --precision-"
+                        "replicas)")
+    parser.add_argument("--other-cap", type=float, default=None,
+                        help="part 4: time cap of the samplers other than collapsed and split "
+                        "(default --time-cap)")
     parser.add_argument("--check-every", type=int, default=10,
                         help="part 4: records between standard-error checks")
     parser.add_argument("--bias-replicas", type=int, default=64)
@@ -362,12 +368,15 @@ def run_precision(args: argparse.Namespace, data: tuple[torch.Tensor, ...],
             print(_format_precision(row), flush=True)
 
 
-#: Part 4 (time to answer): per sampler (burn-in, thin, leapfrog steps). 'collapsed' is today's
-#: default sampler at its default settings (float64, 16 replicas, MALA on W with per-replica
-#: dual averaging) with the burn-in of part 2; the split sampler adapts in 10 trajectories.
-ANSWER_SCHEDULES: dict[str, tuple[int, int, int]] = {
-    "collapsed": (100, 1, 1), "mala": (400, 2, 1), "langevin": (400, 2, 1),
-    "hmc": (200, 1, 10), "collapsed-hmc": (100, 1, 10), "collapsed-split-hmc": (20, 1, 3),
+#: Part 4 (time to answer): label → (sampler, burn-in, thin, leapfrog steps). 'collapsed' is
+#: today's default sampler at its default settings (float64, MALA on W with per-replica dual
+#: averaging) with the burn-in of part 2; the split sampler adapts in its first 10 trajectories.
+ANSWER_SCHEDULES: dict[str, tuple[str, int, int, int]] = {
+    "collapsed": ("collapsed", 100, 1, 1), "mala": ("mala", 400, 2, 1),
+    "langevin": ("langevin", 400, 2, 1), "hmc": ("hmc", 200, 1, 10),
+    "collapsed-hmc": ("collapsed-hmc", 100, 1, 10),
+    "collapsed-split-hmc L=1": ("collapsed-split-hmc", 20, 1, 1),
+    "collapsed-split-hmc L=3": ("collapsed-split-hmc", 20, 1, 3),
 }
 
 
@@ -378,17 +387,21 @@ def run_answer(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> list
     print(f"\n### Time to answer: 1 % standard error and R̂ ≤ 1.1 (P = {args.n_train}, "
           f"N = {args.width}, R = {args.precision_replicas}, {args.answer_dtype}, cap "
           f"{args.time_cap:.0f} s)\n")
-    print("| arch | sampler | L | burn-in | steps | steps/s | τ (steps) | ESS | R̂ | "
+    print("| arch | sampler | R | L | burn-in | steps | steps/s | τ (steps) | ESS | R̂ | "
           "test loss ± MCSE | wall s | CPU s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for architecture in args.architectures:
-        for sampler in args.answer_samplers:
-            burn_in, thin, leapfrog = ANSWER_SCHEDULES[sampler]
+        for label in args.answer_samplers:
+            sampler, burn_in, thin, leapfrog = ANSWER_SCHEDULES[label]
+            headline = label == "collapsed" or label.startswith("collapsed-split")
+            cap = args.time_cap if headline or args.other_cap is None else args.other_cap
+            replicas = (args.answer_replicas if args.answer_replicas and label.startswith(
+                "collapsed-split") else args.precision_replicas)
             row = time_to_precision(
-                sampler, architecture, args.width, data, args.temperature,
-                args.precision_replicas, burn_in, thin, 0.01, args.time_cap, dtype, args.device,
-                check_every=args.check_every, leapfrog_steps=leapfrog, max_rhat=1.1,
+                sampler, architecture, args.width, data, args.temperature, replicas, burn_in,
+                thin, 0.01, cap, dtype, args.device, check_every=args.check_every,
+                leapfrog_steps=leapfrog, max_rhat=1.1,
             )
             rows.append(row)
             print(_format_answer(row, thin), flush=True)
@@ -403,7 +416,8 @@ def _format_answer(row: dict, thin: int) -> str:
         tau, ess = f"{row['tau'] * thin:.1f}", f"{row['ess']:.0f}"
         rhat = f"{row['rhat']:.3f}"
     wall = f"{row['seconds']:.1f}" + ("" if row["reached"] else " (cap, not reached)")
-    return (f"| {row['architecture']} | {row['sampler']} | {row['leapfrog_steps']} | "
+    return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | "
+            f"{row['leapfrog_steps']} | "
             f"{row['burn_in']} | {row['steps']} | {row['steps'] / row['seconds']:.2f} | {tau} | "
             f"{ess} | {rhat} | {loss} | {wall} | {row['cpu_seconds']:.1f} | "
             f"{row['load']:.1f} |")

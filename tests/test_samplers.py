@@ -18,6 +18,8 @@ import torch
 from scipy import stats
 
 from krenorm.architectures import ArchitectureSpec
+from krenorm.experiments.errors import ConfigError
+from krenorm.experiments.validation import sampler_settings
 from krenorm.networks import (
     SAMPLERS,
     CollapsedSampler,
@@ -620,3 +622,12 @@ def test_split_hmc_adapted_step_stops_at_a_quarter_period(cnn_problem):
     given = _run(cnn_problem, sampler="collapsed-split-hmc", step_size=2.0,
                  adapt_step_size=False)
     assert float(given.sampler.step_size.min()) == 2.0
+
+
+def test_split_hmc_is_selectable_in_a_config_table():
+    # The [networks] table of compare/sweep configs goes through experiments.validation.
+    settings = sampler_settings({"sampler": "collapsed-split-hmc", "leapfrog_steps": 1},
+                                "networks")
+    assert settings.sampler == "collapsed-split-hmc" and settings.leapfrog_steps == 1
+    with pytest.raises(ConfigError, match="leapfrog_steps"):
+        sampler_settings({"sampler": "collapsed-split-hmc", "leapfrog_steps": 0}, "networks")
