@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from krenorm.architectures import ArchitectureSpec
 from krenorm.networks import (
     SAMPLERS,
     PosteriorRun,
+    PosteriorSummary,
     SamplerSettings,
     build_network,
     make_generator,
@@ -145,6 +147,7 @@ def peak_rss_mib() -> float:
 
 
 def _spec(architecture: str, activation: str) -> ArchitectureSpec:
+    """FC, or CNN/LCN with mask = stride = 7 (16 patches on 28×28 images)."""
     return ArchitectureSpec(architecture, activation, mask=7, stride=7)
 
 
@@ -211,36 +214,53 @@ def time_to_precision(
     sampler: str, architecture: str, width: int, data: tuple[torch.Tensor, ...],
     temperature: float, n_replicas: int, burn_in: int, thin: int, relative_error: float,
     time_cap_s: float, dtype: torch.dtype, device: str, check_every: int = 50,
+    leapfrog_steps: int = 10, max_rhat: float = math.inf, min_records: int = 20,
 ) -> dict:
-    """Part 2: advance one chain set until stderr ≤ relative_error·test loss or the time cap;
-    wall time includes burn-in and the step-size adaptation in its first half."""
+    """Part 2: advance one chain set until stderr ≤ relative_error·test loss (and the
+    test-loss R̂ ≤ max_rhat) or the time cap; wall time includes burn-in and the step-size
+    adaptation in its first half. `check_every` records between checks (the summary's cost is
+    not counted, in wall or CPU time); at least `min_records` records."""
     x_train, y_train, x_test, y_test = data
     settings = SamplerSettings(sampler=sampler, n_replicas=n_replicas, n_steps=10**7,
                                burn_in=burn_in, thin=thin, seed=0,
-                               dtype=str(dtype).removeprefix("torch."), kernel_records=0)
+                               dtype=str(dtype).removeprefix("torch."), kernel_records=0,
+                               leapfrog_steps=leapfrog_steps)
     run = PosteriorRun(
         _spec(architecture, "erf"), width, x_train, y_train, x_test, y_test, temperature, 1.0,
         1.0, settings=settings, device=device,
     )
     start = time.perf_counter()
+    cpu_start = time.process_time()
+    cpu_in_summaries = 0.0
     summary = None
+
+    def done(summary: PosteriorSummary | None) -> bool:
+        return summary is not None and (
+            summary.test_loss_stderr <= relative_error * summary.test_loss
+            and summary.test_loss_estimate.rhat <= max_rhat)
+
     while time.perf_counter() - start < time_cap_s:
         run.advance(until_step=run.step + check_every * thin)
-        if run.accumulator.n_records >= 20:
+        if run.accumulator.n_records >= min_records:
+            cpu_before = time.process_time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 summary = run.summary()
-            if summary.test_loss_stderr <= relative_error * summary.test_loss:
+            cpu_in_summaries += time.process_time() - cpu_before
+            if done(summary):
                 break
-    reached = summary is not None and (
-        summary.test_loss_stderr <= relative_error * summary.test_loss
-    )
+    reached = done(summary)
     return {
         "architecture": architecture, "sampler": sampler, "R": n_replicas, "steps": run.step,
-        "seconds": run.wall_time, "reached": reached,
+        "seconds": run.wall_time, "reached": reached, "leapfrog_steps": leapfrog_steps,
+        "burn_in": burn_in, "dtype": str(dtype).removeprefix("torch."),
+        "records": run.accumulator.n_records,
+        "cpu_seconds": time.process_time() - cpu_start - cpu_in_summaries,
+        "load": os.getloadavg()[0],
         "test_loss": None if summary is None else summary.test_loss,
         "stderr": None if summary is None else summary.test_loss_stderr,
         "tau": None if summary is None else summary.test_loss_estimate.tau,
+        "rhat": None if summary is None else summary.test_loss_estimate.rhat,
         "ess": None if summary is None else summary.ess,
         "acceptance": None if summary is None else summary.acceptance,
         "step_size": float(run.sampler.step_size.median()),
@@ -274,7 +294,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision-replicas", type=int, default=16)
     parser.add_argument("--time-cap", type=float, default=300.0, help="seconds per sampler")
     parser.add_argument("--parts", nargs="+", default=["throughput", "precision"],
-                        choices=("throughput", "precision", "bias"))
+                        choices=("throughput", "precision", "bias", "answer"))
+    parser.add_argument("--architectures", nargs="+", default=["fc", "cnn", "lcn"],
+                        choices=("fc", "cnn", "lcn"), help="part 4 architectures")
+    parser.add_argument("--answer-samplers", nargs="+", default=list(ANSWER_SCHEDULES),
+                        choices=list(ANSWER_SCHEDULES), help="part 4 samplers")
+    parser.add_argument("--answer-dtype", default="float64", choices=("float32", "float64"),
+                        help="part 4 dtype (float64 is the sampler default)")
+    parser.add_argument("--answer-replicas", type=int, default=None,
+                        help="part 4: replicas of the split sampler (default --precision-"
+                        "replicas)")
+    parser.add_argument("--other-cap", type=float, default=None,
+                        help="part 4: time cap of the samplers other than collapsed and split "
+                        "(default --time-cap)")
+    parser.add_argument("--check-every", type=int, default=10,
+                        help="part 4: records between standard-error checks")
     parser.add_argument("--bias-replicas", type=int, default=64)
     parser.add_argument("--bias-langevin-steps", type=int, default=100_000)
     parser.add_argument("--bias-reference-steps", type=int, default=20_000)
@@ -311,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                        reference=reference)
     if "precision" in args.parts:
         run_precision(args, (x_train, y_train, x_test, y_test), dtype)
+    if "answer" in args.parts:
+        run_answer(args, (x_train, y_train, x_test, y_test))
     print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
 
 
@@ -330,6 +366,61 @@ def run_precision(args: argparse.Namespace, data: tuple[torch.Tensor, ...],
                 args.precision_replicas, burn_in, thin, 0.01, args.time_cap, dtype, args.device,
             )
             print(_format_precision(row), flush=True)
+
+
+#: Part 4 (time to answer): label → (sampler, burn-in, thin, leapfrog steps). 'collapsed' is
+#: today's default sampler at its default settings (float64, MALA on W with per-replica dual
+#: averaging) with the burn-in of part 2; the split sampler adapts in its first 10 trajectories.
+ANSWER_SCHEDULES: dict[str, tuple[str, int, int, int]] = {
+    "collapsed": ("collapsed", 100, 1, 1), "mala": ("mala", 400, 2, 1),
+    "langevin": ("langevin", 400, 2, 1), "hmc": ("hmc", 200, 1, 10),
+    "collapsed-hmc": ("collapsed-hmc", 100, 1, 10),
+    "collapsed-split-hmc L=1": ("collapsed-split-hmc", 20, 1, 1),
+    "collapsed-split-hmc L=3": ("collapsed-split-hmc", 20, 1, 3),
+}
+
+
+def run_answer(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> list[dict]:
+    """Part 4 table: wall time to a 1 % test-loss standard error with R̂ ≤ 1.1, per sampler
+    and architecture, with steps/s, τ in steps, ESS, R̂, MCSE, CPU seconds and the load."""
+    dtype = getattr(torch, args.answer_dtype)
+    print(f"\n### Time to answer: 1 % standard error and R̂ ≤ 1.1 (P = {args.n_train}, "
+          f"N = {args.width}, R = {args.precision_replicas}, {args.answer_dtype}, cap "
+          f"{args.time_cap:.0f} s)\n")
+    print("| arch | sampler | R | L | burn-in | steps | steps/s | τ (steps) | ESS | R̂ | "
+          "test loss ± MCSE | wall s | CPU s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for architecture in args.architectures:
+        for label in args.answer_samplers:
+            sampler, burn_in, thin, leapfrog = ANSWER_SCHEDULES[label]
+            headline = label == "collapsed" or label.startswith("collapsed-split")
+            cap = args.time_cap if headline or args.other_cap is None else args.other_cap
+            replicas = (args.answer_replicas if args.answer_replicas and label.startswith(
+                "collapsed-split") else args.precision_replicas)
+            row = time_to_precision(
+                sampler, architecture, args.width, data, args.temperature, replicas, burn_in,
+                thin, 0.01, cap, dtype, args.device, check_every=args.check_every,
+                leapfrog_steps=leapfrog, max_rhat=1.1,
+            )
+            rows.append(row)
+            print(_format_answer(row, thin), flush=True)
+    return rows
+
+
+def _format_answer(row: dict, thin: int) -> str:
+    if row["test_loss"] is None:
+        loss = tau = ess = rhat = "—"
+    else:
+        loss = f"{row['test_loss']:.4f} ± {row['stderr']:.4f}"
+        tau, ess = f"{row['tau'] * thin:.1f}", f"{row['ess']:.0f}"
+        rhat = f"{row['rhat']:.3f}"
+    wall = f"{row['seconds']:.1f}" + ("" if row["reached"] else " (cap, not reached)")
+    return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | "
+            f"{row['leapfrog_steps']} | "
+            f"{row['burn_in']} | {row['steps']} | {row['steps'] / row['seconds']:.2f} | {tau} | "
+            f"{ess} | {rhat} | {loss} | {wall} | {row['cpu_seconds']:.1f} | "
+            f"{row['load']:.1f} |")
 
 
 @dataclass(frozen=True)

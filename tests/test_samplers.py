@@ -18,6 +18,8 @@ import torch
 from scipy import stats
 
 from krenorm.architectures import ArchitectureSpec
+from krenorm.experiments.errors import ConfigError
+from krenorm.experiments.validation import sampler_settings
 from krenorm.networks import (
     SAMPLERS,
     CollapsedSampler,
@@ -75,7 +77,7 @@ def linear_problem():
 @pytest.mark.parametrize(
     ("sampler", "n_steps"),
     [("collapsed", 1200), ("mala", 3000), ("langevin", 4500), ("hmc", 600),
-     ("collapsed-hmc", 400)],
+     ("collapsed-hmc", 400), ("split-hmc", 600), ("collapsed-split-hmc", 400)],
 )
 def test_samplers_recover_exact_linear_posterior(linear_problem, sampler, n_steps):
     # Mean E f and second moment E f² at two test points and E[λ1|a|²/N | y], each within
@@ -152,7 +154,7 @@ def _sampler(name, kind="cnn", n_replicas=4, step_size=0.05, seed=0, temperature
     return SAMPLERS[name](model, x, y, temperature, 1.0, 1.0, step_size, generator)
 
 
-@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_replicas_share_no_state(name):
     # Changing replica 1 must leave replica 0's move bit-identical (same random stream):
     # potentials, gradients and accept/reject are per replica.
@@ -184,7 +186,7 @@ def test_replica_increments_are_uncorrelated():
 
 
 @pytest.mark.parametrize("kind", ["cnn", "lcn"])
-@pytest.mark.parametrize("name", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
 def test_conv_and_local_filters_move(kind, name):
     # Filters are sampled parameters: after 40 steps they must have moved by more than 1 % of
     # their norm, with a likelihood force on them that is not zero.
@@ -260,7 +262,7 @@ def _run(cnn_problem, temperature=0.3, device=None, **changes):
                         y_test, temperature, 1.0, 1.0, settings=settings, device=device)
 
 
-@pytest.mark.parametrize("sampler", ["langevin", "mala", "collapsed", "hmc", "collapsed-hmc"])
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_checkpoint_resume_is_bit_identical(cnn_problem, tmp_path, sampler):
     straight = _run(cnn_problem, sampler=sampler)
     straight.advance()
@@ -390,7 +392,8 @@ def test_deprecated_keyword_form_still_runs_and_matches(cnn_problem):
 # --- stuck replicas -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sampler", ["collapsed", "mala"])
+@pytest.mark.parametrize("sampler", ["collapsed", "mala", pytest.param(
+    "collapsed-split-hmc", marks=pytest.mark.slow)])
 def test_stuck_replica_is_detected_excluded_and_the_estimate_stays_exact(sampler):
     # One-unit linear FC network: its posterior is the Gamma(1/2)-scale mixture of GPs of
     # linear_fc_posterior, so the test loss E[(y − f)²] is known exactly. After adaptation,
@@ -411,7 +414,7 @@ def test_stuck_replica_is_detected_excluded_and_the_estimate_stays_exact(sampler
     run = PosteriorRun(
         ArchitectureSpec("fc", "identity"), 1, x, y, x_test, y_test, temperature, 1.0, 1.0,
         settings=SamplerSettings(sampler=sampler, n_replicas=16, n_steps=2000, burn_in=600,
-                                 thin=2, seed=4, kernel_records=0),
+                                 thin=2, seed=4, kernel_records=0, leapfrog_steps=3),
     )
     run.advance(until_step=350)  # adaptation ended at step 300
     with torch.no_grad():
@@ -548,3 +551,83 @@ def test_checkpoint_with_one_flipped_bit_is_refused(cnn_problem, tmp_path):
     resumed = _run(cnn_problem)
     resumed.load(path)
     assert resumed.step == 30
+
+
+# --- prior-split HMC ------------------------------------------------------------------------------
+
+
+def test_split_hmc_integrates_the_gaussian_part_exactly():
+    # Nearly flat likelihood (T = 10⁸): the potential is the Gaussian prior (λ0 = 2). The split
+    # integrator rotates it exactly, so its energy error is rounding: every proposal is accepted
+    # and, a quarter period per trajectory, each step draws the weights afresh from the prior, so
+    # their mean square is 1/λ0 (4000 weights × 8 replicas × 10 steps: standard error ≈ 0.3 %; an
+    # integrator that loses or gains energy is accepted as often but drifts off it). Plain
+    # leapfrog with the same step and mass has an O(h³) error per direction that adds up over the
+    # 4000 weights and rejects most proposals.
+    def run_kernel(name):
+        generator = make_generator(3)
+        x = torch.randn(5, 80, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        model = build_network(ArchitectureSpec("fc", "erf"), 50, (80,), n_replicas=8,
+                              lambda0=2.0, generator=generator)
+        sampler = SAMPLERS[name](model, x, torch.sign(x[:, 0]), 1e8, 2.0, 1.0, math.pi / 6,
+                                 generator, leapfrog_steps=3)
+        acceptance, mean_square = [], []
+        for _ in range(10):
+            acceptance.append(sampler.step().acceptance)
+            mean_square.append(sampler.model.first_layer.detach().pow(2).mean())
+        return torch.stack(acceptance), float(torch.stack(mean_square).mean())
+
+    split, mean_square = run_kernel("collapsed-split-hmc")
+    plain, _ = run_kernel("collapsed-hmc")
+    assert float(split.min()) > 1 - 1e-6
+    assert mean_square == pytest.approx(0.5, rel=0.015)
+    assert float(plain.mean()) < 0.5
+
+
+def test_split_hmc_recovers_exact_linear_posterior_with_three_leapfrog_steps(linear_problem):
+    # As test_samplers_recover_exact_linear_posterior, at the recommended leapfrog_steps = 3
+    # (the step adapts up to its cap π/6).
+    x, y, x_test, settings, (first, second, scale) = linear_problem
+    run = PosteriorRun(
+        ArchitectureSpec("fc", "identity"), settings["width"], x, y, x_test,
+        torch.zeros(2, dtype=torch.float64), settings["temperature"], settings["lambda0"],
+        settings["lambda1"],
+        settings=SamplerSettings(sampler="collapsed-split-hmc", n_replicas=48, n_steps=600,
+                                 burn_in=200, thin=2, seed=22, kernel_records=0,
+                                 leapfrog_steps=3),
+    )
+    run.advance()
+    assert float(run.sampler.step_size.max()) <= math.pi / 6 + 1e-12
+    accumulator = run.accumulator
+    replica_first = accumulator.mean_sum[..., 0] / accumulator.n_records
+    replica_second = accumulator.second_moment_sum[..., 0] / accumulator.n_records
+    replica_scale = accumulator.block_sum[:, 0, 0] / accumulator.n_records
+    replica_scale = replica_scale * settings["lambda1"] / settings["width"]
+    for estimates, exact in ((replica_first, first), (replica_second, second),
+                             (replica_scale[:, None], np.array([scale]))):
+        mean = estimates.mean(0).numpy()
+        stderr = (estimates.std(0) / math.sqrt(estimates.shape[0])).numpy()
+        assert np.all(np.abs(mean - exact) < 4 * stderr), (mean, exact, stderr)
+
+
+def test_split_hmc_adapted_step_stops_at_a_quarter_period(cnn_problem):
+    # Weak data (T = 100): every h is accepted, so dual averaging pushes h up; it must stop at
+    # π/(2L) (default and adapted), while an explicit step size is used as given.
+    run = _run(cnn_problem, temperature=100.0, sampler="collapsed-split-hmc", leapfrog_steps=4,
+               n_steps=60, burn_in=40)
+    assert float(run.sampler.step_size.max()) <= math.pi / 8 + 1e-12
+    run.advance()
+    torch.testing.assert_close(run.sampler.step_size,
+                               torch.full((3,), math.pi / 8, dtype=torch.float64))
+    given = _run(cnn_problem, sampler="collapsed-split-hmc", step_size=2.0,
+                 adapt_step_size=False)
+    assert float(given.sampler.step_size.min()) == 2.0
+
+
+def test_split_hmc_is_selectable_in_a_config_table():
+    # The [networks] table of compare/sweep configs goes through experiments.validation.
+    settings = sampler_settings({"sampler": "collapsed-split-hmc", "leapfrog_steps": 1},
+                                "networks")
+    assert settings.sampler == "collapsed-split-hmc" and settings.leapfrog_steps == 1
+    with pytest.raises(ConfigError, match="leapfrog_steps"):
+        sampler_settings({"sampler": "collapsed-split-hmc", "leapfrog_steps": 0}, "networks")

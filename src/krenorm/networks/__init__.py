@@ -69,10 +69,12 @@ from krenorm.networks.samplers import (
     SAMPLERS,
     CollapsedHMCSampler,
     CollapsedSampler,
+    CollapsedSplitHMCSampler,
     HMCSampler,
     LangevinSampler,
     MALASampler,
     PosteriorSampler,
+    SplitHMCSampler,
     default_step_size,
 )
 from krenorm.networks.settings import SamplerSettings
@@ -82,6 +84,7 @@ from krenorm.networks.transitions import (
     KernelState,
     LangevinKernel,
     MALAKernel,
+    SplitHMCKernel,
     StepStatistics,
     TransitionKernel,
 )
@@ -99,6 +102,7 @@ __all__ = [
     "CollapsedHMCSampler",
     "CollapsedPosterior",
     "CollapsedSampler",
+    "CollapsedSplitHMCSampler",
     "DualAveraging",
     "FCNetwork",
     "FullPosterior",
@@ -122,6 +126,8 @@ __all__ = [
     "ReplicaDiagnostics",
     "ReplicatedNetwork",
     "SamplerSettings",
+    "SplitHMCKernel",
+    "SplitHMCSampler",
     "StepSizeAdaptation",
     "StepStatistics",
     "TransitionKernel",

@@ -60,7 +60,7 @@ class StepSizeAdaptation(ABC):
             return
         acceptance = acceptance.detach().to("cpu", torch.float64)
         self.iteration += 1
-        step_size = torch.exp(self._update(acceptance))
+        step_size = self._capped(torch.exp(self._update(acceptance)))
         collapsed = step_size < COLLAPSE_FRACTION * self.initial_step_size
         if int(collapsed.sum()) * 2 > step_size.numel():
             raise RuntimeError(
@@ -75,7 +75,12 @@ class StepSizeAdaptation(ABC):
     def finish(self) -> None:
         """Fix the kernel's step size at `final_step_size()` (no-op before any update)."""
         if self.iteration > 0:
-            self.kernel.step_size = self.final_step_size()
+            self.kernel.step_size = self._capped(self.final_step_size())
+
+    def _capped(self, step_size: torch.Tensor) -> torch.Tensor:
+        """Step sizes bounded by the kernel's `max_step_size` (prior-split HMC: L·h ≤ π/2)."""
+        cap = self.kernel.max_step_size
+        return step_size if cap is None else step_size.clamp(max=cap)
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": type(self).__name__, "target": self.target,
@@ -110,6 +115,10 @@ class DualAveraging(StepSizeAdaptation):
         weight = 1.0 / (t + self.t0)
         self.error_average = (1 - weight) * self.error_average + weight * (self.target - acceptance)
         log_step = self.mu - math.sqrt(t) / self.gamma * self.error_average
+        cap = self.kernel.max_step_size
+        if cap is not None:
+            # Average what is used: an uncapped iterate would drag the final step past the cap.
+            log_step = log_step.clamp(max=math.log(cap))
         decay = t ** (-self.kappa)
         self.log_step_average = decay * log_step + (1 - decay) * self.log_step_average
         return log_step

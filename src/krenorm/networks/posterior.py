@@ -401,6 +401,10 @@ class PosteriorRun:
             lambda0=self.lambda0, lambda1=self.lambda1, step_size=step_size,
             generator=generator,
         )
+        cap = self.sampler.kernel.max_step_size
+        if settings.step_size is None and cap is not None:
+            # The default rule knows the data, not the kernel's bound (prior-split HMC).
+            self.sampler.kernel.step_size = self.sampler.kernel.step_size.clamp(max=cap)
         self.adaptation_steps = self.burn_in // 2 if settings.adapt_step_size else 0
         self.adaptation: StepSizeAdaptation | None = (
             adaptation_for(self.sampler.kernel) if self.adaptation_steps else None

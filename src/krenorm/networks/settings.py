@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 #: Sampler names: a posterior density and a transition kernel each (krenorm.networks.samplers).
-SAMPLER_NAMES: tuple[str, ...] = ("collapsed", "collapsed-hmc", "hmc", "langevin", "mala")
+SAMPLER_NAMES: tuple[str, ...] = ("collapsed", "collapsed-hmc", "collapsed-split-hmc", "hmc",
+                                  "langevin", "mala", "split-hmc")
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float64")
 
 
@@ -20,12 +21,16 @@ class SamplerSettings:
 
     sampler: 'collapsed' (readout integrated out, MALA on the first layer), 'collapsed-hmc'
     (readout integrated out, HMC on the first layer), 'mala', 'langevin' (unadjusted) or 'hmc'
-    (all parameters). n_replicas independent chains batched in one tensor, n_steps steps each,
-    of which burn_in (default n_steps // 2) are discarded; every thin-th later state is recorded
-    (default: at most 500 records). step_size None starts from the default rule; with
-    adapt_step_size each replica adapts its own step size during the first half of the burn-in.
+    (all parameters); 'collapsed-split-hmc' / 'split-hmc' are HMC with the Gaussian prior part
+    solved exactly (prior-split HMC; use few leapfrog_steps, e.g. 3). n_replicas independent
+    chains batched in one tensor, n_steps steps each, of which burn_in (default n_steps // 2)
+    are discarded; every thin-th later state is recorded (default: at most 500 records).
+    step_size None starts from the default rule; with adapt_step_size each replica adapts its
+    own step size during the first half of the burn-in.
     For the Langevin kernels step_size is η (the step on the potential is ηT), for HMC the
-    leapfrog step h; leapfrog_steps is HMC's number of leapfrog steps per trajectory.
+    leapfrog step h (prior-split HMC: the rotation angle per step; default and adapted values
+    are capped at π/(2·leapfrog_steps)); leapfrog_steps is HMC's number of leapfrog steps per
+    trajectory.
     kernel_records bounds the number of recorded hidden-layer kernels (each costs R·P²·F).
     """
 
