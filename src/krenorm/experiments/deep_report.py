@@ -116,8 +116,7 @@ def deep_section(rows: Sequence[ResultRow], agreement: AgreementReport,
         theory_train = {}
         for row in members:
             if row.theory is not None:
-                theory_train[(_depth(row), row.width)] = row.theory.diagnostics.get(
-                    "train_loss")
+                theory_train[(_depth(row), row.width)] = row.theory.train_loss
             estimate = row.infinite_estimate
             if estimate is not None:
                 infinite[_depth(row)] = estimate.test_loss
@@ -129,7 +128,7 @@ def deep_section(rows: Sequence[ResultRow], agreement: AgreementReport,
             depth = _depth(row)
             point = points.get(row.spec_hash)
             details = network.diagnostics
-            train = details.get("train_loss")
+            train = network.train_loss
             train_se = details.get("train_loss_stderr")
             network_train = ("–" if train is None else
                              value_with_error(train, train_se).lstrip("+") if train_se

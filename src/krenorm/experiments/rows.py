@@ -38,6 +38,8 @@ class Estimate:
     converged: bool | None = None
     log_evidence: float | None = None
     diagnostics: dict = field(default_factory=dict)
+    #: Posterior average of the instantaneous training MSE (theory; deep networks), if stored.
+    train_loss: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +57,7 @@ class Estimate:
         return cls(get("test_loss"), get("bias2"), get("variance"), get("train_error"),
                    get("alpha") if get("alpha") is not None else 0.0,
                    get("test_loss_stderr"), get("train_error_stderr"), get("converged"),
-                   get("log_evidence"), diagnostics.get(prefix) or {})
+                   get("log_evidence"), diagnostics.get(prefix) or {}, get("train_loss"))
 
 
 @dataclass(frozen=True)
