@@ -47,8 +47,10 @@ def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any
                 infinite = case[kind]["infinite"][str(temperature)]
                 gaps = []
                 for alpha in settings["alphas"]:
-                    losses = {lam: case[kind]["finite"][f"{temperature}|{lam}|{alpha}"]
-                              ["test_loss"] for lam in settings["lambda1s"]}
+                    finite = case[kind]["finite"]
+                    losses = {lam: finite[f"{temperature}|{lam}|{alpha}"]["test_loss"]
+                              for lam in settings["lambda1s"]
+                              if f"{temperature}|{lam}|{alpha}" in finite}
                     best = min(losses, key=losses.__getitem__)
                     gap = losses[best] - infinite["oracle_loss"]
                     gaps.append(gap)
@@ -85,8 +87,9 @@ def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
         reference = (infinite["oracle_loss"] if baseline == "oracle"
                      else min(infinite["oracle_loss"], infinite["per_patch_test_loss"]))
         for j, lambda1 in enumerate(lams):
-            point = entry["finite"][f"{temperature}|{lambda1}|{alpha}"]
-            grid[i, j] = point["test_loss"] - reference
+            point = entry["finite"].get(f"{temperature}|{lambda1}|{alpha}")
+            if point is not None:  # cases merged from runs with different λ1 grids
+                grid[i, j] = point["test_loss"] - reference
     return grid
 
 
@@ -116,7 +119,8 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
                 image = axis.imshow(grid, cmap="RdBu_r", norm=norm, origin="lower",
                                     aspect="auto")
                 for (i, j), value in np.ndenumerate(grid):
-                    axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+                    if np.isfinite(value):
+                        axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
                 axis.set_xticks(range(len(settings["lambda1s"])),
                                 [f"{v:g}" for v in settings["lambda1s"]])
                 axis.set_yticks(range(len(settings["temperatures"])),
