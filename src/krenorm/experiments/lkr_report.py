@@ -2,6 +2,9 @@
 of examples/lkr_question.toml), written next to a hand-written REPORT.md (docs/selection.md §4).
 
     python -m krenorm.experiments.lkr_report STUDY_JSON... --runs runs/lkr_question --out DIR
+    python -m krenorm.experiments.lkr_report --one-loop CONFIG.toml --out DIR
+        (the one-loop correction at the sampled points of DIR/networks_<name>.json,
+        docs/selection.md §5)
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +27,14 @@ from scipy import optimize
 
 from krenorm.architectures import ArchitectureSpec
 from krenorm.data import load_dataset
-from krenorm.experiments.agreement import compare_networks, describe_fit
+from krenorm.experiments.agreement import compare_networks, describe_fit, fit_inverse_width
 from krenorm.experiments.rows import result_rows
 from krenorm.experiments.store import ResultsStore
+from krenorm.theory.one_loop import kernel_family, one_loop_test_loss
 from krenorm.theory.selection import patch_kernels, readout_prior_loss
 from krenorm.width import is_infinite
 
-__all__ = ["gap_maps", "headline", "network_points", "q_bar_maps"]
+__all__ = ["gap_maps", "headline", "network_points", "one_loop_gaps", "q_bar_maps"]
 
 
 def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -47,8 +52,10 @@ def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any
                 infinite = case[kind]["infinite"][str(temperature)]
                 gaps = []
                 for alpha in settings["alphas"]:
-                    losses = {lam: case[kind]["finite"][f"{temperature}|{lam}|{alpha}"]
-                              ["test_loss"] for lam in settings["lambda1s"]}
+                    finite = case[kind]["finite"]
+                    losses = {lam: finite[f"{temperature}|{lam}|{alpha}"]["test_loss"]
+                              for lam in settings["lambda1s"]
+                              if f"{temperature}|{lam}|{alpha}" in finite}
                     best = min(losses, key=losses.__getitem__)
                     gap = losses[best] - infinite["oracle_loss"]
                     gaps.append(gap)
@@ -85,8 +92,9 @@ def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
         reference = (infinite["oracle_loss"] if baseline == "oracle"
                      else min(infinite["oracle_loss"], infinite["per_patch_test_loss"]))
         for j, lambda1 in enumerate(lams):
-            point = entry["finite"][f"{temperature}|{lambda1}|{alpha}"]
-            grid[i, j] = point["test_loss"] - reference
+            point = entry["finite"].get(f"{temperature}|{lambda1}|{alpha}")
+            if point is not None:  # cases merged from runs with different λ1 grids
+                grid[i, j] = point["test_loss"] - reference
     return grid
 
 
@@ -116,7 +124,8 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
                 image = axis.imshow(grid, cmap="RdBu_r", norm=norm, origin="lower",
                                     aspect="auto")
                 for (i, j), value in np.ndenumerate(grid):
-                    axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+                    if np.isfinite(value):
+                        axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
                 axis.set_xticks(range(len(settings["lambda1s"])),
                                 [f"{v:g}" for v in settings["lambda1s"]])
                 axis.set_yticks(range(len(settings["temperatures"])),
@@ -229,6 +238,73 @@ def network_points(runs: Path, out: Path) -> tuple[Path | None, list[str], list[
     return path, lines, table
 
 
+def one_loop_gaps(config: Path, out: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The measured gap network − leading-order theory (± SE) against 1/N, next to the one-loop
+    correction of krenorm.theory.one_loop (docs/math/theory.md §7) at the same points: does the
+    Gaussian fluctuation of Q̄ account for the gap? Reads the compare config (data, T, λ0, λ1,
+    architectures) and the points already written to out/networks_<name>.json by --runs.
+    Experimental: the figure documents the comparison; it is not a prediction line."""
+    with open(config, "rb") as handle:
+        setup = tomllib.load(handle)
+    with open(out / f"networks_{setup['name']}.json", encoding="utf-8") as handle:
+        points = json.load(handle)["points"]
+    options, hyper = setup["data"], setup["hyper"]
+    data = load_dataset(options["dataset"], tuple(options["classes"]), options["n_train"],
+                        options["n_test"], side=options.get("side"),
+                        grayscale=options.get("grayscale", False),
+                        standardize=options.get("standardize", "global"),
+                        labels=options.get("labels", "pm1"), seed=options.get("seed", 0))
+    kinds = [entry for entry in setup["architectures"]
+             if any(point["architecture"] == entry["kind"] for point in points)]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(5.0 * len(kinds), 3.8), squeeze=False,
+                                layout="constrained")
+    table: list[dict[str, Any]] = []
+    for axis, entry in zip(axes[0], kinds, strict=True):
+        architecture = (ArchitectureSpec("fc", hyper["activation"]) if entry["kind"] == "fc"
+                        else ArchitectureSpec(entry["kind"], hyper["activation"],
+                                              entry["mask"], entry["stride"]))
+        mine = sorted((p for p in points if p["architecture"] == entry["kind"]),
+                      key=lambda p: -p["width"])  # wide first: warm starts
+        family = kernel_family(architecture, data.x_train, data.x_test,
+                               lambda0=hyper["lambda0"], lambda1=hyper["lambda1"])
+        start = None
+        corrections = []
+        for point in mine:
+            result = one_loop_test_loss(family, data.y_train, data.y_test,
+                                        width=point["width"], temperature=hyper["temperature"],
+                                        q_bar_start=start)
+            start = result.q_bar
+            corrections.append(result.correction)
+            row = {"architecture": entry["kind"], "width": point["width"],
+                   "network_minus_theory": point["network"] - point["theory"],
+                   "stderr": point["stderr"], **result.to_dict()}
+            del row["q_bar"], row["q_bar_std"]
+            table.append(row)
+        inverse = [1 / p["width"] for p in mine]
+        gaps = [p["network"] - p["theory"] for p in mine]
+        axis.errorbar(inverse, gaps, yerr=[p["stderr"] for p in mine], fmt="o", color="C3",
+                      capsize=3, label="sampled networks − leading order (± SE)")
+        axis.plot(inverse, corrections, "s--", color="C0",
+                  label="one-loop correction (Q̄ fluctuations)")
+        fit = fit_inverse_width([p["width"] for p in mine], gaps, [p["stderr"] for p in mine])
+        if fit.slope is not None and fit.delta_infinity is not None:
+            grid = np.linspace(0.0, max(inverse) * 1.05, 50)
+            axis.plot(grid, fit.delta_infinity + fit.slope * grid, ":", color="C3",
+                      label="fit δ∞ + c/N")
+        axis.axhline(0.0, color="k", lw=0.8)
+        axis.set_xlabel("1/N")
+        axis.set_ylabel("ε_g − leading-order theory")
+        axis.set_title(f"{options['dataset']} P = {options['n_train']}, {entry['kind'].upper()}, "
+                       f"T = {hyper['temperature']:g}, λ1 = {hyper['lambda1']:g}", fontsize=9)
+        axis.legend(fontsize=7)
+    path = out / f"one_loop_{setup['name']}.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    with open(out / f"one_loop_{setup['name']}.json", "w", encoding="utf-8") as handle:
+        json.dump(table, handle, indent=1)
+    return path, table
+
+
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else Path("lkr_report")
@@ -260,6 +336,8 @@ def main(argv: list[str]) -> None:
         q_bar_maps(merged, out, 0.05, 16.0, max(merged["settings"]["alphas"]))
         with open(out / "study.json", "w", encoding="utf-8") as handle:
             json.dump(merged, handle, indent=1)
+    if "--one-loop" in argv:
+        one_loop_gaps(Path(argv[argv.index("--one-loop") + 1]), out)
     if "--runs" in argv:
         runs = Path(argv[argv.index("--runs") + 1])
         _, lines, table = network_points(runs, out)

@@ -64,6 +64,8 @@ class StudySettings:
                  ("airplane", "automobile"), 28, True, 7, 7),
         DataCase("CIFAR-10 airplane vs automobile, RGB 32×32", "cifar10",
                  ("airplane", "automobile"), None, False, 8, 8),
+        DataCase("CIFAR-10 cat vs dog, RGB 32×32", "cifar10", ("cat", "dog"), None, False, 8,
+                 8),
     )
     n_train: int = 200
     n_validation: int = 200
