@@ -47,13 +47,15 @@ def ours_on_arrays(data_path: Path, kind: str, hessian_check: bool = True) -> di
     x_train = torch.as_tensor(arrays["x_train"]).reshape(-1, 1, 28, 28)
     x_test = torch.as_tensor(arrays["x_test"]).reshape(-1, 1, 28, 28)
     y_train, y_test = torch.as_tensor(arrays["y_train"]), torch.as_tensor(arrays["y_test"])
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fit = fit_theory(x_train, y_train, ArchitectureSpec(kind, "erf", MASK, MASK), WIDTH,
                      TEMPERATURE, hessian_check=hessian_check)
     loss = fit.test_loss(x_test, y_test)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     diagnostics = fit.diagnostics.to_dict()
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "q_bar": fit.q_bar.tolist(),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb(),
+            "q_bar": fit.q_bar.tolist(), "block_passes": diagnostics.get("block_passes"),
             "test_loss": loss.loss, "bias2": loss.bias2, "variance": loss.variance,
             "gradient_norm": diagnostics["gradient_norm"],
             "iterations": diagnostics["iterations"],
@@ -137,7 +139,8 @@ def main() -> None:
             rows.append((n_train, kind, reference, ours, fast))
     header = (f"{'P':>5} {'arch':>4} {'deepbays s':>11} {'ours s':>8} {'speed-up':>9} "
               f"{'no H-check s':>12} {'speed-up':>9} "
-              f"{'deepbays MB':>12} {'ours MB':>8} {'ΔQ̄ rel':>9} {'Δε_g rel':>9} {'ε_g':>9}")
+              f"{'deepbays MB':>12} {'ours MB':>8} {'ΔQ̄ rel':>9} {'Δε_g rel':>9} {'ε_g':>9} "
+              f"{'CPU s d/o':>14} {'CPU ×':>6} {'passes':>6}")
     lines = [header, "-" * len(header)]
     for n_train, kind, reference, ours, fast in rows:
         lines.append(
@@ -147,7 +150,10 @@ def main() -> None:
             f"{reference['peak_rss_mb']:>12.0f} {ours['peak_rss_mb']:>8.0f} "
             f"{relative_difference(ours['q_bar'], reference['q_bar']):>9.1e} "
             f"{abs(ours['test_loss'] - reference['test_loss']) / reference['test_loss']:>9.1e} "
-            f"{ours['test_loss']:>9.5f}")
+            f"{ours['test_loss']:>9.5f} "
+            f"{reference['cpu_seconds_total']:>7.2f}/{ours['cpu_seconds']:<6.3f} "
+            f"{reference['cpu_seconds_total'] / ours['cpu_seconds']:>5.0f}× "
+            f"{ours['block_passes']!s:>6}")
     print("\n".join(lines))
     if args.skip_large:
         return
