@@ -14,6 +14,16 @@ labels): test loss and train error at the default settings (step size adapted to
 would-be acceptance) and at the fixed default step size, against the collapsed sampler (exact),
 as deviation ± combined standard error.
 
+Part 4 — time to answer (`--parts answer`): per sampler and architecture (FC, CNN, LCN with
+mask = stride = 7), the wall and CPU time until the test loss has a 1 % standard error (ArviZ
+MCSE) and a rank-normalised R̂ ≤ 1.1 over at least 20 records, checked every `--check-every`
+records; steps per second, τ in steps, ESS, R̂, the load average, the adapted step and the
+acceptance. 'collapsed' runs at its default settings (float64, 16 replicas); the split sampler
+with `--answer-replicas` replicas and `--split-burn-in`.
+
+    .venv/bin/python benchmarks/sampling.py --parts answer --n-train 1000 --width 1000 \
+        --architectures fc --answer-samplers "collapsed-split-hmc L=1" --answer-replicas 4
+
 Reference: `reference_throughput(loop, task)` times any external Langevin loop on `task` (same
 network, data, T, λ0, λ1, η); `run_throughput(..., reference=loop)` adds its single-chain steps
 per second and the ratio ours/reference to the table. `deepbays_loop` is such a loop: it saves
@@ -304,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answer-replicas", type=int, default=None,
                         help="part 4: replicas of the split sampler (default --precision-"
                         "replicas)")
+    parser.add_argument("--split-burn-in", type=int, default=None,
+                        help="part 4: burn-in of the split sampler (default 20)")
     parser.add_argument("--other-cap", type=float, default=None,
                         help="part 4: time cap of the samplers other than collapsed and split "
                         "(default --time-cap)")
@@ -388,12 +400,14 @@ def run_answer(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> list
           f"N = {args.width}, R = {args.precision_replicas}, {args.answer_dtype}, cap "
           f"{args.time_cap:.0f} s)\n")
     print("| arch | sampler | R | L | burn-in | steps | steps/s | τ (steps) | ESS | R̂ | "
-          "test loss ± MCSE | wall s | CPU s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "test loss ± MCSE | wall s | CPU s | load | step | acceptance |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for architecture in args.architectures:
         for label in args.answer_samplers:
             sampler, burn_in, thin, leapfrog = ANSWER_SCHEDULES[label]
+            if label.startswith("collapsed-split") and args.split_burn_in is not None:
+                burn_in = args.split_burn_in
             headline = label == "collapsed" or label.startswith("collapsed-split")
             cap = args.time_cap if headline or args.other_cap is None else args.other_cap
             replicas = (args.answer_replicas if args.answer_replicas and label.startswith(
@@ -409,6 +423,7 @@ def run_answer(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> list
 
 
 def _format_answer(row: dict, thin: int) -> str:
+    acceptance = "—" if row["acceptance"] is None else f"{row['acceptance']:.2f}"
     if row["test_loss"] is None:
         loss = tau = ess = rhat = "—"
     else:
@@ -420,7 +435,7 @@ def _format_answer(row: dict, thin: int) -> str:
             f"{row['leapfrog_steps']} | "
             f"{row['burn_in']} | {row['steps']} | {row['steps'] / row['seconds']:.2f} | {tau} | "
             f"{ess} | {rhat} | {loss} | {wall} | {row['cpu_seconds']:.1f} | "
-            f"{row['load']:.1f} |")
+            f"{row['load']:.1f} | {row['step_size']:.3g} | {acceptance} |")
 
 
 @dataclass(frozen=True)
