@@ -249,9 +249,14 @@ def time_to_precision(
             summary.test_loss_stderr <= relative_error * summary.test_loss
             and summary.test_loss_estimate.rhat <= max_rhat)
 
+    last_check = 0
     while time.perf_counter() - start < time_cap_s:
-        run.advance(until_step=run.step + check_every * thin)
-        if run.accumulator.n_records >= min_records:
+        run.advance(until_step=run.step + thin)
+        records = run.accumulator.n_records
+        if records - last_check < check_every and time.perf_counter() - start < time_cap_s:
+            continue
+        last_check = records
+        if records >= min_records:
             cpu_before = time.process_time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
