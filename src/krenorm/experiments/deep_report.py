@@ -22,6 +22,7 @@ from krenorm.experiments.agreement import (
     value_with_error,
 )
 from krenorm.experiments.rows import ResultRow
+from krenorm.networks.deep_sampling import RHAT_WARNING
 from krenorm.width import width_label
 
 #: The figure of the depth section.
@@ -106,7 +107,8 @@ def deep_section(rows: Sequence[ResultRow], agreement: AgreementReport,
         lines += [f"![deviation vs 1/N per depth]({figure})", "",
                   f"*{figure}: δ against 1/N, one colour per depth, error bars ± 1 SE, dashed "
                   "the weighted fit δ∞ + c/N; one panel per family.*", ""]
-    flagged = []
+    flagged: list[str] = []
+    unmixed: list[str] = []
     for family, members in families.items():
         lines += [f"### {_family_label(family)}", "",
                   "| L | N | α | NNGP ε_g | theory ε_g | network ε_g | deviation δ | z | "
@@ -147,9 +149,11 @@ def deep_section(rows: Sequence[ResultRow], agreement: AgreementReport,
                 f"{network_train} | {'–' if rhat is None else f'{rhat:.3f}'} | "
                 f"{_format(details.get('ess'), 0)} | {_starts(row)} |")
             starts = details.get("starts")
+            where = f"{_family_label(family)}, L = {depth}, N = {width_label(row.width)}"
             if starts and not starts["agree"]:
-                flagged.append(f"{_family_label(family)}, L = {depth}, N = "
-                               f"{width_label(row.width)}")
+                flagged.append(where)
+            if starts and rhat is not None and rhat > RHAT_WARNING:
+                unmixed.append(f"{where} (R̂ = {rhat:.2f})")
         lines.append("")
         fits = _fits(agreement, members)
         if fits:
@@ -165,6 +169,13 @@ def deep_section(rows: Sequence[ResultRow], agreement: AgreementReport,
     else:
         lines += ["Metastability check: every deep point's prior- and trained-started replicas "
                   "agree within 3 combined standard errors.", ""]
+    if unmixed:
+        lines += [f"**Chains not mixed** (R̂ of the test loss > {RHAT_WARNING}): the standard "
+                  "errors of these points — and so their deviations' z and the start "
+                  "comparison — are unreliable; an agreement of the starts there is "
+                  "inconclusive, not a pass:", ""]
+        lines += [f"- {item}" for item in unmixed]
+        lines.append("")
     return lines
 
 
