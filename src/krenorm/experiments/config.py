@@ -54,7 +54,8 @@ _DATA_FIELDS = ("dataset", "n_train", "n_test", "seed")
 
 @dataclass(frozen=True)
 class HyperParameters:
-    """Temperature T, prior precisions λ0, λ1 and the activation (docs/math/theory.md §1)."""
+    """Temperature T, prior precisions λ0, λ1 and the activation (docs/math/theory.md §1) of
+    every architecture entry that does not name its own `activation`."""
 
     temperature: float = 0.1
     lambda0: float = 1.0
@@ -108,11 +109,10 @@ class CompareConfig:
         if not self.architectures:
             raise ConfigError("architectures must hold at least one ArchitectureSpec.")
         for index, spec in enumerate(self.architectures):
+            # Each architecture carries its activation (hyper.activation is only the default
+            # of entries that do not name their own), so one run may compare erf and ReLU.
             if not isinstance(spec, ArchitectureSpec):
                 raise ConfigError(f"architectures[{index}] must be an ArchitectureSpec.")
-            if spec.activation != self.hyper.activation:
-                raise ConfigError(f"architectures[{index}].activation = {spec.activation!r} "
-                                  f"differs from hyper.activation = {self.hyper.activation!r}.")
         if not self.theory_widths:
             raise ConfigError("theory_widths must hold at least one width.")
         widths = tuple(check_width(width, name=f"theory_widths[{index}]")
@@ -257,7 +257,8 @@ def parse_config(raw: dict, source: str = "") -> CompareConfig:
     architectures, sampled = [], []
     for index, entry in enumerate(entries):
         where = f"architectures[{index}]"
-        entry = table(entry, where, ("kind", "mask", "stride", "padding", "network_widths"))
+        entry = table(entry, where, ("kind", "mask", "stride", "padding", "activation",
+                                     "network_widths"))
         architectures.append(architecture(entry, hyper.activation, where, "hyper.activation"))
         sampled.append(_sampled_widths(entry, index, default))
     theory_raw = dict(table(raw.get("theory"), "theory", ("widths", *_SOLVER_FIELDS)))
