@@ -55,7 +55,8 @@ _DATA_FIELDS = ("dataset", "n_train", "n_test", "seed")
 
 @dataclass(frozen=True)
 class HyperParameters:
-    """Temperature T, prior precisions λ0, λ1 and the activation (docs/math/theory.md §1)."""
+    """Temperature T, prior precisions λ0, λ1 and the activation (docs/math/theory.md §1) of
+    every architecture entry that does not name its own `activation`."""
 
     temperature: float = 0.1
     lambda0: float = 1.0
@@ -109,6 +110,8 @@ class CompareConfig:
         if not self.architectures:
             raise ConfigError("architectures must hold at least one ArchitectureSpec.")
         for index, spec in enumerate(self.architectures):
+            # Each architecture carries its activation (hyper.activation is only the default
+            # of entries that do not name their own), so one run may compare erf and ReLU.
             if not isinstance(spec, ArchitectureSpec | DeepArchitectureSpec):
                 raise ConfigError(f"architectures[{index}] must be an ArchitectureSpec or a "
                                   "DeepArchitectureSpec.")

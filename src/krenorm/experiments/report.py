@@ -95,12 +95,16 @@ def _setup_lines(rows: Sequence[ResultRow]) -> list[str]:
                               for name, value in options)
         lines.append(f"Data: {data.get('description', dataset)}; P = {n_train} training and "
                      f"{n_test} test points{'; ' + described if described else ''}.")
-    hyper = _constant(rows, lambda row: (row.temperature, row.lambda0, row.lambda1,
-                                         row.activation))
+    hyper = _constant(rows, lambda row: (row.temperature, row.lambda0, row.lambda1))
     if hyper is not None:
-        temperature, lambda0, lambda1, activation = hyper
+        temperature, lambda0, lambda1 = hyper
+        # One activation for all, or several (the problem labels then name each one's).
+        activation = _constant(rows, lambda row: row.activation)
+        activations = (f"activation {activation}" if activation is not None else
+                       "activations " + ", ".join(dict.fromkeys(row.activation for row in rows))
+                       + " (per problem)")
         lines.append(f"Hyper-parameters: T = {temperature:g}, λ0 = {lambda0:g}, "
-                     f"λ1 = {lambda1:g}, activation {activation}.")
+                     f"λ1 = {lambda1:g}, {activations}.")
     sampled = [row for row in rows if row.spec.network is not None]
     settings = _constant(sampled, lambda row: row.spec.network)
     if settings is not None:

@@ -190,7 +190,8 @@ def _network(spec: ExperimentSpec, settings: SamplerSettings, dataset: Dataset,
                "alpha": alpha(spec.data.n_train, spec.width)}
     alignment = summary.kernel_alignment
     stderr = summary.q_matrix_stderr
-    diagnostics = {"ess": summary.ess, "acceptance": summary.acceptance,
+    diagnostics = {"ess": summary.ess, "rhat": summary.test_loss_estimate.rhat,
+                   "acceptance": summary.acceptance,
                    "min_replica_acceptance": summary.min_replica_acceptance,
                    "step_size": summary.step_size, "burn_in": summary.burn_in,
                    "thin": summary.thin, "warnings": list(summary.warnings),

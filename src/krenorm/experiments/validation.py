@@ -186,10 +186,13 @@ def any_architecture(entry: dict, activation: Any, where: str, activation_where:
 def architecture(entry: dict, activation: Any, where: str, activation_where: str
                  ) -> ArchitectureSpec:
     """An ArchitectureSpec from one [[architectures]] entry (kind, mask, stride, padding) and
-    the activation set elsewhere (`activation_where`)."""
+    the activation set elsewhere (`activation_where`), or the entry's own `activation` where
+    it has one (a compare config may mix activations: one problem per architecture entry)."""
     if "kind" not in entry:
         raise ConfigError(f"{where}.kind is missing; choose one of {ARCHITECTURE_KINDS}.")
     check_choice(f"{where}.kind", entry["kind"], ARCHITECTURE_KINDS)
+    if "activation" in entry:
+        activation, activation_where = entry["activation"], f"{where}.activation"
     if not isinstance(activation, str):
         raise ConfigError(f"{activation_where} must be a string, got {activation!r}.")
     try:

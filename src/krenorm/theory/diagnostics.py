@@ -18,7 +18,7 @@ SOLVER_METHODS: tuple[str, ...] = get_args(SolverMethod)
 #: Fields that only some solves fill (the (Q̄, Q) saddle: its full Hessian and signature; the
 #: damped fixed point: its final damping). `to_dict` leaves them out when absent.
 _OPTIONAL_FIELDS = ("hessian", "hessian_eigenvalues", "is_saddle", "final_damping",
-                    "block_passes")
+                    "block_passes", "n_negative_eigenvalues", "n_positive_eigenvalues")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,10 @@ class SolverDiagnostics:
     they ended. A (Q̄, Q) saddle adds its full Hessian, its eigenvalues and whether their
     signature is that of the expected saddle (`is_saddle`); a damped fixed point its final
     damping; an action over kernel blocks (CNN, LCN) the passes over the blocks the solve took,
-    curvature check included (`block_passes`, docs/scale.md §4)."""
+    curvature check included (`block_passes`, docs/scale.md §4). A (Q̄, Q) saddle also reports
+    how many Hessian eigenvalues are negative and positive (counted from the dense Hessian, or
+    from the inertia test above `solvers.DENSE_SADDLE_LIMIT` free entries, where they are None
+    when the expected signature does not hold)."""
 
     method: str
     converged: bool
@@ -94,6 +97,8 @@ class SolverDiagnostics:
     is_saddle: bool | None = None
     final_damping: float | None = None
     block_passes: int | None = None
+    n_negative_eigenvalues: int | None = None
+    n_positive_eigenvalues: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: the Hessian as nested lists; absent optional fields left out."""

@@ -20,8 +20,21 @@ Saddle structures ((Q̄, Q) of a non-odd activation), where S has no minimum to 
 
 - "fixed-point" (and "auto"): the damped fixed point of the stationarity conditions, damping
               halved whenever ‖∇S‖ more than doubles; where it stalls (large α), Powell's hybrid
-              Newton method on ∇S = 0 from where it stopped and from the start.
-- "newton":   the hybrid Newton method alone.
+              Newton method on ∇S = 0 from where it stopped and from the start (up to
+              `HYBRID_LIMIT` free entries: a dense Jacobian per step); above that limit
+              Newton–Krylov from the same two points instead.
+- "newton":   the hybrid Newton method alone (few parameters).
+- "newton-krylov": Newton's method on ∇S = 0 with the Newton equation H δ = −∇S solved by
+              GMRES on analytic Hessian-vector products (preconditioned by the inverse of the
+              prior part's Hessian, exact at N = ∞), no dense matrix; steps backtracked on
+              ‖∇S‖, a merit function that falls along every inexact Newton direction.
+              Continuation in N from infinite width (`krenorm.theory.continuation`) supplies
+              the start far from α = 0.
+
+The signature of a saddle (how many Hessian eigenvalues are negative and positive) is counted
+from the dense Hessian up to `DENSE_SADDLE_LIMIT` free entries; above, from Haynsworth's inertia
+additivity In(H) = In(H_QQ) + In(H/H_QQ), with the two extreme eigenvalues that decide it
+(largest of H_QQ, smallest of its Schur complement) from LOBPCG (`saddle_signature`).
 
 Every solve reports ‖∇S‖, iterations, a converged flag and the curvature at the solution (the
 smallest Hessian eigenvalue in point coordinates, Frobenius metric; for a saddle the full
@@ -55,17 +68,21 @@ from krenorm.theory.order_parameters import OrderParameterStructure
 
 __all__ = [
     "DENSE_HESSIAN_LIMIT",
+    "DENSE_SADDLE_LIMIT",
+    "HYBRID_LIMIT",
     "NEWTON_LIMIT",
     "SOLVER_METHODS",
     "LastEvaluationCache",
     "SaddlePoint",
     "SaddlePointConvergenceWarning",
+    "SaddleSignature",
     "SolverDiagnostics",
     "SolverMethod",
     "SolverProgress",
     "SolverSettings",
     "gradient_norm",
     "min_hessian_eigenvalue",
+    "saddle_signature",
     "solve_saddle_point",
 ]
 
@@ -81,6 +98,12 @@ _REFINE_BELOW = 0.1
 #: "auto" uses Newton (a dense Hessian per iteration) up to this many free entries of Q̄ for
 #: actions whose Hessian-vector products are not cheap (Gram-linear: two P×P×P products each).
 NEWTON_LIMIT = 16
+#: A stalled saddle fixed point falls back to the hybrid Newton method (a dense Jacobian per
+#: step) up to this many free entries of (Q̄, Q), to Newton–Krylov above.
+HYBRID_LIMIT = 300
+#: Up to this many free entries of (Q̄, Q) the saddle's full Hessian is assembled and reported;
+#: above, its signature comes from the inertia test (`saddle_signature`).
+DENSE_SADDLE_LIMIT = 600
 
 
 class SaddlePointConvergenceWarning(RuntimeWarning):
@@ -220,6 +243,62 @@ class _Coordinates:
             self.basis[start:start + batch] if batch > 1 else self.basis[start]).reshape(
                 -1, *self.basis.shape[1:])) for start in range(0, self.size, batch)])
         return (columns + columns.T) / 2
+
+
+class _PairCoordinates:
+    """The same orthonormal coordinates as `_Coordinates` for a (Q̄, Q) pair of symmetric or
+    diagonal halves (Q̄'s entries, then Q's; E_ii and (E_ij + E_ji)/√2 for i > j), by indexing
+    instead of a dense basis: the basis of a 64-patch CNN pair would hold 4160 × 8192 numbers.
+    """
+
+    def __init__(self, half: OrderParameterStructure, dtype: torch.dtype):
+        self.half_shape = tuple(half.shape)
+        self.dtype = dtype
+        if len(self.half_shape) == 2:
+            size = self.half_shape[0]
+            self.rows, self.cols = torch.tril_indices(size, size)
+            self.weights = torch.where(self.rows == self.cols, 1.0, 2**0.5).to(dtype)
+        self.half_size = int(half.n_parameters)
+
+    @property
+    def size(self) -> int:
+        return 2 * self.half_size
+
+    def _half_to(self, q: torch.Tensor) -> torch.Tensor:
+        if len(self.half_shape) == 1:
+            return q
+        return q[..., self.rows, self.cols] * self.weights
+
+    def _half_from(self, c: torch.Tensor) -> torch.Tensor:
+        if len(self.half_shape) == 1:
+            return c
+        out = torch.zeros(*c.shape[:-1], *self.half_shape, dtype=c.dtype)
+        values = c / self.weights
+        out[..., self.rows, self.cols] = values
+        out[..., self.cols, self.rows] = values
+        return out
+
+    def to_coordinates(self, q: torch.Tensor) -> torch.Tensor:
+        """(..., 2, *half) → (..., size)."""
+        axis = q.ndim - len(self.half_shape) - 1
+        return torch.cat([self._half_to(q.select(axis, 0)), self._half_to(q.select(axis, 1))],
+                         -1)
+
+    def from_coordinates(self, c: torch.Tensor) -> torch.Tensor:
+        """(..., size) → (..., 2, *half)."""
+        axis = c.ndim - 1
+        return torch.stack([self._half_from(c[..., :self.half_size]),
+                            self._half_from(c[..., self.half_size:])], axis)
+
+
+def _saddle_coordinates(structure: OrderParameterStructure, dtype: torch.dtype
+                        ) -> _Coordinates | _PairCoordinates:
+    """Index-based coordinates for a pair of matrix or diagonal halves, else the dense basis."""
+    half = getattr(structure, "half", None)
+    if isinstance(half, OrderParameterStructure) and len(half.shape) in (1, 2) and tuple(
+            structure.shape) == (2, *half.shape):
+        return _PairCoordinates(half, dtype)
+    return _Coordinates(structure, dtype)
 
 
 def is_positive_definite(structure: OrderParameterStructure, q: torch.Tensor) -> bool:
@@ -685,7 +764,7 @@ def _saddle_fixed_point(action: EffectiveAction, start: torch.Tensor, tolerance:
             break
         evaluation, norm, iterations = trial, gradient_norm(trial), iterations + 1
     message = "damped fixed point"
-    if norm > tolerance:
+    if norm > tolerance and structure.n_parameters <= HYBRID_LIMIT:
         # From where the fixed point stopped and from the start (a warm start near the solution
         # can be left far behind by a fixed point that does not contract).
         for origin in (evaluation.point, start):
@@ -694,6 +773,18 @@ def _saddle_fixed_point(action: EffectiveAction, start: torch.Tensor, tolerance:
             if polished is not None and gradient_norm(polished) < norm:
                 evaluation, norm = polished, gradient_norm(polished)
                 message = "damped fixed point → hybrid Newton"
+    if norm > tolerance and structure.n_parameters > HYBRID_LIMIT:
+        # Too many entries for dense Jacobians. (Below the limit the fallback stays the hybrid
+        # method alone, so small problems solve exactly as before; "newton-krylov" is the
+        # method to ask for there.)
+        for origin in (evaluation.point, start):
+            krylov = _saddle_newton_krylov(action, origin, tolerance, max_iterations)
+            evaluations += krylov.evaluations
+            if gradient_norm(krylov.evaluation) < norm:
+                evaluation, norm = krylov.evaluation, gradient_norm(krylov.evaluation)
+                message = f"damped fixed point → {krylov.message}"
+            if norm <= tolerance:
+                break
     return _Run(evaluation, iterations, evaluations, message, final_damping=damping)
 
 
@@ -704,6 +795,253 @@ def _saddle_newton(action: EffectiveAction, start: torch.Tensor, tolerance: floa
     if polished is None:
         return _Run(action.evaluate(start), 0, used + 1, "hybrid Newton left the domain")
     return _Run(polished, 0, used, "hybrid Newton")
+
+
+def _hessian_operator(evaluation: ActionEvaluation,
+                      coordinates: _Coordinates | _PairCoordinates
+                      ) -> scipy.sparse.linalg.LinearOperator:
+    """The Hessian at an evaluation as a SciPy operator in orthonormal coordinates; a block of
+    columns goes through one (batched) Hessian-vector call."""
+    dtype = evaluation.point.dtype
+
+    def matmat(block: np.ndarray) -> np.ndarray:
+        columns = torch.as_tensor(np.ascontiguousarray(np.atleast_2d(block.T)), dtype=dtype)
+        images = evaluation.hessian_vector(coordinates.from_coordinates(columns))
+        return coordinates.to_coordinates(images).T.numpy()
+
+    return scipy.sparse.linalg.LinearOperator(
+        (coordinates.size, coordinates.size),
+        matvec=lambda vector: matmat(np.reshape(vector, (-1, 1)))[:, 0],
+        matmat=matmat, dtype=np.float64)
+
+
+#: Newton–Krylov: the relative residual ‖Hδ + ∇S‖/‖∇S‖ asked of GMRES is
+#: min(_FORCING, ‖∇S‖) (superlinear near the solution, cheap far from it), with at most
+#: _KRYLOV_MAX Hessian-vector products per Newton step, restarted every _KRYLOV_RESTART.
+_FORCING = 0.1
+_KRYLOV_MAX = 600
+_KRYLOV_RESTART = 100
+
+
+def _prior_inverse(structure: OrderParameterStructure, point: torch.Tensor
+                   ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The inverse of the prior part's Hessian [[0, −1], [−1, −R⊗R]] of a (Q̄, Q) pair,
+    (V̄, V) ↦ (R V̄ R − V, −V̄) with R = (1 + Q)⁻¹: the preconditioner of the Newton equation
+    (exact at N = ∞). None for structures without the pair's `resolvent`."""
+    resolvent = getattr(structure, "resolvent", None)
+    if resolvent is None:
+        return None
+    split, join, product = structure.split, structure.join, structure.product  # type: ignore[attr-defined]
+    r = resolvent(split(point)[1])
+
+    def apply(direction: torch.Tensor) -> torch.Tensor:
+        v_bar, v = split(direction)
+        return join(product(r, v_bar, r) - v, -v_bar)
+
+    return apply
+
+
+def _saddle_newton_krylov(action: EffectiveAction, start: torch.Tensor, tolerance: float,
+                          max_iterations: int) -> _Run:
+    """Newton's method on ∇S = 0 (module docstring, "newton-krylov"): δ from GMRES on
+    H δ = −∇S (right-preconditioned by the inverse prior Hessian, `_prior_inverse`), then t·δ
+    with t halved from 1 until the point is admissible and ‖∇S‖ ≤ (1 − 10⁻⁴ t)‖∇S‖_old.
+    Because GMRES leaves a residual r with ‖r‖ < ‖∇S‖, the inexact step is a descent direction
+    of ½‖∇S‖² (its slope is −‖∇S‖² + ∇Sᵀr < 0)."""
+    structure = action.structure
+    coordinates = _saddle_coordinates(structure, start.dtype)
+    evaluation = action.evaluate(start)
+    evaluations, products = 1, 0
+    for iteration in range(max_iterations):
+        norm = gradient_norm(evaluation)
+        if norm <= tolerance:
+            return _Run(evaluation, iteration, evaluations,
+                        f"Newton–Krylov: gradient tolerance reached ({products} Hessian-vector "
+                        "products)")
+        gradient = coordinates.to_coordinates(evaluation.gradient).numpy()
+        counted = [0]
+        operator = _hessian_operator(evaluation, coordinates)
+
+        def counting(vector: np.ndarray, operator: Any = operator, counted: list = counted
+                     ) -> np.ndarray:
+            counted[0] += 1
+            return operator.matvec(vector)
+
+        linear = scipy.sparse.linalg.LinearOperator(operator.shape, matvec=counting,
+                                                    dtype=np.float64)
+        inverse = _prior_inverse(structure, evaluation.point)
+        preconditioner = None
+        if inverse is not None:
+            def precondition(vector: np.ndarray, inverse: Any = inverse) -> np.ndarray:
+                direction = coordinates.from_coordinates(
+                    torch.as_tensor(np.reshape(vector, -1), dtype=start.dtype))
+                return coordinates.to_coordinates(inverse(direction)).numpy()
+
+            preconditioner = scipy.sparse.linalg.LinearOperator(
+                operator.shape, matvec=precondition, dtype=np.float64)
+        restart = min(_KRYLOV_RESTART, coordinates.size)
+        solution, _ = scipy.sparse.linalg.gmres(
+            linear, -gradient, rtol=min(_FORCING, norm), atol=0.0, restart=restart,
+            maxiter=max(1, _KRYLOV_MAX // restart), M=preconditioner)
+        products += counted[0]
+        step = coordinates.from_coordinates(torch.as_tensor(solution, dtype=start.dtype))
+
+        def sufficient(trial: ActionEvaluation, length: float, norm: float = norm) -> bool:
+            return gradient_norm(trial) <= (1 - 1e-4 * length) * norm
+
+        trial, _, used = _backtrack(action, evaluation, step, sufficient, smallest=1e-8)
+        evaluations += used
+        if trial is None:
+            return _Run(evaluation, iteration, evaluations,
+                        f"Newton–Krylov: line search failed at ‖∇S‖ = {norm:.3g}")
+        evaluation = trial
+    return _Run(evaluation, max_iterations, evaluations,
+                "Newton–Krylov: maximum iterations reached")
+
+
+@dataclass(frozen=True)
+class SaddleSignature:
+    """How many Hessian eigenvalues of a (Q̄, Q) stationary point are negative and positive.
+
+    method 'dense': all eigenvalues of the assembled Hessian (`eigenvalues`, ascending).
+    method 'inertia': Haynsworth's In(H) = In(H_QQ) + In(H/H_QQ) with H_QQ the Q–Q block and
+    H/H_QQ = H_Q̄Q̄ − H_Q̄Q H_QQ⁻¹ H_QQ̄ its Schur complement: when H_QQ is negative definite
+    (`largest_qq` < 0) the count is n_Q negative plus the Schur complement's inertia, which is
+    all positive when `smallest_schur` > 0. These two extreme eigenvalues come from LOBPCG
+    (residual norm below `residual`); when either has the wrong sign the counts are None (the
+    expected signature does not hold; an exact count would need the full spectrum)."""
+
+    n_negative: int | None
+    n_positive: int | None
+    expected_negative: int
+    method: str
+    eigenvalues: tuple[float, ...] | None = None
+    largest_qq: float | None = None
+    smallest_schur: float | None = None
+    residual: float | None = None
+
+    @property
+    def is_saddle(self) -> bool:
+        """Exactly `expected_negative` negative eigenvalues and the others positive."""
+        return (self.n_negative == self.expected_negative
+                and self.n_positive is not None
+                and self.n_negative + self.n_positive == 2 * self.expected_negative)
+
+
+def _lobpcg_extreme(apply: Callable[[np.ndarray], np.ndarray],
+                    precondition: Callable[[np.ndarray], np.ndarray], size: int,
+                    start: np.ndarray, largest: bool) -> tuple[float, float]:
+    """The extreme eigenvalue of a symmetric operator given by its action on column blocks,
+    with the residual norm of its Ritz vector (an eigenvalue lies within it of the value)."""
+    def columns(function: Callable[[np.ndarray], np.ndarray]
+                ) -> scipy.sparse.linalg.LinearOperator:
+        # LOBPCG's small-problem path passes an integer identity: compute in float64.
+        def matmat(block: np.ndarray) -> np.ndarray:
+            return function(np.asarray(block, dtype=np.float64).reshape(size, -1))
+
+        return scipy.sparse.linalg.LinearOperator(
+            (size, size), matmat=matmat, matvec=lambda v: matmat(v)[:, 0], dtype=np.float64)
+
+    operator, preconditioner = columns(apply), columns(precondition)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching tolerance" note
+        values, vectors = scipy.sparse.linalg.lobpcg(operator, start, M=preconditioner,
+                                                     largest=largest, tol=1e-7, maxiter=200)
+    index = int(np.argmax(values) if largest else np.argmin(values))
+    vector = vectors[:, index]
+    residual = float(np.linalg.norm(apply(vector[:, None])[:, 0] - values[index] * vector))
+    return float(values[index]), residual
+
+
+def saddle_signature(action: EffectiveAction, evaluation: ActionEvaluation | None = None, *,
+                     point: torch.Tensor | None = None,
+                     dense_limit: int = DENSE_SADDLE_LIMIT) -> SaddleSignature:
+    """The signature of the Hessian of a (Q̄, Q) action at a point (`SaddleSignature`): dense
+    up to `dense_limit` free entries, else the inertia test on H_QQ and its Schur complement
+    (docs/math/theory.md §3.6). The Schur complement's product solves H_QQ x = −H_QQ̄ v by
+    conjugate gradients on −H_QQ, preconditioned by the prior's (1 + Q) V (1 + Q)."""
+    if evaluation is None:
+        if point is None:
+            raise ValueError("give the evaluation of S at the point, or the point.")
+        evaluation = action.evaluate(point)
+    structure = action.structure
+    expected = int(structure.n_negative_directions)
+    if structure.stationary != "saddle":
+        raise ValueError(f"{type(structure).__name__} has a minimum, not a (Q̄, Q) saddle.")
+    dtype = evaluation.point.dtype
+    if structure.n_parameters <= dense_limit or not isinstance(
+            _saddle_coordinates(structure, dtype), _PairCoordinates):
+        coordinates = _Coordinates(structure, dtype)
+        eigenvalues = torch.linalg.eigvalsh(coordinates.hessian(evaluation,
+                                                                _hessian_batch(action)))
+        return SaddleSignature(int((eigenvalues < 0).sum()), int((eigenvalues > 0).sum()),
+                               expected, "dense", tuple(float(v) for v in eigenvalues))
+    pair = _saddle_coordinates(structure, dtype)
+    assert isinstance(pair, _PairCoordinates)
+    half = pair.half_size
+    q = structure.conjugate_field(evaluation.point)  # type: ignore[attr-defined]
+    shift = structure.half.identity(dtype) + q  # type: ignore[attr-defined]
+    product = structure.product  # type: ignore[attr-defined]
+
+    def hessian(block: np.ndarray) -> np.ndarray:
+        """H on columns (2·half, k) → (2·half, k)."""
+        columns = torch.as_tensor(np.ascontiguousarray(block.T), dtype=dtype)
+        return pair.to_coordinates(evaluation.hessian_vector(
+            pair.from_coordinates(columns))).T.numpy()
+
+    def congruence(block: np.ndarray) -> np.ndarray:
+        """V ↦ (1 + Q) V (1 + Q) on half-coordinate columns (the prior's (R⊗R)⁻¹)."""
+        padded = np.concatenate([np.zeros_like(block), block])
+        columns = pair.from_coordinates(torch.as_tensor(np.ascontiguousarray(padded.T),
+                                                        dtype=dtype))
+        turned = product(shift, structure.split(columns)[1], shift)  # type: ignore[attr-defined]
+        both = structure.join(torch.zeros_like(turned), turned)  # type: ignore[attr-defined]
+        return pair.to_coordinates(both).T.numpy()[half:]
+
+    def minus_qq(block: np.ndarray) -> np.ndarray:
+        return -hessian(np.concatenate([np.zeros_like(block), block]))[half:]
+
+    def schur(block: np.ndarray) -> np.ndarray:
+        """(H/H_QQ) v: x solves H_QQ x = −H_QQ̄ v; then the Q̄ part of H (v, x)."""
+        coupled = hessian(np.concatenate([block, np.zeros_like(block)]))[half:]
+        solved = np.empty(block.shape, dtype=np.float64)
+        operator = scipy.sparse.linalg.LinearOperator(
+            (half, half), matvec=lambda v: minus_qq(np.reshape(v, (-1, 1)))[:, 0],
+            dtype=np.float64)
+        preconditioner = scipy.sparse.linalg.LinearOperator(
+            (half, half), matvec=lambda v: congruence(np.reshape(v, (-1, 1)))[:, 0],
+            dtype=np.float64)
+        for column in range(block.shape[1]):
+            solved[:, column] = scipy.sparse.linalg.cg(operator, coupled[:, column],
+                                                       rtol=1e-10, maxiter=10 * half,
+                                                       M=preconditioner)[0]
+        return hessian(np.concatenate([block, solved]))[:half]
+
+    def inverse_congruence(block: np.ndarray) -> np.ndarray:
+        """V ↦ R V R (the inverse of the Schur complement's prior part (1+Q)⊗(1+Q))."""
+        resolvent = structure.resolvent(q)  # type: ignore[attr-defined]
+        padded = np.concatenate([np.zeros_like(block), block])
+        columns = pair.from_coordinates(torch.as_tensor(np.ascontiguousarray(padded.T),
+                                                        dtype=dtype))
+        turned = product(resolvent, structure.split(columns)[1],  # type: ignore[attr-defined]
+                         resolvent)
+        both = structure.join(torch.zeros_like(turned), turned)  # type: ignore[attr-defined]
+        return pair.to_coordinates(both).T.numpy()[half:]
+
+    start = np.random.default_rng(0).standard_normal((half, min(4, half)))
+    smallest_minus_qq, residual_qq = _lobpcg_extreme(minus_qq, congruence, half, start, False)
+    largest_qq = -smallest_minus_qq
+    if largest_qq >= 0:
+        return SaddleSignature(None, None, expected, "inertia", largest_qq=largest_qq,
+                               residual=residual_qq)
+    smallest_schur, residual_schur = _lobpcg_extreme(schur, inverse_congruence, half, start,
+                                                     False)
+    residual = max(residual_qq, residual_schur)
+    if smallest_schur <= 0:
+        return SaddleSignature(None, None, expected, "inertia", largest_qq=largest_qq,
+                               smallest_schur=smallest_schur, residual=residual)
+    return SaddleSignature(half, half, expected, "inertia", largest_qq=largest_qq,
+                           smallest_schur=smallest_schur, residual=residual)
 
 
 # -- what each kind of stationary point asks of a solve -------------------------------------
@@ -717,6 +1055,8 @@ class _Curvature:
     hessian: tuple[tuple[float, ...], ...] | None = None
     eigenvalues: tuple[float, ...] | None = None
     signature_ok: bool | None = None
+    n_negative: int | None = None
+    n_positive: int | None = None
 
 
 def _minimum_curvature(action: EffectiveAction, evaluation: ActionEvaluation) -> _Curvature:
@@ -724,16 +1064,27 @@ def _minimum_curvature(action: EffectiveAction, evaluation: ActionEvaluation) ->
 
 
 def _saddle_curvature(action: EffectiveAction, evaluation: ActionEvaluation) -> _Curvature:
-    """The full Hessian and its eigenvalues; the signature holds when exactly the structure's
-    `n_negative_directions` eigenvalues are negative and the others positive."""
-    coordinates = _Coordinates(action.structure, evaluation.point.dtype)
+    """The signature (`saddle_signature`): up to `DENSE_SADDLE_LIMIT` free entries the full
+    Hessian and its eigenvalues, above them the inertia test; it holds when exactly the
+    structure's `n_negative_directions` eigenvalues are negative and the others positive."""
+    structure = action.structure
+    if structure.n_parameters > DENSE_SADDLE_LIMIT:
+        signature = saddle_signature(action, evaluation)
+        smallest = (signature.largest_qq if signature.smallest_schur is None
+                    else min(signature.largest_qq or 0.0, signature.smallest_schur))
+        return _Curvature(float("nan") if smallest is None else smallest,
+                          signature_ok=signature.is_saddle, n_negative=signature.n_negative,
+                          n_positive=signature.n_positive)
+    coordinates = _Coordinates(structure, evaluation.point.dtype)
     hessian = coordinates.hessian(evaluation, _hessian_batch(action))
     eigenvalues = torch.linalg.eigvalsh(hessian)
-    negative = action.structure.n_negative_directions
-    signature = bool((eigenvalues[:negative] < 0).all() and (eigenvalues[negative:] > 0).all())
+    negative = structure.n_negative_directions
+    signature_ok = bool((eigenvalues[:negative] < 0).all()
+                        and (eigenvalues[negative:] > 0).all())
     return _Curvature(float(eigenvalues[0]),
                       tuple(tuple(float(v) for v in row) for row in hessian.tolist()),
-                      tuple(float(v) for v in eigenvalues), signature)
+                      tuple(float(v) for v in eigenvalues), signature_ok,
+                      int((eigenvalues < 0).sum()), int((eigenvalues > 0).sum()))
 
 
 def _auto_minimum(action: EffectiveAction) -> str:
@@ -767,7 +1118,8 @@ _RULES: dict[str, _StationaryRule] = {
         best="lowest S",
         curvature=_minimum_curvature),
     "saddle": _StationaryRule(
-        methods={"fixed-point": _saddle_fixed_point, "newton": _saddle_newton},
+        methods={"fixed-point": _saddle_fixed_point, "newton": _saddle_newton,
+                 "newton-krylov": _saddle_newton_krylov},
         auto=_auto_saddle,
         rank=lambda run: gradient_norm(run.evaluation),
         best="smallest gradient",
@@ -860,6 +1212,8 @@ def solve_saddle_point(action: EffectiveAction, start: torch.Tensor | None = Non
         hessian=None if curvature is None else curvature.hessian,
         hessian_eigenvalues=None if curvature is None else curvature.eigenvalues,
         is_saddle=None if curvature is None else curvature.signature_ok,
+        n_negative_eigenvalues=None if curvature is None else curvature.n_negative,
+        n_positive_eigenvalues=None if curvature is None else curvature.n_positive,
         final_damping=best.final_damping,
         block_passes=block_passes,
     )
