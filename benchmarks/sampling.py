@@ -224,7 +224,7 @@ def time_to_precision(
     sampler: str, architecture: str, width: int, data: tuple[torch.Tensor, ...],
     temperature: float, n_replicas: int, burn_in: int, thin: int, relative_error: float,
     time_cap_s: float, dtype: torch.dtype, device: str, check_every: int = 50,
-    leapfrog_steps: int = 10, max_rhat: float = math.inf, min_records: int = 20,
+    leapfrog_steps: int = 10, max_rhat: float = math.inf, min_records: int = 20, seed: int = 0,
 ) -> dict:
     """Part 2: advance one chain set until stderr ≤ relative_error·test loss (and the
     test-loss R̂ ≤ max_rhat) or the time cap; wall time includes burn-in and the step-size
@@ -232,7 +232,7 @@ def time_to_precision(
     not counted, in wall or CPU time); at least `min_records` records."""
     x_train, y_train, x_test, y_test = data
     settings = SamplerSettings(sampler=sampler, n_replicas=n_replicas, n_steps=10**7,
-                               burn_in=burn_in, thin=thin, seed=0,
+                               burn_in=burn_in, thin=thin, seed=seed,
                                dtype=str(dtype).removeprefix("torch."), kernel_records=0,
                                leapfrog_steps=leapfrog_steps)
     run = PosteriorRun(
@@ -250,6 +250,7 @@ def time_to_precision(
             and summary.test_loss_estimate.rhat <= max_rhat)
 
     last_check = 0
+    first_se: tuple[float, float, int] | None = None  # wall, CPU, steps at the first SE ≤ 1 %
     while time.perf_counter() - start < time_cap_s:
         run.advance(until_step=run.step + thin)
         records = run.accumulator.n_records
@@ -262,6 +263,10 @@ def time_to_precision(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 summary = run.summary()
             cpu_in_summaries += time.process_time() - cpu_before
+            if first_se is None and (summary.test_loss_stderr
+                                     <= relative_error * summary.test_loss):
+                first_se = (run.wall_time, time.process_time() - cpu_start - cpu_in_summaries,
+                            run.step)
             if done(summary):
                 break
     reached = done(summary)
@@ -271,7 +276,7 @@ def time_to_precision(
         "burn_in": burn_in, "dtype": str(dtype).removeprefix("torch."),
         "records": run.accumulator.n_records,
         "cpu_seconds": time.process_time() - cpu_start - cpu_in_summaries,
-        "load": os.getloadavg()[0],
+        "load": os.getloadavg()[0], "first_se": first_se,
         "test_loss": None if summary is None else summary.test_loss,
         "stderr": None if summary is None else summary.test_loss_stderr,
         "tau": None if summary is None else summary.test_loss_estimate.tau,
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
                         "replicas)")
     parser.add_argument("--split-burn-in", type=int, default=None,
                         help="part 4: burn-in of the split sampler (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="part 4: sampler seed")
     parser.add_argument("--other-cap", type=float, default=None,
                         help="part 4: time cap of the samplers other than collapsed and split "
                         "(default --time-cap)")
@@ -420,7 +426,7 @@ def run_answer(args: argparse.Namespace, data: tuple[torch.Tensor, ...]) -> list
             row = time_to_precision(
                 sampler, architecture, args.width, data, args.temperature, replicas, burn_in,
                 thin, 0.01, cap, dtype, args.device, check_every=args.check_every,
-                leapfrog_steps=leapfrog, max_rhat=1.1,
+                leapfrog_steps=leapfrog, max_rhat=1.1, seed=args.seed,
             )
             rows.append(row)
             print(_format_answer(row, thin), flush=True)
@@ -436,6 +442,9 @@ def _format_answer(row: dict, thin: int) -> str:
         tau, ess = f"{row['tau'] * thin:.1f}", f"{row['ess']:.0f}"
         rhat = f"{row['rhat']:.3f}"
     wall = f"{row['seconds']:.1f}" + ("" if row["reached"] else " (cap, not reached)")
+    first = row["first_se"]
+    wall += "" if first is None else (f" [SE ≤ 1 % first at {first[0]:.1f} s, {first[1]:.1f} "
+                                      f"CPU s, step {first[2]}]")
     return (f"| {row['architecture']} | {row['sampler']} | {row['R']} | "
             f"{row['leapfrog_steps']} | "
             f"{row['burn_in']} | {row['steps']} | {row['steps'] / row['seconds']:.2f} | {tau} | "
