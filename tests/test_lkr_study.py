@@ -39,3 +39,28 @@ def test_maps_and_q_bar_figures_are_written(tmp_path):
     paths = gap_maps(_study(), tmp_path)
     assert [p.name for p in paths] == ["gap_map_0.png"] and paths[0].stat().st_size > 0
     assert q_bar_maps(_study(), tmp_path, 0.05, 4.0, 2.0).exists()
+
+
+def test_network_marks_match_case_point_and_cell(tmp_path):
+    import json
+
+    from krenorm.experiments.lkr_report import network_marks
+
+    study = _study()
+    study["cases"][0]["case"].update({"dataset": "mnist", "classes": [3, 5], "grayscale": False,
+                                      "side": None})
+    (tmp_path / "run.toml").write_text(
+        'name = "run"\n[data]\ndataset = "mnist"\nclasses = [3, 5]\nn_train = 200\n'
+        '[hyper]\ntemperature = 0.05\nlambda1 = 4.0\n', encoding="utf-8")
+    (tmp_path / "other.toml").write_text(  # another class pair: no case matches it
+        'name = "other"\n[data]\ndataset = "mnist"\nclasses = [0, 1]\nn_train = 200\n'
+        '[hyper]\ntemperature = 0.05\nlambda1 = 4.0\n', encoding="utf-8")
+    point = {"architecture": "cnn", "width": 100.0, "network": 0.27, "stderr": 0.002,
+             "best_infinite": 0.30}
+    for name in ("run", "other"):
+        (tmp_path / f"networks_{name}.json").write_text(json.dumps({"points": [point]}),
+                                                        encoding="utf-8")
+    marks = network_marks(study, [tmp_path / "run.toml", tmp_path / "other.toml"], tmp_path)
+    assert list(marks) == [(0, "cnn", 0.05, 4.0, 2.0)]
+    assert marks[(0, "cnn", 0.05, 4.0, 2.0)] == pytest.approx((-0.03, 0.002, 100.0))
+    assert gap_maps(study, tmp_path, marks)[0].exists()

@@ -1,7 +1,9 @@
 """Figures and tables of the LKR study (`lkr_study`) and of its sampled networks (the compare run
 of examples/lkr_question.toml), written next to a hand-written REPORT.md (docs/selection.md §4).
 
-    python -m krenorm.experiments.lkr_report STUDY_JSON... --runs runs/lkr_question --out DIR
+    python -m krenorm.experiments.lkr_report STUDY_JSON... [COMPARE.toml...] --runs runs/X --out DIR
+        (COMPARE.toml: compare configs whose points, read from DIR/networks_<name>.json, are
+        marked on the maps)
     python -m krenorm.experiments.lkr_report --one-loop CONFIG.toml --out DIR
         (the one-loop correction at the sampled points of DIR/networks_<name>.json,
         docs/selection.md §5)
@@ -23,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.colors import TwoSlopeNorm
+from matplotlib.patches import Rectangle
 from scipy import optimize
 
 from krenorm.architectures import ArchitectureSpec
@@ -34,7 +37,8 @@ from krenorm.theory.one_loop import kernel_family, one_loop_test_loss
 from krenorm.theory.selection import patch_kernels, readout_prior_loss
 from krenorm.width import is_infinite
 
-__all__ = ["gap_maps", "headline", "network_points", "one_loop_gaps", "q_bar_maps"]
+__all__ = ["gap_maps", "headline", "network_marks", "network_points", "one_loop_gaps",
+           "q_bar_maps"]
 
 
 def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -98,8 +102,42 @@ def _gap_grid(entry: dict[str, Any], settings: dict[str, Any], alpha: float,
     return grid
 
 
-def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
-    """One figure per case: Δ(T, λ1) for CNN and FC (rows) at each α (columns)."""
+def network_marks(study: dict[str, Any], configs: list[Path], out: Path
+                  ) -> dict[tuple[int, str, float, float, float], tuple[float, float, float]]:
+    """Sampled-network points that fall on a map cell: (case index, kind, T, λ1, α) →
+    (network − best λ1-tuned infinite width on the compare run's own test set, SE, N), read from
+    each compare config and its out/networks_<name>.json (written by --runs)."""
+    marks: dict[tuple[int, str, float, float, float], tuple[float, float, float]] = {}
+    for config in configs:
+        with open(config, "rb") as handle:
+            setup = tomllib.load(handle)
+        table = out / f"networks_{setup['name']}.json"
+        if not table.exists():
+            continue
+        with open(table, encoding="utf-8") as handle:
+            points = json.load(handle)["points"]
+        data, hyper = setup["data"], setup["hyper"]
+        for number, case in enumerate(study["cases"]):
+            described = case["case"]
+            if (described["dataset"] != data["dataset"]
+                    or list(described["classes"]) != list(data["classes"])
+                    or bool(described["grayscale"]) != bool(data.get("grayscale", False))
+                    or described["side"] != data.get("side")):
+                continue
+            for point in points:
+                alpha = data["n_train"] / point["width"]
+                marks[(number, point["architecture"], float(hyper["temperature"]),
+                       float(hyper["lambda1"]), alpha)] = (
+                    point["network"] - point["best_infinite"], point["stderr"], point["width"])
+    return marks
+
+
+def gap_maps(study: dict[str, Any], out: Path,
+             marks: dict[tuple[int, str, float, float, float], tuple[float, float, float]]
+             | None = None) -> list[Path]:
+    """One figure per case: Δ(T, λ1) for CNN and FC (rows) at each α (columns); cells where
+    networks were sampled are framed and carry the networks' Δ ± SE (`network_marks`)."""
+    marks = marks or {}
     settings = study["settings"]
     paths = []
     for number, case in enumerate(study["cases"]):
@@ -124,8 +162,16 @@ def gap_maps(study: dict[str, Any], out: Path) -> list[Path]:
                 image = axis.imshow(grid, cmap="RdBu_r", norm=norm, origin="lower",
                                     aspect="auto")
                 for (i, j), value in np.ndenumerate(grid):
+                    mark = marks.get((number, kind, float(settings["temperatures"][i]),
+                                      float(settings["lambda1s"][j]), float(alpha)))
                     if np.isfinite(value):
-                        axis.text(j, i, f"{value:+.3f}", ha="center", va="center", fontsize=8)
+                        axis.text(j, i + (0.15 if mark else 0.0), f"{value:+.3f}",
+                                  ha="center", va="center", fontsize=8)
+                    if mark is not None:
+                        axis.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False,
+                                                 lw=2, edgecolor="k"))
+                        axis.text(j, i - 0.2, f"net {mark[0]:+.3f}\n±{mark[1]:.3f}",
+                                  ha="center", va="center", fontsize=6.5, fontweight="bold")
                 axis.set_xticks(range(len(settings["lambda1s"])),
                                 [f"{v:g}" for v in settings["lambda1s"]])
                 axis.set_yticks(range(len(settings["temperatures"])),
@@ -328,8 +374,10 @@ def main(argv: list[str]) -> None:
                 continue
             for kind in settings["architectures"]:
                 by_name[key][kind]["finite"].update(case[kind]["finite"])
+    one_loop_config = argv[argv.index("--one-loop") + 1] if "--one-loop" in argv else None
+    configs = [Path(arg) for arg in argv if arg.endswith(".toml") and arg != one_loop_config]
     if merged["cases"]:
-        gap_maps(merged, out)
+        gap_maps(merged, out, network_marks(merged, configs, out))
         _, rows = headline(merged, out)
         with open(out / "headline.json", "w", encoding="utf-8") as handle:
             json.dump(rows, handle, indent=1)
