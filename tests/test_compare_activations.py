@@ -40,6 +40,7 @@ def test_a_bad_entry_activation_names_its_field(value, message):
         parse_config(_raw([ERF_CNN, {**RELU_CNN, "activation": value}]))
 
 
+@pytest.mark.slow
 def test_erf_rows_are_unchanged_by_a_relu_row(tmp_path):
     alone = run_compare(parse_config(_raw([ERF_CNN])), tmp_path / "erf", progress=False,
                         workers=0)

@@ -178,14 +178,16 @@ def _sampler_section(rows: Sequence[ResultRow], labels: dict) -> list[str]:
     if not sampled:
         return []
     lines = ["## Sampler diagnostics", "",
-             "| problem | N | replicas × steps | ESS (test loss) | acceptance | notes |",
-             "|---|---|---|---|---|---|"]
+             "R̂: rank-normalised R̂ of the test loss over the replicas (– where the point was "
+             "stored before R̂ was recorded).", "",
+             "| problem | N | replicas × steps | ESS (test loss) | R̂ | acceptance | notes |",
+             "|---|---|---|---|---|---|---|"]
     for row, estimate, settings in sampled:
         details = estimate.diagnostics
         notes = " ".join(details.get("warnings") or []) or "–"
         lines.append(f"| {labels[row.spec.problem_key()]} | {width_label(row.width)} | "
                      f"{settings.n_replicas} × {settings.n_steps} | "
-                     f"{_format(details.get('ess'), 4)} | "
+                     f"{_format(details.get('ess'), 4)} | {_format(details.get('rhat'), 3)} | "
                      f"{_format(details.get('acceptance'), 3)} | {notes} |")
     return [*lines, ""]
 
