@@ -161,9 +161,11 @@ def report(out: str) -> None:
             dl = abs(row["test_loss"] - reference["test_loss"]) / abs(reference["test_loss"])
             ratio = row["seconds"] / reference["seconds"]
             cpu_ratio = row["cpu_seconds"] / reference["cpu_seconds"]
-            bound = 1e-10 if row["mode"] == "streamed" else 1e-7
-            verdict = (f"{ratio:.2f}× stored wall ({cpu_ratio:.2f}× CPU), "
-                       f"ΔQ̄ {'≤' if dq <= bound else '>'} {bound:g}")
+            if row["mode"] == "streamed":
+                agreement = f"ΔQ̄ {'≤' if dq <= 1e-10 else '>'} 1e-10"
+            else:  # float32: its storage error, measured here (docs/scale.md §3)
+                agreement = f"float32 storage error ΔQ̄ {dq:.1e}, Δε_g {dl:.1e}"
+            verdict = f"{ratio:.2f}× stored wall ({cpu_ratio:.2f}× CPU), {agreement}"
         elif row["part"] in ("b", "c"):
             ok = row["seconds"] < WALL_TARGET_S and row["peak_rss_gib"] < PEAK_TARGET_GIB
             verdict = (f"{'meets' if ok else 'misses'} < {WALL_TARGET_S / 60:.0f} min and "

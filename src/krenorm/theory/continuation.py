@@ -115,14 +115,15 @@ def action_at_temperature(action: EffectiveAction, temperature: float) -> Effect
 
 
 def _quiet_solve(action: EffectiveAction, start: torch.Tensor | None,
-                 settings: SolverSettings, progress: ProgressCallback | None = None
-                 ) -> SaddlePoint:
+                 settings: SolverSettings, progress: ProgressCallback | None = None,
+                 *, prefetch_curvature: bool = False) -> SaddlePoint:
+    """A solve without the curvature check; `prefetch_curvature`: its last evaluation carries
+    the check's first products anyway, for a polish at the same point through a
+    LastEvaluationCache (docs/scale.md §4)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
-        # The curvature check of a later polish at the same point (through a
-        # LastEvaluationCache) can ride on this solve's last evaluation.
         return solve_saddle_point(action, start, settings=settings.updated(hessian_check=False),
-                                  progress=progress, prefetch_curvature=settings.hessian_check)
+                                  progress=progress, prefetch_curvature=prefetch_curvature)
 
 
 def _follow(make_action: Callable[[float], EffectiveAction], parameter: str, start: float,
@@ -228,7 +229,8 @@ def solve_with_continuation(action: EffectiveAction, n_samples: int, *,
     # The polish below starts where the direct solve ended: its first evaluation (and the
     # curvature products computed with it) come from this cache, not from two more passes.
     cached = LastEvaluationCache(action)
-    direct = _quiet_solve(cached, None, solver, progress)
+    direct = _quiet_solve(cached, None, solver, progress,
+                          prefetch_curvature=solver.hessian_check)
     if direct.diagnostics.converged or is_infinite(action.width):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SaddlePointConvergenceWarning)
