@@ -47,6 +47,8 @@ def _architecture_title(spec: ArchitectureSpec | DeepArchitectureSpec,
     title = spec.kind.upper()
     if isinstance(spec, DeepArchitectureSpec):
         title += f" L={spec.depth}"
+    if len({other.activation for other in specs}) > 1:
+        title += f" {spec.activation}"
     if sum(other.kind == spec.kind for other in specs) > 1 and spec.is_convolutional:
         title += f" (mask {spec.mask[0]}, stride {spec.stride[0]})"
     return title
