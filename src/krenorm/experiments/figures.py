@@ -47,6 +47,8 @@ def _architecture_title(spec: ArchitectureSpec | DeepArchitectureSpec,
     title = spec.kind.upper()
     if isinstance(spec, DeepArchitectureSpec):
         title += f" L={spec.depth}"
+    if len({other.activation for other in specs}) > 1:
+        title += f" {spec.activation}"
     if sum(other.kind == spec.kind for other in specs) > 1 and spec.is_convolutional:
         title += f" (mask {spec.mask[0]}, stride {spec.stride[0]})"
     if len({other.activation for other in specs}) > 1:
@@ -352,25 +354,30 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
         return None
     figure, panel = plt.subplots(figsize=(6.4, 5.2))
     nngp_lines: dict[float, list[str]] = {}
-    for kind in dict.fromkeys(row.architecture for row in points):
-        mine = sorted((row for row in points if row.architecture == kind),
-                      key=lambda row: row.width)
+    # One curve per (kind, activation): a config may mix activations (entries' own activation).
+    activations = list(dict.fromkeys(row.activation for row in points))
+    for kind, activation in dict.fromkeys((row.architecture, row.activation) for row in points):
+        mine = sorted((row for row in points if row.architecture == kind
+                       and row.activation == activation), key=lambda row: row.width)
         colour = _COLOURS.get(kind, "black")
         alignments = [row.network.diagnostics["kernel_alignment"] for row in mine
                       if row.network is not None]
         widths = [row.width for row in mine]
+        name = kind.upper() + (f" {activation}" if len(activations) > 1 else "")
+        style = "o-" if activations.index(activation) == 0 else "s:"
         panel.plot(widths, [a["centered_target_alignment_posterior"] for a in alignments],
-                   "o-", color=colour, label=f"{kind.upper()}: posterior hidden kernel")
+                   style, color=colour, label=f"{name}: posterior hidden kernel")
         # The NNGP kernel does not depend on N: one level per architecture. CNN and LCN with
         # non-overlapping patches share it exactly, so equal levels are drawn once and named
         # together rather than one line hiding the other.
         level = round(statistics.fmean(a["centered_target_alignment_nngp"] for a in alignments),
                       12)
-        nngp_lines.setdefault(level, []).append(kind)
+        nngp_lines.setdefault(level, []).append(name)
     styles = ["--", "-.", ":"]
     for index, (level, kinds) in enumerate(nngp_lines.items()):
-        colour = _COLOURS.get(kinds[0], "black") if len(kinds) == 1 else "0.3"
-        names = " = ".join(kind.upper() for kind in kinds)
+        colour = (_COLOURS.get(kinds[0].split()[0].lower(), "black") if len(kinds) == 1
+                  else "0.3")
+        names = " = ".join(kinds)
         note = " (identical kernels)" if len(kinds) > 1 else ""
         panel.axhline(level, color=colour, ls=styles[index % len(styles)], lw=1.4,
                       label=f"{names}: NNGP kernel (N = ∞){note}")
