@@ -419,6 +419,13 @@ class MALAKernel(LangevinKernel):
         return StepStatistics(self.state.n_steps - 1, current, log_ratio.clamp(max=0.0).exp())
 
 
+def _kinetic_energy(momenta: list[torch.Tensor], masses: list[float],
+                    like: torch.Tensor) -> torch.Tensor:
+    """½ Σ_layers |p|²/m per replica, shaped like `like` (the (R,) potential)."""
+    return sum((squared_norms(p) / (2 * m) for p, m in zip(momenta, masses, strict=True)),
+               torch.zeros_like(like))
+
+
 class HMCKernel(TransitionKernel):
     """Metropolis-adjusted HMC with diagonal mass M = prior precision per layer.
 
@@ -454,6 +461,9 @@ class HMCKernel(TransitionKernel):
         return "h (leapfrog step, mass = prior precision)"
 
     def step(self) -> StepStatistics:
+        """One Metropolis-adjusted trajectory: momenta p ~ N(0, M) with M the prior precision,
+        `leapfrog_steps` steps of `_trajectory`, accepted with probability
+        min(1, exp(H(θ, p) − H(θ', p'))), H = U + ½pᵀM⁻¹p."""
         potential, gradients = self.potential_and_gradient()
         self._check_state(potential)
         parameters = self.parameters()
@@ -463,22 +473,11 @@ class HMCKernel(TransitionKernel):
                    for parameter, mass in zip(parameters, masses, strict=True)]
         jitter = 1.0 + self.jitter * (2.0 * self._uniform(potential).double().cpu() - 1.0)
         step = self.step_size * jitter  # (R,) float64
-        kinetic = sum((squared_norms(p) / (2 * m) for p, m in zip(momenta, masses, strict=True)),
-                      torch.zeros_like(potential))
-        new_potential, new_gradients = potential, gradients
+        kinetic = _kinetic_energy(momenta, masses, potential)
         with torch.no_grad():
-            for _ in range(self.leapfrog_steps):
-                for parameter, momentum, gradient, mass in zip(
-                        parameters, momenta, new_gradients, masses, strict=True):
-                    half = per_replica(step / 2, momentum)
-                    momentum.addcmul_(gradient, half, value=-1.0)
-                    parameter.addcmul_(momentum, per_replica(step / mass, parameter))
-                new_potential, new_gradients = self.density.potential_and_gradient()
-                for momentum, gradient in zip(momenta, new_gradients, strict=True):
-                    momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
-        new_kinetic = sum(
-            (squared_norms(p) / (2 * m) for p, m in zip(momenta, masses, strict=True)),
-            torch.zeros_like(potential))
+            new_potential, new_gradients = self._trajectory(parameters, momenta, gradients,
+                                                            masses, step)
+        new_kinetic = _kinetic_energy(momenta, masses, potential)
         log_ratio = potential + kinetic - new_potential - new_kinetic
         log_ratio = torch.where(torch.isfinite(log_ratio), log_ratio,
                                 torch.full_like(log_ratio, -math.inf))
@@ -487,6 +486,21 @@ class HMCKernel(TransitionKernel):
                                new_gradients)
         self.state.n_steps += 1
         return StepStatistics(self.state.n_steps - 1, current, log_ratio.clamp(max=0.0).exp())
+
+    def _trajectory(self, parameters: list[torch.nn.Parameter], momenta: list[torch.Tensor],
+                    gradients: list[torch.Tensor], masses: list[float], step: torch.Tensor
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Leapfrog with mass M: p ← p − (h/2)∇U, θ ← θ + h M⁻¹p, p ← p − (h/2)∇U, repeated
+        `leapfrog_steps` times in place; returns U and ∇U at the end point."""
+        for _ in range(self.leapfrog_steps):
+            for parameter, momentum, gradient, mass in zip(
+                    parameters, momenta, gradients, masses, strict=True):
+                momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
+                parameter.addcmul_(momentum, per_replica(step / mass, parameter))
+            potential, gradients = self.density.potential_and_gradient()
+            for momentum, gradient in zip(momenta, gradients, strict=True):
+                momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
+        return potential, gradients
 
 
 #: Longest trajectory of the split kernel, as a rotation angle of its exactly solved Gaussian part:
@@ -532,45 +546,26 @@ class SplitHMCKernel(HMCKernel):
         return [gradient - mass * parameter.detach()
                 for gradient, parameter, mass in zip(gradients, parameters, masses, strict=True)]
 
-    def step(self) -> StepStatistics:
-        potential, gradients = self.potential_and_gradient()
-        self._check_state(potential)
-        parameters = self.parameters()
-        masses = self.density.prior_precisions()
-        old_values = [parameter.detach().clone() for parameter in parameters]
-        momenta = [self._noise_like(parameter) * math.sqrt(mass)
-                   for parameter, mass in zip(parameters, masses, strict=True)]
-        jitter = 1.0 + self.jitter * (2.0 * self._uniform(potential).double().cpu() - 1.0)
-        step = self.step_size * jitter  # (R,) float64
+    def _trajectory(self, parameters: list[torch.nn.Parameter], momenta: list[torch.Tensor],
+                    gradients: list[torch.Tensor], masses: list[float], step: torch.Tensor
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """kick(h/2) · rotate(h) · kick(h/2), repeated `leapfrog_steps` times in place (the class
+        docstring); returns U and ∇U at the end point."""
         cosine, sine = torch.cos(step), torch.sin(step)
-        kinetic = sum((squared_norms(p) / (2 * m) for p, m in zip(momenta, masses, strict=True)),
-                      torch.zeros_like(potential))
-        new_potential, new_gradients = potential, gradients
-        with torch.no_grad():
+        likelihood = self._likelihood_gradients(gradients, parameters, masses)
+        for _ in range(self.leapfrog_steps):
+            for parameter, momentum, gradient, mass in zip(
+                    parameters, momenta, likelihood, masses, strict=True):
+                momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
+                cos_r, sin_r = per_replica(cosine, parameter), per_replica(sine, parameter)
+                position = parameter.detach().clone()
+                parameter.mul_(cos_r).addcmul_(momentum, sin_r / mass)
+                momentum.mul_(cos_r).addcmul_(position, sin_r * mass, value=-1.0)
+            potential, gradients = self.density.potential_and_gradient()
             likelihood = self._likelihood_gradients(gradients, parameters, masses)
-            for _ in range(self.leapfrog_steps):
-                for parameter, momentum, gradient, mass in zip(
-                        parameters, momenta, likelihood, masses, strict=True):
-                    momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
-                    cos_r, sin_r = per_replica(cosine, parameter), per_replica(sine, parameter)
-                    position = parameter.detach().clone()
-                    parameter.mul_(cos_r).addcmul_(momentum, sin_r / mass)
-                    momentum.mul_(cos_r).addcmul_(position, sin_r * mass, value=-1.0)
-                new_potential, new_gradients = self.density.potential_and_gradient()
-                likelihood = self._likelihood_gradients(new_gradients, parameters, masses)
-                for momentum, gradient in zip(momenta, likelihood, strict=True):
-                    momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
-        new_kinetic = sum(
-            (squared_norms(p) / (2 * m) for p, m in zip(momenta, masses, strict=True)),
-            torch.zeros_like(potential))
-        log_ratio = potential + kinetic - new_potential - new_kinetic
-        log_ratio = torch.where(torch.isfinite(log_ratio), log_ratio,
-                                torch.full_like(log_ratio, -math.inf))
-        accept = torch.log(self._uniform(log_ratio)) < log_ratio
-        current = self._accept(accept, old_values, potential, gradients, new_potential,
-                               new_gradients)
-        self.state.n_steps += 1
-        return StepStatistics(self.state.n_steps - 1, current, log_ratio.clamp(max=0.0).exp())
+            for momentum, gradient in zip(momenta, likelihood, strict=True):
+                momentum.addcmul_(gradient, per_replica(step / 2, momentum), value=-1.0)
+        return potential, gradients
 
 
 #: Transition kernels by name.
