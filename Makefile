@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml src/krenorm/__init__.py
 	@$(PY) -c "import krenorm, torch" && touch $(STAMP) && echo "installed: $$($(PY) -c 'import krenorm; print(krenorm.__version__)')"
 
 demo: $(STAMP)
-	@echo "running krenorm demo: theory vs sampled networks on MNIST 0 vs 1, 36 points (see README for the time it takes)"
+	@echo "running krenorm demo: theory vs sampled networks on MNIST 0 vs 1, 65 points (see README for the time it takes)"
 	$(VENV)/bin/krenorm demo
 
 lint: $(STAMP)

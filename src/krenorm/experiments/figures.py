@@ -51,8 +51,6 @@ def _architecture_title(spec: ArchitectureSpec | DeepArchitectureSpec,
         title += f" {spec.activation}"
     if sum(other.kind == spec.kind for other in specs) > 1 and spec.is_convolutional:
         title += f" (mask {spec.mask[0]}, stride {spec.stride[0]})"
-    if len({other.activation for other in specs}) > 1:
-        title += f", {spec.activation}"
     return title
 
 
