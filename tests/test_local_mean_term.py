@@ -187,3 +187,33 @@ def test_fc_mean_term_model_is_unchanged():
     x, _, _, _ = _task(n_train=10)
     assert isinstance(renormalized_kernels(ArchitectureSpec("fc", "relu"), x, 1.0, 1.0),
                       MeanTermKernels)
+
+
+def test_a_stored_relu_cnn_point_carries_the_signature_not_the_hessian():
+    # The dense (Q̄, Q) Hessian (here 2·136 = 272 free entries: 16 patches) stays on the
+    # in-memory diagnostics; a stored point's JSON carries the signature counts and the extreme
+    # eigenvalues only and stays small (with the matrix it was ~1.5 MB per point).
+    import json
+
+    from krenorm.experiments.runner import run_experiment
+    from krenorm.experiments.spec import DataSpec, ExperimentSpec, TheorySettings
+
+    data = DataSpec("local-teacher", 30, 10, 0, (("image_shape", (1, 8, 8)), ("mask", 2),
+                                                 ("stride", 2)))
+    spec = ExperimentSpec(data, ArchitectureSpec("cnn", "relu", mask=2, stride=2), 10.0, 0.1,
+                          theory=TheorySettings(infinite=False))
+    outcome = run_experiment(spec)
+    stored = json.loads(json.dumps(outcome.diagnostics, default=float))
+    solver = stored["theory"]["solver"]
+    assert solver["converged"] and solver["is_saddle"]
+    assert solver["n_negative_eigenvalues"] == solver["n_positive_eigenvalues"] == 136
+    assert "hessian" not in solver and "hessian_eigenvalues" not in solver
+    assert solver["min_hessian_eigenvalue"] < 0 < solver["max_hessian_eigenvalue"]
+    assert len(json.dumps(stored)) < 20_000
+    # The in-memory object keeps the matrix for callers that need it.
+    x, y, _, _ = _task(n_train=20, side=8)
+    diagnostics = fit_theory(x, y, ArchitectureSpec("cnn", "relu", mask=2, stride=2), 10.0,
+                             0.1).diagnostics
+    assert len(diagnostics.hessian) == 272 and "hessian=" not in repr(diagnostics)
+    assert diagnostics.max_hessian_eigenvalue == max(diagnostics.hessian_eigenvalues)
+    assert "hessian" not in diagnostics.to_dict()

@@ -216,16 +216,22 @@ def theory_command(
         console.print(f"share of K_R in off-diagonal blocks: {finite['off_diagonal_share']:.4f}")
     if "is_saddle" in diagnostics:
         # A non-odd σ: a saddle in (Q̄, Q), one negative Hessian eigenvalue per entry of Q̄.
-        eigenvalues = diagnostics["hessian_eigenvalues"]
-        negative = sum(value < 0 for value in eigenvalues)
+        # The stored diagnostics carry the signature counts and the extreme eigenvalues only.
+        negative = diagnostics.get("n_negative_eigenvalues")
+        positive = diagnostics.get("n_positive_eigenvalues")
+        smallest = diagnostics.get("min_hessian_eigenvalue")
+        largest = diagnostics.get("max_hessian_eigenvalue")
         verdict = "a saddle as expected" if diagnostics["is_saddle"] else "NOT a saddle"
-        if len(eigenvalues) == 2:  # scalar pair (FC, CNN-GAP)
-            curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({eigenvalues[0]:.4g}, "
-                         f"{eigenvalues[1]:.4g}), {verdict}")
-        else:
-            curvature = (f"Hessian eigenvalues in (Q̄, Q) {min(eigenvalues):.4g}…"
-                         f"{max(eigenvalues):.4g}, {negative} of {len(eigenvalues)} negative, "
+        counts = ("signature not determined" if negative is None or positive is None
+                  else f"{negative} of {negative + positive} negative")
+        span = ("" if smallest is None or largest is None
+                else f" {smallest:.4g}…{largest:.4g},")
+        if negative == positive == 1 and smallest is not None and largest is not None:
+            # scalar pair (FC, CNN-GAP): both eigenvalues
+            curvature = (f"Hessian eigenvalues in (Q̄, Q) = ({smallest:.4g}, {largest:.4g}), "
                          f"{verdict}")
+        else:
+            curvature = f"Hessian eigenvalues in (Q̄, Q){span} {counts}, {verdict}"
     else:
         smallest = diagnostics.get("min_hessian_eigenvalue")
         curvature = f"min Hessian eigenvalue={'–' if smallest is None else f'{smallest:.6g}'}"

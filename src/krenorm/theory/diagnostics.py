@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 import torch
@@ -15,10 +15,15 @@ from krenorm.theory.order_parameters import OrderParameterStructure
 SolverMethod = Literal["auto", "newton", "anderson", "fixed-point", "lbfgs", "newton-krylov"]
 SOLVER_METHODS: tuple[str, ...] = get_args(SolverMethod)
 
-#: Fields that only some solves fill (the (Q̄, Q) saddle: its full Hessian and signature; the
-#: damped fixed point: its final damping). `to_dict` leaves them out when absent.
-_OPTIONAL_FIELDS = ("hessian", "hessian_eigenvalues", "is_saddle", "final_damping",
-                    "block_passes", "n_negative_eigenvalues", "n_positive_eigenvalues")
+#: Fields that only some solves fill (the (Q̄, Q) saddle: its signature; the damped fixed
+#: point: its final damping). `to_dict` leaves them out when absent.
+_OPTIONAL_FIELDS = ("is_saddle", "final_damping", "block_passes", "n_negative_eigenvalues",
+                    "n_positive_eigenvalues")
+#: Fields kept on the in-memory object only: the dense (Q̄, Q) Hessian (up to
+#: `solvers.DENSE_SADDLE_LIMIT`² entries, megabytes per point in JSON) and its full spectrum.
+#: `to_dict`, and so every stored point, carries their summary instead: the signature counts,
+#: the smallest and the largest eigenvalue.
+_IN_MEMORY_FIELDS = ("hessian", "hessian_eigenvalues")
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,14 @@ class SolverDiagnostics:
 
     Always: method, convergence, iterations, evaluations, ‖∇S‖ and S at the solution, the
     smallest Hessian eigenvalue (None without a Hessian check), the starts and how far apart
-    they ended. A (Q̄, Q) saddle adds its full Hessian, its eigenvalues and whether their
-    signature is that of the expected saddle (`is_saddle`); a damped fixed point its final
-    damping; an action over kernel blocks (CNN, LCN) the passes over the blocks the solve took,
-    curvature check included (`block_passes`, docs/scale.md §4). A (Q̄, Q) saddle also reports
-    how many Hessian eigenvalues are negative and positive (counted from the dense Hessian, or
-    from the inertia test above `solvers.DENSE_SADDLE_LIMIT` free entries, where they are None
-    when the expected signature does not hold)."""
+    they ended. A (Q̄, Q) saddle adds its full Hessian and its eigenvalues (up to
+    `solvers.DENSE_SADDLE_LIMIT` free entries; on this object only, never in `to_dict`) and
+    whether their signature is that of the expected saddle (`is_saddle`); a damped fixed
+    point its final damping; an action over kernel blocks (CNN, LCN) the passes over the
+    blocks the solve took, curvature check included (`block_passes`, docs/scale.md §4). A
+    (Q̄, Q) saddle also reports how many Hessian eigenvalues are negative and positive (counted
+    from the dense Hessian, or from the inertia test above `solvers.DENSE_SADDLE_LIMIT` free
+    entries, where they are None when the expected signature does not hold)."""
 
     method: str
     converged: bool
@@ -92,24 +98,32 @@ class SolverDiagnostics:
     n_starts: int
     start_disagreement: float
     message: str
-    hessian: tuple[tuple[float, ...], ...] | None = None
-    hessian_eigenvalues: tuple[float, ...] | None = None
+    hessian: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)
+    hessian_eigenvalues: tuple[float, ...] | None = field(default=None, repr=False)
     is_saddle: bool | None = None
     final_damping: float | None = None
     block_passes: int | None = None
     n_negative_eigenvalues: int | None = None
     n_positive_eigenvalues: int | None = None
 
+    @property
+    def max_hessian_eigenvalue(self) -> float | None:
+        """The largest eigenvalue of the dense (Q̄, Q) Hessian (None where none was assembled)."""
+        return None if not self.hessian_eigenvalues else max(self.hessian_eigenvalues)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able: the Hessian as nested lists; absent optional fields left out."""
-        out = asdict(self)
+        """JSON-able and small: absent optional fields left out; the dense Hessian and its full
+        spectrum are never written (`_IN_MEMORY_FIELDS`): a (Q̄, Q) saddle's entry carries its
+        signature (`is_saddle`, `n_negative_eigenvalues`, `n_positive_eigenvalues`) and, where
+        the Hessian was assembled, `max_hessian_eigenvalue` beside `min_hessian_eigenvalue`."""
+        out = {item.name: getattr(self, item.name) for item in fields(self)
+               if item.name not in _IN_MEMORY_FIELDS}
         for name in _OPTIONAL_FIELDS:
             if out[name] is None:
                 del out[name]
-        if "hessian" in out:
-            out["hessian"] = [list(row) for row in out["hessian"]]
-        if "hessian_eigenvalues" in out:
-            out["hessian_eigenvalues"] = list(out["hessian_eigenvalues"])
+        largest = self.max_hessian_eigenvalue
+        if largest is not None:
+            out["max_hessian_eigenvalue"] = largest
         return out
 
     def __getitem__(self, key: str) -> Any:
