@@ -8,12 +8,14 @@ Each configuration runs in a fresh subprocess (so peak RSS, `ru_maxrss`, is its 
     python benchmarks/theory_scale.py engines --p 500 1000 --mask 4 [--modes stored float32]
     python benchmarks/theory_scale.py threads --p 100 --mask 7
     python benchmarks/theory_scale.py passes --p 500 --mask 4 --image 3 32   # CPU s per pass
+    PYTHONPATH=old/src python benchmarks/theory_scale.py passes ...   # another version, same case
     python benchmarks/theory_scale.py engines --dataset cifar10 --p 2000 --mask 4 --modes streamed
 
 Acceptance of issue 19, one part at a time (each run appends its row to --out, a JSON-lines
 file), then everything side by side with the targets:
 
     python benchmarks/theory_scale.py acceptance --part a --out runs/acceptance.jsonl
+    python benchmarks/theory_scale.py acceptance --part a --modes stored streamed ...  # a subset
     python benchmarks/theory_scale.py acceptance --part b --threads 2 --out runs/acceptance.jsonl
     python benchmarks/theory_scale.py acceptance --part c --threads 2 --out runs/acceptance.jsonl
     python benchmarks/theory_scale.py report --out runs/acceptance.jsonl
@@ -82,9 +84,12 @@ def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
             "threads": torch.get_num_threads()}
 
 
-def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[str]) -> None:
+def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[str],
+               batch: int = 1) -> None:
     """CPU seconds of one combine and one project pass per engine, on random images of the
-    given shape (timing only; the values of the blocks do not matter for it)."""
+    given shape (timing only; the values of the blocks do not matter for it); `batch` weights
+    and matrices per pass (1: a solver evaluation; 9: a curvature-check product with its
+    evaluation). The printed checksums let two code versions be compared entry by entry."""
     from krenorm.kernels.chunked_blocks import ChunkedGramBlocks
 
     x = torch.randn(n_train, channels, size, size, dtype=torch.float64,
@@ -95,17 +100,22 @@ def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[st
         blocks = ChunkedGramBlocks(x, mask, mask, storage=storage[mode])
         build = time.process_time() - cpu
         n = blocks.n_patches
-        weights = torch.eye(n, dtype=torch.float64)
-        matrix = torch.eye(n_train, dtype=torch.float64)
+        generator = torch.Generator().manual_seed(1)
+        raw = torch.randn(batch, n, n, dtype=torch.float64, generator=generator)
+        weights = raw + raw.mT
+        raw = torch.randn(batch, n_train, n_train, dtype=torch.float64, generator=generator)
+        matrix = raw + raw.mT
         cpu = time.process_time()
-        blocks.contract(weights)
+        combined = blocks.contract(weights)
         combine = time.process_time() - cpu
         cpu = time.process_time()
-        blocks.frobenius(matrix)
+        projected = blocks.frobenius(matrix)
         project = time.process_time() - cpu
-        print(f"P={n_train} Np={n} pairs={blocks.n_pairs} {mode:>9}: build {build:6.1f} s CPU, "
-              f"combine pass {combine:6.2f} s CPU, project pass {project:6.2f} s CPU, "
-              f"held {blocks.stored_bytes() / 2**30:.2f} GiB", flush=True)
+        print(f"P={n_train} Np={n} pairs={blocks.n_pairs} batch={batch} {mode:>9}: build "
+              f"{build:6.1f} s CPU, combine pass {combine:6.2f} s CPU, project pass "
+              f"{project:6.2f} s CPU, held {blocks.stored_bytes() / 2**30:.2f} GiB; checksums "
+              f"{float(combined.abs().sum()):.15e} {float(projected.abs().sum()):.15e}",
+              flush=True)
         del blocks
 
 
@@ -127,10 +137,15 @@ ACCEPTANCE = {"a": ("mnist", 1000, 4, ["stored", "streamed", "float32"]),
               "b": ("mnist", 2000, 4, ["auto"]),
               "c": ("cifar10", 2000, 4, ["auto"])}
 WALL_TARGET_S, PEAK_TARGET_GIB = 15 * 60, 8.0
+DEFAULT_MODES = ["stored", "streamed", "float32"]
 
 
-def acceptance(part: str, threads: int, memory_limit: float | None, out: str) -> None:
-    dataset, n_train, mask, modes = ACCEPTANCE[part]
+def acceptance(part: str, threads: int, memory_limit: float | None, out: str,
+               modes: list[str] | None = None) -> None:
+    """Run one acceptance part; `modes` runs only those engines of the part (e.g. stored and
+    streamed of part a, when float32 storage did not change)."""
+    dataset, n_train, mask, part_modes = ACCEPTANCE[part]
+    modes = part_modes if modes is None else modes
     common = ["--dataset", dataset, "--n-test", "1000", "--mask", str(mask), "--p",
               str(n_train)]
     if part in ("b", "c"):
@@ -208,8 +223,10 @@ def main() -> None:
     parser.add_argument("--p", type=int, nargs="+", default=[500])
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--mask", type=int, default=4)
-    parser.add_argument("--modes", nargs="+", default=["stored", "streamed", "float32"])
+    parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="weights/matrices per pass in the 'passes' case")
     parser.add_argument("--memory-limit", type=float, default=None,
                         help="bytes (auto mode streams above it)")
     parser.add_argument("--device", default=None, help="'cuda' for the GPU (same code path)")
@@ -220,14 +237,15 @@ def main() -> None:
                                 args.memory_limit, args.device)))
         return
     if args.case == "acceptance":
-        acceptance(args.part, args.threads, args.memory_limit, args.out)
+        acceptance(args.part, args.threads, args.memory_limit, args.out,
+                   None if args.modes == DEFAULT_MODES else args.modes)
         return
     if args.case == "report":
         report(args.out)
         return
     if args.case == "passes":
         for n_train in args.p:
-            pass_costs(n_train, args.image[0], args.image[1], args.mask, args.modes)
+            pass_costs(n_train, args.image[0], args.image[1], args.mask, args.modes, args.batch)
         return
     common = ["--dataset", args.dataset, "--n-test", str(args.n_test), "--mask", str(args.mask)]
     if args.memory_limit is not None:

@@ -64,3 +64,20 @@ def test_network_marks_match_case_point_and_cell(tmp_path):
     assert list(marks) == [(0, "cnn", 0.05, 4.0, 2.0)]
     assert marks[(0, "cnn", 0.05, 4.0, 2.0)] == pytest.approx((-0.03, 0.002, 100.0))
     assert gap_maps(study, tmp_path, marks)[0].exists()
+
+
+def test_width_slice_gap_is_finite_minus_oracle_per_width(tmp_path):
+    from krenorm.experiments.lkr_report import width_slice
+
+    study = _study()
+    for kind in ("cnn", "fc"):  # the slice reads T, λ1, N and convergence from each point
+        for key, point in study["cases"][0][kind]["finite"].items():
+            temperature, lambda1, alpha = (float(v) for v in key.split("|"))
+            point.update({"temperature": temperature, "lambda1": lambda1,
+                          "width": 2 / alpha, "converged": True})
+    path, rows = width_slice(study, tmp_path, "slice")
+    assert path.exists() and path.name == "slice.png"
+    gaps = {(row["architecture"], row["lambda1"], row["width"]): row["gap"] for row in rows}
+    assert gaps[("cnn", 4.0, 1.0)] == pytest.approx(0.28 - 0.30)  # α = 2 → N = P/α = 1
+    assert gaps[("fc", 1.0, 4.0)] == pytest.approx(0.45 - 0.30)
+    assert len(rows) == 8

@@ -4,6 +4,8 @@ of examples/lkr_question.toml), written next to a hand-written REPORT.md (docs/s
     python -m krenorm.experiments.lkr_report STUDY_JSON... [COMPARE.toml...] --runs runs/X --out DIR
         (COMPARE.toml: compare configs whose points, read from DIR/networks_<name>.json, are
         marked on the maps)
+    python -m krenorm.experiments.lkr_report --slice STUDY.json --out DIR
+        (Δ(N) against the width for a study run at a few widths, e.g. P = 2000: STUDY.png)
     python -m krenorm.experiments.lkr_report --one-loop CONFIG.toml --out DIR
         (the one-loop correction at the sampled points of DIR/networks_<name>.json,
         docs/selection.md §5)
@@ -38,7 +40,7 @@ from krenorm.theory.selection import patch_kernels, readout_prior_loss
 from krenorm.width import is_infinite
 
 __all__ = ["gap_maps", "headline", "network_marks", "network_points", "one_loop_gaps",
-           "q_bar_maps"]
+           "q_bar_maps", "width_slice"]
 
 
 def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -81,6 +83,62 @@ def headline(study: dict[str, Any], out: Path) -> tuple[Path, list[dict[str, Any
     axes[0][0].set_ylabel("min_λ1 ε_g(N) − min_λ1 ε_g(∞)")
     axes[0][-1].legend(fontsize=7, ncol=2)
     path = out / "headline.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path, rows
+
+
+def width_slice(study: dict[str, Any], out: Path, name: str = "width_slice"
+                ) -> tuple[Path, list[dict[str, Any]]]:
+    """Δ(N) = ε_g(N; T, λ1) − min_s ε_g(∞; T, s) against the width N, one line per λ1 of the
+    grid, per architecture (one panel each) and temperature, for the first case of a study run
+    at a few widths (e.g. P = 2000, N = 25–400): where the finite-width theory beats the best
+    single-prior infinite width (Δ < 0), and the per-patch-prior baseline beside it."""
+    settings = study["settings"]
+    case = study["cases"][0]
+    kinds = [kind for kind in settings["architectures"] if kind in case]
+    figure, axes = plt.subplots(1, len(kinds), figsize=(4.8 * len(kinds), 3.9), squeeze=False,
+                                layout="constrained", sharey=True)
+    rows: list[dict[str, Any]] = []
+    n_train = case["shape"][0]
+    for axis, kind in zip(axes[0], kinds, strict=True):
+        for m, temperature in enumerate(settings["temperatures"]):
+            infinite = case[kind]["infinite"][str(temperature)]
+            for k, lambda1 in enumerate(settings["lambda1s"]):
+                points = sorted((entry["width"], entry["test_loss"] - infinite["oracle_loss"],
+                                 entry["converged"])
+                                for entry in case[kind]["finite"].values()
+                                if entry["temperature"] == temperature
+                                and entry["lambda1"] == lambda1)
+                rows += [{"architecture": kind, "temperature": temperature,
+                          "lambda1": lambda1, "width": width, "gap": gap,
+                          "converged": converged, "oracle": infinite["oracle_loss"],
+                          "oracle_lambda1": infinite["oracle_lambda1"],
+                          "per_patch": infinite["per_patch_test_loss"]}
+                         for width, gap, converged in points]
+                if points:
+                    axis.plot([p[0] for p in points], [p[1] for p in points],
+                              marker="osd^v"[k % 5], color=f"C{k}",
+                              ls=["-", "--", ":"][m % 3],
+                              label=f"λ1 = {lambda1:g}" + (
+                                  f", T = {temperature:g}" if len(settings["temperatures"]) > 1
+                                  else ""))
+            per_patch = infinite["per_patch_test_loss"] - infinite["oracle_loss"]
+            if kind != "fc":  # for FC one prior is the whole readout: per-patch = λ1 tuning
+                axis.axhline(per_patch, color="C7", ls="-.", lw=1,
+                             label=f"per-patch priors at N = ∞ ({per_patch:+.4f})")
+            axis.set_title(f"{kind.upper()}: best ε_g(∞) = {infinite['oracle_loss']:.4f} "
+                           f"(λ1* = {infinite['oracle_lambda1']:.3g})", fontsize=9)
+        axis.axhline(0.0, color="k", lw=0.8)
+        axis.set_xscale("log")
+        axis.set_yscale("symlog", linthresh=0.01)
+        axis.grid(True, which="major", axis="y", lw=0.3)
+        axis.set_xlabel(f"width N (P = {n_train})")
+        axis.legend(fontsize=7)
+    axes[0][0].set_ylabel("ε_g(N) − min_λ1 ε_g(∞)   (< 0: finite width better)")
+    figure.suptitle(f"{case['case']['name']}, T = "
+                    f"{', '.join(f'{t:g}' for t in settings['temperatures'])}", fontsize=10)
+    path = out / f"{name}.png"
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path, rows
@@ -374,6 +432,14 @@ def main(argv: list[str]) -> None:
                 continue
             for kind in settings["architectures"]:
                 by_name[key][kind]["finite"].update(case[kind]["finite"])
+    if "--slice" in argv:  # a study at a few widths (P = 2000): the Δ(N) figure, not the maps
+        with open(argv[argv.index("--slice") + 1], encoding="utf-8") as handle:
+            sliced = json.load(handle)
+        name = Path(argv[argv.index("--slice") + 1]).stem
+        _, slice_rows = width_slice(sliced, out, name)
+        with open(out / f"{name}_rows.json", "w", encoding="utf-8") as handle:
+            json.dump(slice_rows, handle, indent=1)
+        return
     one_loop_config = argv[argv.index("--one-loop") + 1] if "--one-loop" in argv else None
     configs = [Path(arg) for arg in argv if arg.endswith(".toml") and arg != one_loop_config]
     if merged["cases"]:

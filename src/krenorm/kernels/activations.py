@@ -86,25 +86,46 @@ class SeparableForm:
     input_scale: Callable[[torch.Tensor], torch.Tensor]
     link_: Callable[[torch.Tensor], torch.Tensor]
     output_scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: g = link_factor · unscaled_link_ (when given): code that sums many kernels with
+    #: coefficients folds the constant into them and saves a pass over every entry. Its second
+    #: argument says whether ρ must be clipped to [−1, 1] first.
+    unscaled_link_: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
+    link_factor: float = 1.0
+    #: |ρ| ≤ argument_bound(a_max) exactly, for linked rows whose largest |x|² is a_max (None:
+    #: no bound below 1); lets callers skip the clip where rounding cannot reach ±1.
+    argument_bound: Callable[[float], float] | None = None
 
 
 def _erf_input_scale(a: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(0.5 + a)  # 2/√((1+2a)(1+2c)) = t(a) t(c) with t(a) = (1/2 + a)^(−1/2)
 
 
+def _erf_unscaled_link_(rho: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    return (rho.clamp_(-1.0, 1.0) if clip else rho).asin_()
+
+
 def _erf_link_(rho: torch.Tensor) -> torch.Tensor:
-    return rho.clamp_(-1.0, 1.0).asin_().mul_(2 / math.pi)
+    return _erf_unscaled_link_(rho).mul_(2 / math.pi)
+
+
+def _erf_argument_bound(largest_norm: float) -> float:
+    # Linked rows have |x t(|x|²)|² = a/(a + 1/2) < 1, so |ρ| ≤ a_max/(a_max + 1/2).
+    return largest_norm / (largest_norm + 0.5)
 
 
 def _relu_input_scale(a: torch.Tensor) -> torch.Tensor:
     return torch.where(a > 0, torch.rsqrt(torch.where(a > 0, a, torch.ones_like(a))), 0.0)
 
 
-def _relu_link_(rho: torch.Tensor) -> torch.Tensor:
-    rho.clamp_(-1.0, 1.0)
+def _relu_unscaled_link_(rho: torch.Tensor, clip: bool = True) -> torch.Tensor:
+    rho.clamp_(-1.0, 1.0)  # always: ρ = ±1 is reached (an input against itself)
     root = torch.sqrt(1 - rho * rho)
     rho.mul_(math.pi - torch.acos(rho))
-    return rho.add_(root).div_(2 * math.pi)
+    return rho.add_(root)
+
+
+def _relu_link_(rho: torch.Tensor) -> torch.Tensor:
+    return _relu_unscaled_link_(rho).div_(2 * math.pi)
 
 
 def _identity_link_(rho: torch.Tensor) -> torch.Tensor:
@@ -184,6 +205,33 @@ class Activation:
             dots.mul_(form.output_scale(a)).mul_(form.output_scale(c))
         return dots
 
+    def kernel_from_linked_unscaled_(self, a: torch.Tensor, dots: torch.Tensor, c: torch.Tensor,
+                                     *, clip: bool = True) -> tuple[torch.Tensor, float]:
+        """(κ/f, f): `kernel_from_linked_` without its constant factor f (2/π for erf,
+        1/(2π) for relu, else 1), for callers that fold f into the coefficients of a sum of
+        kernels (docs/scale.md §1): one elementwise pass fewer. In place like
+        `kernel_from_linked_`; κ = f · (the returned tensor) up to rounding. clip=False skips
+        clipping ρ to [−1, 1] — only where `link_needs_clip` says rounding cannot reach ±1."""
+        form = self.separable
+        if form is None or form.unscaled_link_ is None:
+            return self.kernel_from_linked_(a, dots, c), 1.0
+        form.unscaled_link_(dots, clip)
+        if form.output_scale is not None:
+            dots.mul_(form.output_scale(a)).mul_(form.output_scale(c))
+        return dots, form.link_factor
+
+    def link_needs_clip(self, largest_norm: float, dimension: int) -> bool:
+        """Whether a dot product of two linked rows (`link_inputs`) of `dimension` entries, whose
+        largest |x|² is `largest_norm`, can come out of [−1, 1] by rounding: the computed dot
+        product and norms are within (dimension + 4)·2⁻⁵³ relative of the exact ones, so no
+        clip is needed when argument_bound·(1 + 2(dimension + 4)·2⁻⁵³) < 1 (erf with |x|² up
+        to ~10¹³). Always True without a bound (relu reaches ρ = ±1 exactly)."""
+        form = self.separable
+        if form is None or form.argument_bound is None or not math.isfinite(largest_norm):
+            return True
+        rounding = 2 * (dimension + 4) * 2.0**-53
+        return form.argument_bound(largest_norm) * (1 + rounding) >= 1 - rounding
+
     def mean(self, a: torch.Tensor) -> torch.Tensor:
         """μ(a) = E[σ(u)], u ~ N(0, a); identically zero for odd σ."""
         if self.odd:
@@ -250,11 +298,15 @@ def _is_numerically_odd(function: ElementwiseFn) -> bool:
 _NAMED: dict[str, Activation] = {
     "erf": Activation(
         "erf", torch.erf, odd=True, closed_kernel=_erf_kernel,
-        separable=SeparableForm(_erf_input_scale, _erf_link_),
+        separable=SeparableForm(_erf_input_scale, _erf_link_,
+                                unscaled_link_=_erf_unscaled_link_, link_factor=2 / math.pi,
+                                argument_bound=_erf_argument_bound),
     ),
     "relu": Activation(
         "relu", torch.relu, odd=False, closed_kernel=_relu_kernel, closed_mean=_relu_mean,
-        separable=SeparableForm(_relu_input_scale, _relu_link_, torch.sqrt),
+        separable=SeparableForm(_relu_input_scale, _relu_link_, torch.sqrt,
+                                unscaled_link_=_relu_unscaled_link_,
+                                link_factor=1 / (2 * math.pi)),
     ),
     "identity": Activation(
         "identity", _identity, odd=True, closed_kernel=_identity_kernel,

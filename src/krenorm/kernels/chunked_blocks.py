@@ -13,6 +13,12 @@ recomputed from the patches (streamed: no block is ever kept, memory O(chunk + P
 holds as many blocks as fit `chunk_bytes` with their κ temporaries. One walk is one *pass*;
 `passes` counts them (a batched call — many weights or many matrices — is still one pass).
 
+A recomputed block is never formed whole: it is walked in tiles of a few rows (about
+`_TILE_ENTRIES` entries), each computed (dot products, then κ in place), used and dropped while it
+sits in the CPU's cache, together with the rows of the accumulator or of B it meets; κ's constant
+factor (2/π for erf) is folded into the coefficients. What is left per entry is the dot product
+and the link function (the arcsin for erf), docs/scale.md §1.
+
 Everything runs on the device of the patches, so the same code serves CPU and CUDA.
 """
 
@@ -34,6 +40,15 @@ PairSet = Literal["all", "diagonal"]
 #: Temporaries of one κ evaluation, in units of its output (same budget as compute_local_blocks).
 _KAPPA_TEMPORARIES = 8
 
+#: Entries of one streamed tile (a few rows of a few blocks, 8 MiB of float64), and the rows of a
+#: tile, at most `_TILE_ROWS` and at least `_MIN_TILE_ROWS`: the dot products of a tile are one
+#: matrix product per block, (rows × M)(M × P), which runs far below the matrix-multiply speed
+#: for few rows, while whole P×P blocks at P ≳ 1000 leave the cache on every elementwise step.
+#: Tuned on the project's CPU (benchmarks/RESULTS.md, "scale (wave 4)").
+_TILE_ENTRIES = 2**20
+_TILE_ROWS = 512
+_MIN_TILE_ROWS = 128
+
 
 @dataclass(frozen=True)
 class _Chunk:
@@ -49,6 +64,29 @@ class _Chunk:
     @property
     def count(self) -> int:
         return self.stop - self.start
+
+
+def _recomputed_groups(chunks: list[_Chunk]) -> list[_Chunk]:
+    """The chunks a pass recomputes, regrouped for the tile loop: consecutive chunks of one row
+    (or consecutive diagonal blocks) joined, and the diagonal block K_ii of a row split off, so
+    that every group feeds one accumulator (diagonal or upper part) and walks all its blocks
+    against the same accumulator rows."""
+    merged: list[_Chunk] = []
+    for chunk in chunks:
+        last = merged[-1] if merged else None
+        if (last is not None and last.row == chunk.row and last.stop == chunk.start
+                and last.offset + last.count == chunk.offset):
+            merged[-1] = _Chunk(last.offset, last.row, last.start, chunk.stop)
+        else:
+            merged.append(chunk)
+    groups: list[_Chunk] = []
+    for chunk in merged:
+        if chunk.row is not None and chunk.start == chunk.row and chunk.count > 1:
+            groups.append(_Chunk(chunk.offset, chunk.row, chunk.start, chunk.start + 1))
+            groups.append(_Chunk(chunk.offset + 1, chunk.row, chunk.start + 1, chunk.stop))
+        else:
+            groups.append(chunk)
+    return groups
 
 
 def _chunks(n_patches: int, pair_set: PairSet, per_chunk: int) -> list[_Chunk]:
@@ -210,6 +248,14 @@ class ChunkedGramBlocks(PairContractions):
                 self._positions[chunk.offset] = position
                 position += chunk.count
             self._stored = stored
+        #: What each pass recomputes, row by row (docs/scale.md §1).
+        self._recomputed = _recomputed_groups([chunk for chunk in self._chunks
+                                               if chunk.offset not in self._positions])
+        self._tile: torch.Tensor | None = None
+        # Rounding cannot push an erf link argument out of [−1, 1] unless |x|² ~ 10¹³: then
+        # the clip, a pass over every entry, is skipped (Activation.link_needs_clip).
+        largest = float(self.norms.max()) if self.norms.numel() else 0.0
+        self._clip = self.activation.link_needs_clip(largest, int(self.linked.shape[-1]))
 
     @property
     def n_pairs(self) -> int:
@@ -256,17 +302,70 @@ class ChunkedGramBlocks(PairContractions):
                                                    norms[chunk.start:chunk.stop][:, None, :])
 
     def _walk(self) -> Iterator[tuple[_Chunk, torch.Tensor]]:
-        """One pass: (chunk, its blocks flattened to (count, P²) in float64)."""
-        self.passes += 1
+        """The blocks held in memory: (chunk, its blocks flattened to (count, P²) in float64)."""
         for chunk in self._chunks:
             position = self._positions.get(chunk.offset)
             if position is None or self._stored is None:
-                blocks = self._compute(chunk)
-            else:
-                stored = self._stored[position:position + chunk.count]
-                blocks = stored if stored.dtype == torch.float64 else self._buffer(
-                    chunk.count).copy_(stored)
+                continue
+            stored = self._stored[position:position + chunk.count]
+            blocks = stored if stored.dtype == torch.float64 else self._buffer(
+                chunk.count).copy_(stored)
             yield chunk, blocks.reshape(chunk.count, -1)
+
+    def _tile_shape(self, batch: int) -> tuple[int, int]:
+        """(rows, blocks) of a streamed tile for a batch of `batch` coefficient vectors or
+        matrices B: rows × P × (1 + batch) ≈ `_TILE_ENTRIES` within the row limits, then as many
+        blocks as fill `_TILE_ENTRIES`. Off the CPU, whole blocks (no cache to fit, and every
+        tile costs kernel launches)."""
+        n = self.n_samples
+        if self.device.type != "cpu":
+            return n, max(1, _TILE_ENTRIES // n**2)
+        rows = min(n, _TILE_ROWS, max(_MIN_TILE_ROWS, _TILE_ENTRIES // (n * (1 + batch))))
+        return rows, max(1, _TILE_ENTRIES // (rows * n))
+
+    def _tiles(self, group: _Chunk, batch: int
+               ) -> Iterator[tuple[int, int, int, int, torch.Tensor, float]]:
+        """The group's blocks recomputed tile by tile: (k0, k1, r0, r1, rows r0…r1−1 of blocks
+        offset + k0 … offset + k1 − 1 as (k1 − k0, r1 − r0, P) divided by κ's constant factor,
+        the factor). Row tiles are outermost, so the accumulator rows r0…r1−1 stay in cache
+        across the group's blocks. Each tile is valid until the next one."""
+        n, linked, norms = self.n_samples, self.linked, self.norms
+        rows, per_tile = self._tile_shape(batch)
+        per_tile = min(per_tile, group.count)
+        if self._tile is None or self._tile.numel() < per_tile * rows * n:
+            self._tile = norms.new_empty(per_tile * rows * n)
+        for r0 in range(0, n, rows):
+            r1 = min(r0 + rows, n)
+            for k0 in range(0, group.count, per_tile):
+                k1 = min(k0 + per_tile, group.count)
+                columns = slice(group.start + k0, group.start + k1)
+                if group.row is None:  # diagonal blocks K_ii: left and right patch are i
+                    left, left_norms = linked[columns, r0:r1], norms[columns, r0:r1, None]
+                else:
+                    left = linked[group.row, r0:r1][None]
+                    left_norms = norms[group.row, r0:r1][None, :, None]
+                out = self._tile[:(k1 - k0) * (r1 - r0) * n].view(k1 - k0, r1 - r0, n)
+                dots = torch.matmul(left, linked[columns].mT, out=out)
+                tile, factor = self.activation.kernel_from_linked_unscaled_(
+                    left_norms, dots, norms[columns][:, None, :], clip=self._clip)
+                yield k0, k1, r0, r1, tile, factor
+
+    def _combine_recomputed(self, group: _Chunk, part: torch.Tensor, target: torch.Tensor
+                            ) -> None:
+        """target (batch, P²) += Σ_k part[:, k] K_k over the group's blocks, recomputed tile by
+        tile; κ's constant factor rides on the product."""
+        n = self.n_samples
+        for k0, k1, r0, r1, tile, factor in self._tiles(group, part.shape[0]):
+            target[:, r0 * n:r1 * n].addmm_(part[:, k0:k1], tile.reshape(k1 - k0, -1),
+                                            alpha=factor)
+
+    def _project_recomputed(self, group: _Chunk, flat: torch.Tensor, out: torch.Tensor
+                            ) -> None:
+        """out (batch, count) = ⟨K_k, B⟩_F for the group's blocks, recomputed tile by tile."""
+        n = self.n_samples
+        for k0, k1, r0, r1, tile, factor in self._tiles(group, flat.shape[0]):
+            out[:, k0:k1].addmm_(flat[:, r0 * n:r1 * n], tile.reshape(k1 - k0, -1).T,
+                                 alpha=factor)
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         """Σ_k c_k K_k + Σ_{k off-diagonal} c_k K_kᵀ for per-pair coefficients (..., n_pairs):
@@ -281,6 +380,7 @@ class ChunkedGramBlocks(PairContractions):
         size = self.n_samples**2
         diagonal = flat_coefficients.new_zeros(flat_coefficients.shape[0], size)
         upper = flat_coefficients.new_zeros(flat_coefficients.shape[0], size)
+        self.passes += 1
         for chunk, blocks in self._walk():
             part = flat_coefficients[:, chunk.offset:chunk.offset + chunk.count]
             on_diagonal = self.is_diagonal_pair[chunk.offset:chunk.offset + chunk.count]
@@ -292,6 +392,10 @@ class ChunkedGramBlocks(PairContractions):
                 mask = on_diagonal.to(part)
                 diagonal.addmm_(part * mask, blocks)
                 upper.addmm_(part * (1 - mask), blocks)
+        for group in self._recomputed:
+            part = flat_coefficients[:, group.offset:group.offset + group.count]
+            target = diagonal if bool(self.is_diagonal_pair[group.offset]) else upper
+            self._combine_recomputed(group, part, target)
         shape = (*batch, self.n_samples, self.n_samples)
         diagonal, upper = diagonal.reshape(shape), upper.reshape(shape)
         return diagonal + upper + upper.transpose(-1, -2)
@@ -307,14 +411,15 @@ class ChunkedGramBlocks(PairContractions):
         values = coefficients.to(dtype=torch.float64, device=self.device)
         out = self.norms.new_zeros(self.n_samples, self.n_samples)
         n = self.n_patches
+        flat = out.view(1, -1)
         for i in range(n):
             offset = i * n - i * (i - 1) // 2  # index of the pair (i, i), row-major over i ≤ j
             position = self._positions.get(offset)
             if position is not None and self._stored is not None:
-                block = self._stored[position]
+                out.add_(self._stored[position].to(torch.float64), alpha=float(values[i]))
             else:
-                block = self._compute(_Chunk(offset, i, i, i + 1))[0]
-            out.add_(block.to(torch.float64), alpha=float(values[i]))
+                self._combine_recomputed(_Chunk(offset, i, i, i + 1), values[i].reshape(1, 1),
+                                         flat)
         return out
 
     def project(self, matrix: torch.Tensor) -> torch.Tensor:
@@ -326,6 +431,10 @@ class ChunkedGramBlocks(PairContractions):
         flat = matrix.reshape(-1, self.n_samples**2).to(dtype=torch.float64, device=self.device)
         # Zeros for pairs outside a shard: the driver sums the shards' projections.
         out = flat.new_zeros(flat.shape[0], self.n_pairs)
+        self.passes += 1
         for chunk, blocks in self._walk():
             out[:, chunk.offset:chunk.offset + chunk.count] = flat @ blocks.T
+        for group in self._recomputed:
+            self._project_recomputed(group, flat,
+                                     out[:, group.offset:group.offset + group.count])
         return out.reshape(*batch, self.n_pairs)

@@ -7,8 +7,8 @@ Np for an LCN). Three engines give the same contractions (`GramBasis.combine` / 
     stored float64   every block kept (fastest per pass; n_pairs·P²·8 bytes)
     stored float32   every block kept in float32, each chunk upcast before use: float64
                      accumulation and float64 solves, half the memory, storage round-off ~1e-8
-    streamed         no block kept: every contraction recomputes them chunk by chunk
-                     (memory O(chunk + P²), cost ≈ one κ evaluation of all blocks per pass)
+    streamed         no block kept: every contraction recomputes them tile by tile
+                     (memory O(tile + P²), cost ≈ one κ evaluation of all blocks per pass)
 
 `BlockSettings(mode='auto')` stores float64 blocks when they fit the memory budget and streams
 otherwise, keeping as many blocks as the budget allows and recomputing only the rest;
@@ -47,8 +47,9 @@ class BlockSettings:
     dtype: storage dtype of stored blocks, 'float64' (default) or 'float32' (half the memory;
     float64 accumulation; error reported in docs/scale.md §3). Streamed blocks are always
     computed in float64.
-    chunk_bytes: budget of one chunk of blocks with its κ temporaries (None: the fit's
-    chunk_bytes).
+    chunk_bytes: budget of one chunk of blocks with its κ temporaries while stored blocks are
+    built (None: the fit's chunk_bytes); recomputed blocks go in fixed tiles of about 8 MiB
+    (docs/scale.md §1.1).
     scheduler: a Dask scheduler address or distributed.Client; given, the blocks are stored
     sharded on its workers (mode 'sharded', implied by a scheduler under 'auto';
     docs/scale.md §5). n_shards: shards (default: one per worker)."""

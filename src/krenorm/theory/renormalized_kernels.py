@@ -13,12 +13,14 @@ Only cross blocks with the training set and test diagonals are computed, in test
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import torch
 
+from krenorm._validation import check_positive
 from krenorm.architectures import ArchitectureSpec
 from krenorm.kernels.activations import get_activation
 from krenorm.kernels.chunked_blocks import ChunkedGramBlocks, PairContractions, PairSet
@@ -84,6 +86,25 @@ class ArchitectureKernels(RenormalizedKernels):
         self.memory_limit = memory_limit
         self.n_patches = spec.n_patches(tuple(x_train.shape[1:])) if x_train.ndim == 4 else 1
 
+    def with_lambda1(self, lambda1: float) -> Self:
+        """The same model at another readout precision λ1, sharing every λ1-free kernel.
+
+        λ1 enters K_R only as the overall factor 1/λ1 (docs/math/theory.md §3: K_R =
+        (1/(λ1 Np)) Σ_ij Q̄_ij K_ij, or (Q̄/λ1) K for FC), while the blocks K_ij, the FC kernel K
+        and the test-side local kernels depend on (data, geometry, activation, λ0) alone. So a
+        scan over λ1 builds them once — at P = 2000 with 16 patches that is the 136 stored pair
+        blocks (4.4 GB), whose construction costs far more than a pass over them — and each λ1
+        gets a shallow copy with fresh λ1-dependent parts (the basis scale, the cached
+        eigendecomposition of K/λ1). The copies share storage: do not mutate the blocks.
+        """
+        changed = copy.copy(self)
+        changed.lambda1 = check_positive("lambda1", lambda1)
+        changed._rescale()
+        return changed
+
+    def _rescale(self) -> None:
+        """Rebuild the parts that hold 1/λ1 after `with_lambda1` changed `lambda1`."""
+
     @property
     def local_options(self) -> dict[str, Any]:
         """Activation and λ0 of the local kernels (the geometry is `spec.geometry`)."""
@@ -135,6 +156,9 @@ class SpectralKernels(ArchitectureKernels):
 
     def _prepare(self) -> None:
         """Set up what the base kernels need (before `base_train_kernel` runs)."""
+
+    def _rescale(self) -> None:
+        self._basis = None  # the eigendecomposition is of K/λ1
 
     @abstractmethod
     def base_train_kernel(self) -> torch.Tensor:
@@ -228,6 +252,13 @@ class ConvolutionalKernels(ArchitectureKernels):
             self.basis = chunked
         self.local = self._local_kernel()
 
+    def _rescale(self) -> None:
+        if isinstance(self.basis, LocalBlocksBasis):
+            self.basis = LocalBlocksBasis(self.basis.blocks, self.lambda1)
+        else:
+            assert isinstance(self.basis, ChunkedLocalBasis)
+            self.basis = ChunkedLocalBasis(self.basis.blocks, self.lambda1)
+
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
         structure = MatrixStructure(self.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
@@ -274,6 +305,13 @@ class LocallyConnectedKernels(ArchitectureKernels):
         else:
             self.basis = chunked
         self.local = self._local_kernel()
+
+    def _rescale(self) -> None:
+        if isinstance(self.basis, DiagonalBlocksBasis):
+            self.basis = DiagonalBlocksBasis(self.basis.stack, self.lambda1)
+        else:
+            assert isinstance(self.basis, ChunkedDiagonalBasis)
+            self.basis = ChunkedDiagonalBasis(self.basis.blocks, self.lambda1)
 
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
         structure = DiagonalStructure(self.n_patches)
