@@ -21,8 +21,7 @@ file), then everything side by side with the targets:
     python benchmarks/theory_scale.py report --out runs/acceptance.jsonl
 
 (a) MNIST 49 patches, P = 1000: stored float64, streamed, stored float32 (streamed within 3× of
-stored; agreement 1e-10 streamed, float32 within its reported bound); mode `streamed-float32`
-(opt-in float32 dot products of recomputed blocks) runs where asked; (b) MNIST 49 patches,
+stored; agreement 1e-10 streamed, float32 within its reported bound); (b) MNIST 49 patches,
 P = 2000; (c) CIFAR-10 RGB 32×32, mask = stride = 4 (64 patches), P = 2000 — both `auto`
 blocks under --memory-limit (default 7e9 bytes), 1000 test images, target < 15 min wall and
 < 8 GiB peak. The load average before and after each run is recorded with it.
@@ -61,7 +60,6 @@ def single(dataset: str, n_train: int, n_test: int, mask: int, mode: str,
     blocks = {"stored": BlockSettings(mode="stored"),
               "streamed": BlockSettings(mode="streamed"),
               "float32": BlockSettings(mode="stored", dtype="float32"),
-              "streamed-float32": BlockSettings(mode="streamed", dtype="float32"),
               "auto": BlockSettings()}[mode]
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -96,12 +94,10 @@ def pass_costs(n_train: int, channels: int, size: int, mask: int, modes: list[st
 
     x = torch.randn(n_train, channels, size, size, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0))
-    storage = {"streamed": None, "stored": torch.float64, "float32": torch.float32,
-               "streamed-float32": None}
+    storage = {"streamed": None, "stored": torch.float64, "float32": torch.float32}
     for mode in modes:
         cpu = time.process_time()
-        options = {"dot_dtype": torch.float32} if mode == "streamed-float32" else {}
-        blocks = ChunkedGramBlocks(x, mask, mask, storage=storage[mode], **options)
+        blocks = ChunkedGramBlocks(x, mask, mask, storage=storage[mode])
         build = time.process_time() - cpu
         n = blocks.n_patches
         generator = torch.Generator().manual_seed(1)

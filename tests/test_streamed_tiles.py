@@ -153,34 +153,3 @@ def test_erf_clip_is_skipped_only_where_rounding_cannot_reach_one() -> None:
     assert torch.allclose(value, compute_local_blocks(x, 4, 4).contract(weights), rtol=0,
                           atol=1e-12)
     assert not ChunkedGramBlocks(_images(9, 8, 9), 4, 4)._clip
-
-
-@pytest.mark.usefixtures("small_tiles")
-def test_float32_dot_products_are_opt_in_and_close() -> None:
-    """dot_dtype=float32 (BlockSettings(mode='streamed', dtype='float32')): κ and the sums stay
-    float64, so the contractions move by float32 rounding of the dot products only — not zero,
-    and far below 1e-5."""
-    x, x_test = _images(23, 8, 10), _images(7, 8, 11)
-    whole = compute_local_blocks(x, 4, 2)
-    reduced = ChunkedGramBlocks(x, 4, 2, dot_dtype=torch.float32)
-    generator = torch.Generator().manual_seed(12)
-    raw = torch.randn(9, 9, generator=generator, dtype=torch.float64)
-    matrix = torch.randn(23, 23, generator=generator, dtype=torch.float64)
-    for got, want in ((reduced.contract(raw + raw.T), whole.contract(raw + raw.T)),
-                      (reduced.frobenius(matrix), whole.frobenius(matrix))):
-        assert got.dtype == torch.float64
-        error = float((got - want).abs().max() / want.abs().max())
-        assert 0 < error < 1e-5
-    with pytest.raises(ValueError, match="dot_dtype"):
-        ChunkedGramBlocks(x, 4, 2, dot_dtype=torch.float16)
-    y = torch.sin(x.sum((1, 2, 3)))
-    spec = ArchitectureSpec("cnn", "erf", 4, 2)
-    exact = fit_theory(x, y, spec, width=15.0, temperature=0.05)
-    fit = fit_theory(x, y, spec, width=15.0, temperature=0.05,
-                     blocks=BlockSettings(mode="streamed", dtype="float32"))
-    plan = fit.kernels.block_plan
-    assert plan is not None and plan.mode == "streamed" and plan.dtype == "float32"
-    assert "dot products in float32" in plan.reason
-    assert 0 < float((fit.q_bar - exact.q_bar).abs().max()) < 1e-5
-    a, b = exact.predict(x_test), fit.predict(x_test)
-    assert float((a.mean - b.mean).abs().max()) < 1e-5

@@ -165,8 +165,6 @@ class ChunkedGramBlocks(PairContractions):
     K_ii only).
     keep_bytes: streamed blocks may keep this many bytes of float64 blocks (the first chunks)
     and recompute only the rest: the memory budget buys fewer κ evaluations per pass.
-    dot_dtype: float32 computes the dot products of recomputed blocks in float32 (opt-in: κ and
-    every sum stay float64; the error is that of float32 dot products, docs/scale.md §3).
     rows: a shard — only the pairs whose first patch is in `rows`; its `combine` is the partial
     sum over those pairs and its `project` is zero elsewhere, so shards add up to the whole
     (`krenorm.theory.sharded`)."""
@@ -187,13 +185,9 @@ class ChunkedGramBlocks(PairContractions):
         device: torch.device | str | None = None,
         rows: Sequence[int] | None = None,
         keep_bytes: int = 0,
-        dot_dtype: torch.dtype = torch.float64,
     ):
         if pair_set not in ("all", "diagonal"):
             raise ValueError(f"pair_set must be 'all' or 'diagonal', got {pair_set!r}.")
-        if dot_dtype not in (torch.float64, torch.float32):
-            raise ValueError(f"dot_dtype must be torch.float64 or torch.float32, got "
-                             f"{dot_dtype!r}.")
         if storage is not None and storage not in (torch.float64, torch.float32):
             raise ValueError(f"storage must be None (streamed), torch.float64 or torch.float32, "
                              f"got {storage!r}.")
@@ -262,13 +256,6 @@ class ChunkedGramBlocks(PairContractions):
         # the clip, a pass over every entry, is skipped (Activation.link_needs_clip).
         largest = float(self.norms.max()) if self.norms.numel() else 0.0
         self._clip = self.activation.link_needs_clip(largest, int(self.linked.shape[-1]))
-        # Opt-in float32 dot products of recomputed blocks (κ and the sums stay float64;
-        # docs/scale.md §3): half the matrix-multiply time, an error of float32 rounding.
-        self.dot_dtype = dot_dtype
-        self._linked_dots = self.linked.to(dot_dtype)
-        self._tile_dots: torch.Tensor | None = None
-        if dot_dtype != torch.float64:
-            self._clip = True  # float32 rounding can reach ±1
 
     @property
     def n_pairs(self) -> int:
@@ -358,25 +345,10 @@ class ChunkedGramBlocks(PairContractions):
                     left = linked[group.row, r0:r1][None]
                     left_norms = norms[group.row, r0:r1][None, :, None]
                 out = self._tile[:(k1 - k0) * (r1 - r0) * n].view(k1 - k0, r1 - r0, n)
-                if self.dot_dtype == torch.float64:
-                    dots = torch.matmul(left, linked[columns].mT, out=out)
-                else:
-                    dots = out.copy_(self._reduced_dots(group, columns, r0, r1, out.numel()))
+                dots = torch.matmul(left, linked[columns].mT, out=out)
                 tile, factor = self.activation.kernel_from_linked_unscaled_(
                     left_norms, dots, norms[columns][:, None, :], clip=self._clip)
                 yield k0, k1, r0, r1, tile, factor
-
-    def _reduced_dots(self, group: _Chunk, columns: slice, r0: int, r1: int, size: int
-                      ) -> torch.Tensor:
-        """The tile's dot products in `dot_dtype` (the opt-in float32 path of `_tiles`)."""
-        linked = self._linked_dots
-        if self._tile_dots is None or self._tile_dots.numel() < size:
-            self._tile_dots = linked.new_empty(size)
-        left = (linked[columns, r0:r1] if group.row is None
-                else linked[group.row, r0:r1][None])
-        count = columns.stop - columns.start
-        out = self._tile_dots[:size].view(count, r1 - r0, self.n_samples)
-        return torch.matmul(left, linked[columns].mT, out=out)
 
     def _combine_recomputed(self, group: _Chunk, part: torch.Tensor, target: torch.Tensor
                             ) -> None:

@@ -45,9 +45,8 @@ class BlockSettings:
     $KRENORM_MEMORY_LIMIT — else streamed), 'stored' (refused with a MemoryError when over the
     budget) or 'streamed'.
     dtype: storage dtype of stored blocks, 'float64' (default) or 'float32' (half the memory;
-    float64 accumulation; error reported in docs/scale.md §3). Streamed blocks are computed in
-    float64, or with dtype='float32' their dot products in float32 (opt-in, κ and every sum
-    in float64; error in docs/scale.md §3); kept streamed blocks are always float64.
+    float64 accumulation; error reported in docs/scale.md §3). Streamed blocks are always
+    computed in float64.
     chunk_bytes: budget of one chunk of blocks with its κ temporaries while stored blocks are
     built (None: the fit's chunk_bytes); recomputed blocks go in fixed tiles of about 8 MiB
     (docs/scale.md §1.1).
@@ -128,11 +127,9 @@ def plan_blocks(settings: BlockSettings | None, n_pairs: int, n_samples: int,
     if settings.scheduler is not None:
         return BlockPlan("sharded", settings.dtype, n_pairs, n_samples, needed, budget,
                          f"sharded on the Dask workers of the scheduler ({sizes} in all)")
-    # Streamed with dtype float32: the dot products of recomputed blocks in float32 (opt-in).
-    dots = "; dot products in float32" if settings.dtype == "float32" else ""
     if settings.mode == "streamed":
-        return BlockPlan("streamed", settings.dtype, n_pairs, n_samples, needed, budget,
-                         f"streamed as asked ({sizes}){dots}")
+        return BlockPlan("streamed", "float64", n_pairs, n_samples, needed, budget,
+                         f"streamed as asked ({sizes})")
     if settings.mode == "stored":
         return BlockPlan("stored", settings.dtype, n_pairs, n_samples, needed, budget,
                          f"stored as asked ({sizes})")
@@ -143,10 +140,10 @@ def plan_blocks(settings: BlockSettings | None, n_pairs: int, n_samples: int,
     # of 8 Hessian directions and their images: ≈ _WORKING_MATRICES P×P float64 matrices).
     keep = max(0, budget - _WORKING_MATRICES * n_samples**2 * 8)
     kept_blocks = min(n_pairs, keep // (n_samples**2 * 8))
-    return BlockPlan("streamed", settings.dtype, n_pairs, n_samples, needed, budget,
+    return BlockPlan("streamed", "float64", n_pairs, n_samples, needed, budget,
                      f"streamed because stored blocks would not fit: {sizes}; "
                      f"{kept_blocks} of {n_pairs} blocks kept in memory, the rest recomputed "
-                     f"on every pass{dots}", keep_bytes=int(kept_blocks * n_samples**2 * 8))
+                     "on every pass", keep_bytes=int(kept_blocks * n_samples**2 * 8))
 
 
 class _LastCombination:

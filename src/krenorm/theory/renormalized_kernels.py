@@ -117,9 +117,7 @@ class ArchitectureKernels(RenormalizedKernels):
                 self.x_train, self.spec.geometry, **self.local_options, pair_set=pair_set,
                 storage=None if plan.mode == "streamed" else settings.torch_dtype,
                 chunk_bytes=settings.chunk_bytes or self.chunk_bytes,
-                memory_limit=self.memory_limit, keep_bytes=plan.keep_bytes,
-                dot_dtype=(torch.float32 if plan.mode == "streamed" and plan.dtype == "float32"
-                           else torch.float64))
+                memory_limit=self.memory_limit, keep_bytes=plan.keep_bytes)
         if pair_set == "all":
             return ChunkedLocalBasis(blocks, self.lambda1)
         return ChunkedDiagonalBasis(blocks, self.lambda1)
