@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullFormatter
 from scipy import optimize
 
 from krenorm.architectures import ArchitectureSpec
@@ -101,6 +102,7 @@ def width_slice(study: dict[str, Any], out: Path, name: str = "width_slice"
                                 layout="constrained", sharey=True)
     rows: list[dict[str, Any]] = []
     n_train = case["shape"][0]
+    widths = sorted({entry["width"] for kind in kinds for entry in case[kind]["finite"].values()})
     for axis, kind in zip(axes[0], kinds, strict=True):
         for m, temperature in enumerate(settings["temperatures"]):
             infinite = case[kind]["infinite"][str(temperature)]
@@ -131,6 +133,9 @@ def width_slice(study: dict[str, Any], out: Path, name: str = "width_slice"
                            f"(λ1* = {infinite['oracle_lambda1']:.3g})", fontsize=9)
         axis.axhline(0.0, color="k", lw=0.8)
         axis.set_xscale("log")
+        axis.set_xticks(widths, [f"{w:g}" for w in widths])  # the computed widths only
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.set_xlim(min(widths) / 1.3, max(widths) * 1.3)
         axis.set_yscale("symlog", linthresh=0.01)
         axis.grid(True, which="major", axis="y", lw=0.3)
         axis.set_xlabel(f"width N (P = {n_train})")
