@@ -10,11 +10,14 @@ import re
 import sys
 
 log_path, infinite_path, out_path = sys.argv[1:4]
-infinite = json.load(open(infinite_path, encoding="utf-8"))
+with open(infinite_path, encoding="utf-8") as handle:
+    infinite = json.load(handle)
+with open(log_path, encoding="utf-8") as handle:
+    lines = handle.readlines()
 pattern = re.compile(r"^\s+(\w+) T=([\d.]+) λ1=([\d.]+) N=([\d.]+): ε_g = ([\d.]+) "
                      r"\((converged|NOT converged), (\d+) s CPU\)")
 finite: dict[str, dict] = {"fc": {}, "cnn": {}}
-for line in open(log_path, encoding="utf-8"):
+for line in lines:
     match = pattern.match(line)
     if match:
         kind, temperature, lambda1, width, loss, converged, seconds = match.groups()
@@ -31,5 +34,6 @@ study = {"settings": {"n_train": 2000, "n_validation": 400, "n_test": 400,
                     "shape": [2000, 3, 32, 32],
                     **{kind: {"infinite": infinite[kind], "finite": finite[kind]}
                        for kind in ("cnn", "fc")}}]}
-json.dump(study, open(out_path, "w", encoding="utf-8"), indent=1)
+with open(out_path, "w", encoding="utf-8") as handle:
+    json.dump(study, handle, indent=1)
 print({kind: len(entries) for kind, entries in finite.items()})

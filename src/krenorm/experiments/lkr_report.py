@@ -233,7 +233,7 @@ def gap_maps(study: dict[str, Any], out: Path,
                     if mark is not None:
                         axis.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False,
                                                  lw=2, edgecolor="k"))
-                        axis.text(j, i - 0.2, f"net {mark[0]:+.3f}\n±{mark[1]:.3f}",
+                        axis.text(j, i - 0.2, f"net {mark[0]:+.4f}\n±{mark[1]:.4f}",
                                   ha="center", va="center", fontsize=6.5, fontweight="bold")
                 axis.set_xticks(range(len(settings["lambda1s"])),
                                 [f"{v:g}" for v in settings["lambda1s"]])
