@@ -174,3 +174,30 @@ def test_49_patch_mnist_relu_cnn_is_solved_with_its_signature(monkeypatch):
     assert diagnostics.is_saddle
     assert diagnostics.n_negative_eigenvalues == diagnostics.n_positive_eigenvalues == 1225
     assert diagnostics.hessian is None  # not assembled above DENSE_SADDLE_LIMIT
+
+
+@pytest.mark.slow
+def test_64_patch_cifar_rgb_relu_cnn_is_solved_with_its_signature(monkeypatch):
+    # Issue 18's largest case: CIFAR-10 cat vs dog in RGB at 32×32, mask 4 stride 4: 8×8 = 64
+    # patches of 3·4·4 inputs, (Q̄, Q) with 2·2080 free entries. Newton–Krylov with continuation
+    # in N from infinite width reaches the saddle (benchmarks/saddle_solver.py --cases cifar64,
+    # measured in benchmarks/RESULTS.md); the inertia test gives 2080 negative and 2080
+    # positive Hessian eigenvalues.
+    from krenorm.data.loader import load_dataset
+    from krenorm.theory.diagnostics import SolverSettings
+
+    if "KRENORM_SHARED_DATASETS" not in os.environ:
+        monkeypatch.setenv("KRENORM_SHARED_DATASETS", "/work/shared/datasets")
+    try:
+        data = load_dataset("cifar10", classes=("cat", "dog"), n_train=60, n_test=10, seed=0)
+    except Exception as error:  # pragma: no cover - depends on the installed data
+        pytest.skip(f"CIFAR-10 not available: {error}")
+    assert tuple(data.x_train.shape[1:]) == (3, 32, 32)
+    spec = ArchitectureSpec("cnn", "relu", mask=4, stride=4)
+    action = renormalized_kernels(spec, data.x_train, 1.0, 1.0).action(data.y_train, 10.0, 0.1)
+    assert action.structure.n_parameters == 4160
+    solved = solve_with_continuation(action, 60, solver=SolverSettings(method="newton-krylov"))
+    diagnostics = solved.diagnostics
+    assert diagnostics.converged and diagnostics.gradient_norm <= 1e-9
+    assert diagnostics.is_saddle
+    assert diagnostics.n_negative_eigenvalues == diagnostics.n_positive_eigenvalues == 2080

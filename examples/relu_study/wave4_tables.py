@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 
-def _signed(value: float, digits: int = 4) -> str:
+def _signed(value: float | None, digits: int = 4) -> str:
+    if value is None:  # e.g. no theory at N = ∞ in the store yet
+        return "–"
     return f"{value:+.{digits}f}".replace("-", "−")
 
 
