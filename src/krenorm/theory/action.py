@@ -24,7 +24,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import torch
 
@@ -172,6 +172,12 @@ class GramBasis(ABC):
     @abstractmethod
     def n_samples(self) -> int: ...
 
+    @abstractmethod
+    def with_lambda1(self, lambda1: float) -> Self:
+        """The same blocks (shared, not copied) scaled for another readout precision λ1:
+        K'_ab = K_ab/(λ1 Np) holds λ1 only in its scale (docs/math/theory.md §3), so a λ1 scan
+        reuses the blocks; the new basis starts with no cached combination."""
+
     def remember(self, coefficients: torch.Tensor, kernel: torch.Tensor) -> None:
         """Told that `kernel` = combine(coefficients) was computed as part of a batch: a basis
         that caches its last combination (streamed blocks) keeps it; others ignore it."""
@@ -188,6 +194,9 @@ class LocalBlocksBasis(GramBasis):
     @property
     def n_samples(self) -> int:
         return self.blocks.n_samples
+
+    def with_lambda1(self, lambda1: float) -> Self:
+        return type(self)(self.blocks, lambda1)
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         self.passes += 1
@@ -208,6 +217,9 @@ class DiagonalBlocksBasis(GramBasis):
     @property
     def n_samples(self) -> int:
         return self.stack.shape[-1]
+
+    def with_lambda1(self, lambda1: float) -> Self:
+        return type(self)(self.stack, lambda1)
 
     def combine(self, coefficients: torch.Tensor) -> torch.Tensor:
         self.passes += 1

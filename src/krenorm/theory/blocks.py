@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 
@@ -195,6 +195,10 @@ class _ChunkedBasis(GramBasis):
     @property
     def n_samples(self) -> int:
         return self.blocks.n_samples
+
+    def with_lambda1(self, lambda1: float) -> Self:
+        # A fresh instance: the cached last combination holds K_R at the old scale.
+        return type(self)(self.blocks, lambda1)
 
     @property
     def passes(self) -> int:

@@ -235,12 +235,24 @@ class PooledKernels(SpectralKernels):
         return self.local.batch_size()
 
 
-class ConvolutionalKernels(ArchitectureKernels):
+class LocalBasisKernels(ArchitectureKernels):
+    """CNN and LCN: K_R(Q̄) = Σ_ab Q̄_ab K'_ab over a `GramBasis` of patch blocks
+    (docs/math/theory.md §3); subclasses choose which pairs the basis holds."""
+
+    basis: GramBasis
+
+    def _rescale(self) -> None:
+        self.basis = self.basis.with_lambda1(self.lambda1)
+
+    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
+        return self.basis.combine(point)
+
+
+class ConvolutionalKernels(LocalBasisKernels):
     """CNN (local renormalization): an Np×Np SPD Q̄ mixes all pairs of patch kernels."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.basis: GramBasis
         chunked = self._chunked_basis("all")
         if chunked is None:
             self.blocks = compute_local_blocks(self.x_train, self.spec.geometry,
@@ -252,19 +264,9 @@ class ConvolutionalKernels(ArchitectureKernels):
             self.basis = chunked
         self.local = self._local_kernel()
 
-    def _rescale(self) -> None:
-        if isinstance(self.basis, LocalBlocksBasis):
-            self.basis = LocalBlocksBasis(self.basis.blocks, self.lambda1)
-        else:
-            assert isinstance(self.basis, ChunkedLocalBasis)
-            self.basis = ChunkedLocalBasis(self.basis.blocks, self.lambda1)
-
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
         structure = MatrixStructure(self.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
-
-    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
-        return self.basis.combine(point)
 
     def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,12 +292,11 @@ class ConvolutionalKernels(ArchitectureKernels):
         return float(torch.linalg.norm(full - diagonal_only) / torch.linalg.norm(full))
 
 
-class LocallyConnectedKernels(ArchitectureKernels):
+class LocallyConnectedKernels(LocalBasisKernels):
     """LCN: no weight sharing, no cross blocks; one q̄_i per patch (docs/math/theory.md §3)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.basis: GramBasis
         chunked = self._chunked_basis("diagonal")
         if chunked is None:
             self.diagonal_blocks = local_diagonal_blocks(self.x_train, self.spec.geometry,
@@ -306,19 +307,9 @@ class LocallyConnectedKernels(ArchitectureKernels):
             self.basis = chunked
         self.local = self._local_kernel()
 
-    def _rescale(self) -> None:
-        if isinstance(self.basis, DiagonalBlocksBasis):
-            self.basis = DiagonalBlocksBasis(self.basis.stack, self.lambda1)
-        else:
-            assert isinstance(self.basis, ChunkedDiagonalBasis)
-            self.basis = ChunkedDiagonalBasis(self.basis.blocks, self.lambda1)
-
     def action(self, y: torch.Tensor, width: float, temperature: float) -> GramLinearAction:
         structure = DiagonalStructure(self.n_patches)
         return GramLinearAction(self.basis, y, width, temperature, structure)
-
-    def train_kernel(self, point: torch.Tensor) -> torch.Tensor:
-        return self.basis.combine(point)
 
     def test_kernels(self, point: torch.Tensor, x_test: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
