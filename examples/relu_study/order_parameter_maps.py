@@ -71,10 +71,12 @@ def main(db: str, out: str, width: float = 25.0) -> None:
             side = math.isqrt(q_bar.size)
             panels = [q_bar.reshape(side, side), resolvent.reshape(side, side),
                       np.diag(moment).reshape(side, side)]
-            names = ["theory q̄_i", "theory 1/(1 + q_i)", "network (λ1/N)Σ_k⟨a_ki²⟩"]
+            names = [r"theory $\bar q_i$", r"theory $1/(1 + q_i)$",
+                     r"network $(\lambda_1/N)\sum_k\langle a_{ki}^2\rangle$"]
         else:
             panels = [q_bar, resolvent, moment]
-            names = ["theory Q̄", "theory (1 + Q)⁻¹", "network (λ1/N)Σ_k⟨a_k a_kᵀ⟩"]
+            names = [r"theory $\bar Q$", r"theory $(1 + Q)^{-1}$",
+                     r"network $(\lambda_1/N)\sum_k\langle a_k a_k^\top\rangle$"]
         low = min(float(p.min()) for p in panels)
         high = max(float(p.max()) for p in panels)
         label = (f"{arch['kind']} mask {arch['mask'][0]} stride {arch['stride'][0]}, "
@@ -85,6 +87,10 @@ def main(db: str, out: str, width: float = 25.0) -> None:
             axis.set_title(f"{name}\n{label}", fontsize=8)
             axis.set_xlabel("patch j" if arch["kind"] == "cnn" else "patch column")
             axis.set_ylabel("patch i" if arch["kind"] == "cnn" else "patch row")
+            # one tick per patch (integer positions, not imshow's half-integer default)
+            axis.set_xticks(range(panel.shape[1]))
+            axis.set_yticks(range(panel.shape[0]))
+            axis.tick_params(labelsize=6 if panel.shape[0] > 8 else 8)
             plt.colorbar(image, ax=axis, fraction=0.046)
         diag = np.diag(moment)
         q_diag = np.diag(q_bar) if q_bar.ndim == 2 else q_bar
