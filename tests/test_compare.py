@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from krenorm.experiments import figures
 from krenorm.experiments.compare import run_compare
 from krenorm.experiments.config import (
     ConfigError,
@@ -187,3 +188,23 @@ def test_compare_runs_on_a_dask_cluster(tmp_path):
             assert (a is None) == (b is None)
             if a is not None:
                 assert b.test_loss == pytest.approx(a.test_loss, rel=1e-9)
+
+
+def test_figures_separate_two_masks_of_one_architecture(tmp_path, monkeypatch):
+    """Two CNN masks in one config: the order-parameter figure has one block of rows per mask,
+    each titled with its mask, and the kernel-alignment figure one curve per mask (a figure
+    that showed only the first mask, unnamed, was a defect)."""
+    raw = _raw(architectures=[{"kind": "cnn", "mask": 7, "stride": 7},
+                              {"kind": "cnn", "mask": 10, "stride": 6}],
+               theory={"widths": [8]}, retuned_priors=False)
+    result = run_compare(parse_config(raw), tmp_path, progress=False, workers=0)
+    saved: list = []
+    monkeypatch.setattr(figures, "_save", lambda figure, path, **_: saved.append(figure) or path)
+    figures.plot_order_parameters(result.rows, "cnn", tmp_path / "q.png")
+    titles = [axis.get_title() for axis in saved[-1].axes if axis.get_visible()]
+    for mask in ("mask 7, stride 7", "mask 10, stride 6"):
+        assert sum(mask in title for title in titles) == 2, titles  # theory and network
+    assert figures.plot_kernel_alignment(result.rows, tmp_path / "k.png") is not None
+    labels = saved[-1].axes[0].get_legend_handles_labels()[1]
+    for mask in ("mask 7, stride 7", "mask 10, stride 6"):
+        assert any(mask in label and "posterior" in label for label in labels), labels

@@ -271,9 +271,10 @@ def _values(diagnostics: dict, name: str) -> np.ndarray | None:
 def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
                           ) -> Path | None:
     """CNN: Q̄ − 1 over patch pairs; LCN: q̄_i over the patch grid — the theory (left) next to
-    the network's estimate (λ1/N) Σ⟨a aᵀ⟩ (right), one row per sampled width of the first
-    problem of this kind (the theory widths when nothing was sampled, at most four), all panels
-    on one colour scale. None when no stored Q̄ is available."""
+    the network's estimate (λ1/N) Σ⟨a aᵀ⟩ (right), one row per sampled width (the theory widths
+    when nothing was sampled, at most four) of the first problem of each architecture of this
+    kind (two masks of one kind are two blocks of rows, each titled with its mask and stride),
+    all panels on one colour scale. None when no stored Q̄ is available."""
     if kind not in ("cnn", "lcn"):
         return None
     # (problem, N) → (Q̄ entries, patch grid) of the theory, and → Q estimate of the network.
@@ -293,30 +294,45 @@ def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
                 networks[point] = matrix
     if not theory:
         return None
-    key = next(iter(theory))[0]
-    theory_widths = sorted(width for problem, width in theory if problem == key)
-    widths = [width for width in theory_widths if (key, width) in networks] or theory_widths[:4]
-    sampled = any((key, width) in networks for width in widths)
+    # The first problem of each architecture (mask, stride, activation…) of this kind.
+    problems: dict[object, tuple] = {}
+    for problem, _ in theory:
+        problems.setdefault(problem[1], problem)
+    specs = [row.spec.architecture for row in rows]
+    blocks: list[tuple[tuple, str, list[float]]] = []  # (problem, architecture name, widths)
+    for architecture, key in problems.items():
+        theory_widths = sorted(width for problem, width in theory if problem == key)
+        widths = ([width for width in theory_widths if (key, width) in networks]
+                  or theory_widths[:4])
+        name = _architecture_title(architecture, specs) if len(problems) > 1 else ""  # type: ignore[arg-type]
+        blocks.append((key, name, widths))
+    sampled = any((key, width) in networks for key, _, widths in blocks for width in widths)
     panels: list[tuple[np.ndarray, str]] = []  # (matrix, title) per row: theory, network
-    for width in widths:
-        q, patch_grid = theory[(key, width)]
-        estimate = networks.get((key, width))
-        if kind == "cnn":
-            panels.append((q - np.eye(q.shape[0]), f"theory Q̄ − 1, N = {width:g}"))
-            if estimate is not None:
-                panels.append((estimate - np.eye(estimate.shape[0]),
-                               f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, N = {width:g}"))
-        else:
-            grid = patch_grid or [1, q.size]
-            panels.append((q.reshape(grid), f"theory q̄_i, N = {width:g}"))
-            if estimate is not None:
-                panels.append((np.diag(estimate).reshape(grid),
-                               f"network (λ1/N)Σ_k⟨a_ki²⟩, N = {width:g}"))
+    n_rows = 0
+    for key, name, widths in blocks:
+        where = f"{name}\n" if name else ""  # the architecture on its own title line
+        for width in widths:
+            n_rows += 1
+            q, patch_grid = theory[(key, width)]
+            estimate = networks.get((key, width))
+            if kind == "cnn":
+                panels.append((q - np.eye(q.shape[0]), f"theory Q̄ − 1, {where}N = {width:g}"))
+                if estimate is not None:
+                    panels.append((estimate - np.eye(estimate.shape[0]),
+                                   f"network (λ1/N)Σ⟨a aᵀ⟩ − 1, {where}N = {width:g}"))
+            else:
+                grid = patch_grid or [1, q.size]
+                panels.append((q.reshape(grid), f"theory q̄_i, {where}N = {width:g}"))
+                if estimate is not None:
+                    panels.append((np.diag(estimate).reshape(grid),
+                                   f"network (λ1/N)Σ_k⟨a_ki²⟩, {where}N = {width:g}"))
+            if sampled and estimate is None:  # keep theory and network in their columns
+                panels.append((np.full((1, 1), np.nan), ""))
     columns = 2 if sampled else 1
-    figure, axes = plt.subplots(len(widths), columns, figsize=(3.6 * columns + 1.0,
-                                                               3.1 * len(widths) + 0.6),
+    figure, axes = plt.subplots(n_rows, columns, figsize=(3.6 * columns + 1.0,
+                                                          3.1 * n_rows + 0.6),
                                 squeeze=False, layout="constrained")
-    matrices = [matrix for matrix, _ in panels]
+    matrices = [matrix for matrix, title in panels if title]
     if kind == "cnn":
         bound = max(float(np.max(np.abs(matrix))) for matrix in matrices)
         limits, cmap = (-bound, bound), "RdBu_r"
@@ -326,6 +342,9 @@ def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
         cmap, labels = "viridis", ("patch column", "patch row")
     image = None
     for panel, (matrix, panel_title) in zip(axes.ravel(), panels, strict=False):
+        if not panel_title:
+            panel.set_visible(False)
+            continue
         image = panel.imshow(matrix, cmap=cmap, vmin=limits[0], vmax=limits[1])
         panel.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
         panel.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
@@ -352,17 +371,21 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
         return None
     figure, panel = plt.subplots(figsize=(6.4, 5.2))
     nngp_lines: dict[float, list[str]] = {}
-    # One curve per (kind, activation): a config may mix activations (entries' own activation).
-    activations = list(dict.fromkeys(row.activation for row in points))
-    for kind, activation in dict.fromkeys((row.architecture, row.activation) for row in points):
-        mine = sorted((row for row in points if row.architecture == kind
-                       and row.activation == activation), key=lambda row: row.width)
+    # One curve per architecture (kind, activation, mask, stride…): a config may mix
+    # activations (entries' own activation) and masks of one kind.
+    specs = [row.spec.architecture for row in points]
+    architectures = list(dict.fromkeys(specs))
+    for index, architecture in enumerate(architectures):
+        mine = sorted((row for row in points if row.spec.architecture == architecture),
+                      key=lambda row: row.width)
+        kind = architecture.kind
         colour = _COLOURS.get(kind, "black")
         alignments = [row.network.diagnostics["kernel_alignment"] for row in mine
                       if row.network is not None]
         widths = [row.width for row in mine]
-        name = kind.upper() + (f" {activation}" if len(activations) > 1 else "")
-        style = "o-" if activations.index(activation) == 0 else "s:"
+        name = _architecture_title(architecture, specs)
+        earlier_of_kind = sum(other.kind == kind for other in architectures[:index])
+        style = ("o-", "s:", "^--", "v-.")[earlier_of_kind % 4]
         panel.plot(widths, [a["centered_target_alignment_posterior"] for a in alignments],
                    style, color=colour, label=f"{name}: posterior hidden kernel")
         # The NNGP kernel does not depend on N: one level per architecture. CNN and LCN with
@@ -387,17 +410,23 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
     panel.set_ylabel("centred alignment A(K, y yᵀ) on the training set")
     panel.set_title("Kernel–target alignment: posterior hidden kernel ⟨Φ Φᵀ⟩\n"
                     "of the sampled networks vs the NNGP kernel", fontsize=9)
-    panel.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
-                 frameon=False)
+    # One column once the mask and stride are in the names (they are long), two otherwise;
+    # the legend sits below the axes and the saved image grows to hold it.
+    long_names = len({architecture.kind for architecture in architectures}) < len(architectures)
+    panel.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                 ncol=1 if long_names else 2, frameon=False)
     panel.grid(alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return _save(figure, path, tight=True)
 
 
-def _save(figure: plt.Figure, path: str | Path) -> Path:
+
+def _save(figure: plt.Figure, path: str | Path, *, tight: bool = False) -> Path:
+    """Write a figure as PNG; `tight` grows the image to hold artists outside the axes (a
+    legend below them) instead of clipping them."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight" if tight else None)
     plt.close(figure)
     return path
 
