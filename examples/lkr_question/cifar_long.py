@@ -5,7 +5,10 @@ ESS and τ of the test loss, δ = network − theory ± SE, network − best λ1
 (the λ1 oracle on the run's own test set, as `lkr_report` computes it), and the weighted 1/N fit
 δ = δ∞ + c/N of `krenorm.experiments.agreement` (REPORT.md, "CIFAR-10 networks").
 
-    python examples/lkr_question/cifar_long.py OUT_NAME RUN_DIR [RUN_DIR ...]
+    python examples/lkr_question/cifar_long.py OUT_NAME RUN_DIR[:N1,N2] [RUN_DIR[:N1,N2] ...]
+
+(RUN_DIR:N1,N2 takes only the sampled networks at those widths from that run, e.g. the long
+chains at N = 25, 50 of one run and N = 100 of another.)
 
 writes examples/lkr_question/OUT_NAME.json and OUT_NAME.png.
 """
@@ -34,8 +37,16 @@ HERE = Path(__file__).parent
 
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    name, runs = argv[0], [Path(arg) for arg in argv[1:]]
-    rows = [row for run in runs for row in result_rows(ResultsStore(run / "results.sqlite"))]
+    name = argv[0]
+    runs: list[Path] = []
+    rows = []
+    for arg in argv[1:]:
+        folder, _, chosen = arg.partition(":")
+        run = Path(folder)
+        runs.append(run)
+        keep = {float(w) for w in chosen.split(",")} if chosen else None
+        rows += [row for row in result_rows(ResultsStore(run / "results.sqlite"))
+                 if row.network is None or keep is None or float(row.width) in keep]
     report = compare_networks(rows)
     (problem,) = [p for p in report.problems if p.architecture == "cnn"]
     spec = rows[0].spec
@@ -78,7 +89,7 @@ def main(argv: list[str]) -> None:
             "warnings": details.get("warnings"),
             "diagnostic_keys": sorted(details)})
     fit = problem.fit
-    out = {"runs": [str(run) for run in runs], "points": points, "fit": fit.to_dict(),
+    out = {"runs": argv[1:], "points": points, "fit": fit.to_dict(),
            "fit_text": describe_fit(fit), "best_infinite": oracle,
            "best_infinite_lambda1": oracle_lambda}
     with open(HERE / f"{name}.json", "w", encoding="utf-8") as handle:
