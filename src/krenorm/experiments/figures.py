@@ -295,24 +295,23 @@ def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
     if not theory:
         return None
     # The first problem of each architecture (mask, stride, activation…) of this kind.
+    # problem_key() is (data, architecture, T, λ0, λ1): key[1] is the architecture spec.
     problems: dict[object, tuple] = {}
     for problem, _ in theory:
         problems.setdefault(problem[1], problem)
     specs = [row.spec.architecture for row in rows]
     blocks: list[tuple[tuple, str, list[float]]] = []  # (problem, architecture name, widths)
-    for architecture, key in problems.items():
+    for key in problems.values():
         theory_widths = sorted(width for problem, width in theory if problem == key)
         widths = ([width for width in theory_widths if (key, width) in networks]
                   or theory_widths[:4])
-        name = _architecture_title(architecture, specs) if len(problems) > 1 else ""  # type: ignore[arg-type]
+        name = _architecture_title(key[1], specs) if len(problems) > 1 else ""
         blocks.append((key, name, widths))
     sampled = any((key, width) in networks for key, _, widths in blocks for width in widths)
     panels: list[tuple[np.ndarray, str]] = []  # (matrix, title) per row: theory, network
-    n_rows = 0
     for key, name, widths in blocks:
         where = f"{name}\n" if name else ""  # the architecture on its own title line
         for width in widths:
-            n_rows += 1
             q, patch_grid = theory[(key, width)]
             estimate = networks.get((key, width))
             if kind == "cnn":
@@ -329,6 +328,7 @@ def plot_order_parameters(rows: Sequence[ResultRow], kind: str, path: str | Path
             if sampled and estimate is None:  # keep theory and network in their columns
                 panels.append((np.full((1, 1), np.nan), ""))
     columns = 2 if sampled else 1
+    n_rows = sum(len(widths) for _, _, widths in blocks)
     figure, axes = plt.subplots(n_rows, columns, figsize=(3.6 * columns + 1.0,
                                                           3.1 * n_rows + 0.6),
                                 squeeze=False, layout="constrained")
@@ -418,7 +418,6 @@ def plot_kernel_alignment(rows: Sequence[ResultRow], path: str | Path) -> Path |
     panel.grid(alpha=0.3)
     figure.tight_layout()
     return _save(figure, path, tight=True)
-
 
 
 def _save(figure: plt.Figure, path: str | Path, *, tight: bool = False) -> Path:
