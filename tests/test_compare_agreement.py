@@ -5,6 +5,7 @@ rule, no source labels)."""
 import math
 import warnings
 
+import numpy as np
 import pytest
 
 from krenorm.architectures import ArchitectureSpec
@@ -130,3 +131,66 @@ def test_network_settings_are_sampler_settings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new type warns about nothing
         SamplerSettings(n_steps=100)
+
+
+def test_next_order_fit_recovers_a_known_parabola_in_inverse_width():
+    widths = [10.0, 25.0, 50.0, 100.0, 400.0]
+    stderrs = [0.0014, 0.0013, 0.0009, 0.0005, 0.0002]
+    deviations = [0.0002 + 0.05 / n - 0.9 / n**2 for n in widths]  # exact: χ² = 0
+    fit = fit_inverse_width(widths, deviations, stderrs, order=2)
+    assert fit.status == "fit" and fit.dof == 2 and fit.order == 2
+    assert fit.delta_infinity == pytest.approx(0.0002, abs=1e-12)
+    assert fit.slope == pytest.approx(0.05, abs=1e-9)
+    assert fit.curvature == pytest.approx(-0.9, abs=1e-7)
+    assert fit.chi2 == pytest.approx(0.0, abs=1e-16)
+    # Parameter errors from the explicit 3×3 inverse of Xᵀ W X.
+    design = np.array([[1.0, 1 / n, 1 / n**2] for n in widths])
+    weights = np.diag([1 / s**2 for s in stderrs])
+    covariance = np.linalg.inv(design.T @ weights @ design)
+    assert fit.delta_infinity_stderr == pytest.approx(math.sqrt(covariance[0, 0]))
+    assert fit.curvature_stderr == pytest.approx(math.sqrt(covariance[2, 2]))
+    assert fit.stderr(0.0) == pytest.approx(fit.delta_infinity_stderr)
+    assert fit.value(0.1) == pytest.approx(deviations[0])
+    assert "1/N + 1/N² fit over N = 10, 25, 50, 100, 400" in describe_fit(fit)
+    assert "d = -0.9 ±" in describe_fit(fit)
+
+
+def test_straight_line_fails_where_the_next_order_passes():
+    """Curvature in 1/N: the straight line fails its χ² test and puts δ∞ many σ from the true
+    zero; the next-order fit recovers zero. The order-1 fit through the same code path is
+    unchanged (the normal-equation values of the first test)."""
+    widths = [10.0, 25.0, 50.0, 100.0, 400.0]
+    stderrs = [0.0004] * 5
+    deviations = [0.08 / n - 2.0 / n**2 for n in widths]
+    line = fit_inverse_width(widths, deviations, stderrs)
+    parabola = fit_inverse_width(widths, deviations, stderrs, order=2)
+    assert line.p_value is not None and line.p_value < 1e-6
+    assert not line.consistent_with_zero
+    assert parabola.delta_infinity == pytest.approx(0.0, abs=1e-12)
+    assert parabola.consistent_with_zero
+
+
+def test_next_order_needs_three_widths_and_a_known_order():
+    two = fit_inverse_width([10.0, 20.0], [0.01, 0.005], [0.001, 0.001], order=2)
+    assert two.status == "too few widths" and two.delta_infinity is None
+    assert "sample at least three widths" in describe_fit(two)
+    three = fit_inverse_width([10.0, 20.0, 40.0], [0.01, 0.005, 0.002], [0.001] * 3, order=2)
+    assert three.status == "exactly determined" and three.dof == 0
+    assert "exactly determined by three widths" in describe_fit(three)
+    with pytest.raises(ValueError, match="order must be 1"):
+        fit_inverse_width([10.0, 20.0, 40.0], [0.0] * 3, [0.001] * 3, order=3)
+
+
+def test_a_problem_gets_the_next_order_fit_from_four_widths():
+    def rows(widths: list[float]) -> list[ResultRow]:
+        out = [_row(math.inf, theory=0.2)]
+        for n in widths:
+            out += [_row(n, theory=0.2), _row(n, network=0.2 + 0.1 / n - 0.5 / n**2,
+                                             stderr=0.001)]
+        return out
+    (three,) = compare_networks(rows([10.0, 20.0, 40.0])).problems
+    assert three.next_order_fit is None and three.to_dict()["next_order_fit"] is None
+    (four,) = compare_networks(rows([10.0, 20.0, 40.0, 80.0])).problems
+    assert four.next_order_fit is not None and four.next_order_fit.order == 2
+    assert four.next_order_fit.curvature == pytest.approx(-0.5, abs=1e-6)
+    assert four.to_dict()["next_order_fit"]["curvature"] == pytest.approx(-0.5, abs=1e-6)

@@ -20,6 +20,14 @@ leading order. A weighted least-squares fit
 gives δ∞ and c with their standard errors (from the inverse normal matrix: the SEs are taken
 as known) and χ² / dof. δ∞ is consistent with zero when |δ∞| < 2 SE(δ∞). With two widths the fit
 is exactly determined (no goodness-of-fit test); with one width there is no fit.
+
+Over a wide range of N (say 10 to 800) the next order of the expansion shows: δ(N) bends in
+1/N, a straight-line fit fails its χ² test and its intercept moves as small widths are dropped.
+With four or more widths the problem therefore also carries the next-order fit
+
+    δ(N) = δ∞ + c / N + d / N²,
+
+same weights, one parameter more (docs/sweeps.md, "Networks against the theory").
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from scipy import stats
 
 from krenorm.experiments.rows import ProblemKey, ResultRow, problem_labels, theory_index
@@ -86,11 +95,12 @@ class PointDeviation:
 
 @dataclass(frozen=True)
 class InverseWidthFit:
-    """Weighted least squares δ(N) = δ∞ + c/N over the sampled points of one problem.
+    """Weighted least squares δ(N) = δ∞ + c/N (order 1) or δ∞ + c/N + d/N² (order 2) over the
+    sampled points of one problem.
 
-    status: 'fit' (three or more widths), 'exactly determined' (two widths: as many
-    parameters as widths, so χ² says nothing), 'one width' (no fit; the parameters are None).
-    covariance: of (δ∞, c), (X^T W X)^-1 with W = diag(1/SE²)."""
+    status: 'fit' (more widths than parameters), 'exactly determined' (as many widths as
+    parameters, so χ² says nothing), 'one width' / 'too few widths' (no fit; the parameters are
+    None). covariance: of (δ∞, c[, d]), (X^T W X)^-1 with W = diag(1/SE²)."""
 
     widths: tuple[float, ...]
     n_points: int
@@ -99,10 +109,13 @@ class InverseWidthFit:
     delta_infinity_stderr: float | None = None
     slope: float | None = None
     slope_stderr: float | None = None
-    covariance: tuple[tuple[float, float], tuple[float, float]] | None = None
+    covariance: tuple[tuple[float, ...], ...] | None = None
     chi2: float | None = None
     dof: int = 0
     p_value: float | None = None
+    order: int = 1
+    curvature: float | None = None
+    curvature_stderr: float | None = None
 
     @property
     def z(self) -> float | None:
@@ -117,36 +130,57 @@ class InverseWidthFit:
         z = self.z
         return None if z is None else abs(z) < AGREEMENT_STANDARD_ERRORS
 
-    def value(self, inverse_width: float) -> float:
-        """δ∞ + c·(1/N)."""
+    def _coefficients(self) -> tuple[float, ...]:
         if self.delta_infinity is None or self.slope is None:
             raise ValueError(f"no 1/N fit ({self.status}); check `status` first.")
-        return self.delta_infinity + self.slope * inverse_width
+        if self.order == 2:
+            if self.curvature is None:
+                raise ValueError(f"no 1/N² coefficient ({self.status}).")
+            return (self.delta_infinity, self.slope, self.curvature)
+        return (self.delta_infinity, self.slope)
+
+    def value(self, inverse_width: float) -> float:
+        """δ∞ + c·(1/N) [+ d·(1/N)²]."""
+        return sum(coefficient * inverse_width**power
+                   for power, coefficient in enumerate(self._coefficients()))
 
     def stderr(self, inverse_width: float) -> float:
         """Standard error of the fitted δ at 1/N (from the parameter covariance)."""
         if self.covariance is None:
             raise ValueError(f"no 1/N fit ({self.status}); check `status` first.")
-        (a, b), (_, d) = self.covariance
-        return math.sqrt(max(a + 2 * b * inverse_width + d * inverse_width**2, 0.0))
+        powers = [inverse_width**power for power in range(len(self.covariance))]
+        variance = sum(powers[i] * self.covariance[i][j] * powers[j]
+                       for i in range(len(powers)) for j in range(len(powers)))
+        return math.sqrt(max(variance, 0.0))
 
     def to_dict(self) -> dict:
         return {"widths": list(self.widths), "n_points": self.n_points, "status": self.status,
-                "delta_infinity": self.delta_infinity,
+                "order": self.order, "delta_infinity": self.delta_infinity,
                 "delta_infinity_stderr": self.delta_infinity_stderr, "z": self.z,
                 "consistent_with_zero": self.consistent_with_zero, "slope": self.slope,
-                "slope_stderr": self.slope_stderr,
+                "slope_stderr": self.slope_stderr, "curvature": self.curvature,
+                "curvature_stderr": self.curvature_stderr,
                 "covariance": None if self.covariance is None else [list(row) for row in
                                                                     self.covariance],
                 "chi2": self.chi2, "dof": self.dof, "p_value": self.p_value}
 
 
+#: The smallest number of distinct widths for which a problem also gets the next-order fit
+#: (three parameters, so at least one degree of freedom for its χ² test).
+NEXT_ORDER_MIN_WIDTHS = 4
+
+
 def fit_inverse_width(widths: Sequence[float], deviations: Sequence[float],
-                      stderrs: Sequence[float]) -> InverseWidthFit:
-    """Weighted least squares of δ = δ∞ + c/N (weights 1/SE²) through the 2×2 normal equations.
+                      stderrs: Sequence[float], *, order: int = 1) -> InverseWidthFit:
+    """Weighted least squares of δ = δ∞ + c/N (order 1) or δ∞ + c/N + d/N² (order 2), weights
+    1/SE²: the design matrix in powers of 1/N, whitened by 1/SE and solved by
+    `numpy.linalg.lstsq`; parameter covariance (Xᵀ W X)⁻¹ (docs/sweeps.md, "Networks against
+    the theory").
 
     Raises ValueError for non-finite or non-positive widths or standard errors (a zero SE would
-    give the point infinite weight)."""
+    give the point infinite weight) and for an order other than 1 or 2."""
+    if order not in (1, 2):
+        raise ValueError(f"order must be 1 (δ∞ + c/N) or 2 (δ∞ + c/N + d/N²), got {order!r}.")
     if not len(widths) == len(deviations) == len(stderrs):
         raise ValueError("widths, deviations and stderrs must have the same length.")
     for width, deviation, stderr in zip(widths, deviations, stderrs, strict=True):
@@ -159,44 +193,49 @@ def fit_inverse_width(widths: Sequence[float], deviations: Sequence[float],
                              "without a standard error cannot be weighted.")
     distinct = tuple(sorted(set(float(width) for width in widths)))
     n = len(widths)
-    if len(distinct) < 2:
-        return InverseWidthFit(distinct, n, "one width" if distinct else "no points")
-    weights = [1.0 / stderr**2 for stderr in stderrs]
-    x = [1.0 / width for width in widths]
-    s0 = sum(weights)
-    s1 = sum(w * xi for w, xi in zip(weights, x, strict=True))
-    s2 = sum(w * xi * xi for w, xi in zip(weights, x, strict=True))
-    t0 = sum(w * y for w, y in zip(weights, deviations, strict=True))
-    t1 = sum(w * xi * y for w, xi, y in zip(weights, x, deviations, strict=True))
-    determinant = s0 * s2 - s1 * s1
-    covariance = ((s2 / determinant, -s1 / determinant), (-s1 / determinant, s0 / determinant))
-    intercept = (s2 * t0 - s1 * t1) / determinant
-    slope = (s0 * t1 - s1 * t0) / determinant
-    chi2 = sum(w * (y - intercept - slope * xi) ** 2
-               for w, xi, y in zip(weights, x, deviations, strict=True))
-    dof = n - 2
-    status = "exactly determined" if len(distinct) == 2 else "fit"
+    n_parameters = order + 1
+    if len(distinct) < n_parameters:
+        status = ("no points" if not distinct else "one width" if len(distinct) == 1
+                  else "too few widths")
+        return InverseWidthFit(distinct, n, status, order=order)
+    inverse = 1.0 / np.asarray(widths, dtype=float)
+    sigma = np.asarray(stderrs, dtype=float)
+    design = np.vander(inverse, n_parameters, increasing=True)
+    whitened = design / sigma[:, None]
+    target = np.asarray(deviations, dtype=float) / sigma
+    parameters = np.linalg.lstsq(whitened, target, rcond=None)[0]
+    covariance = np.linalg.inv(whitened.T @ whitened)
+    chi2 = float(np.sum((target - whitened @ parameters) ** 2))
+    dof = n - n_parameters
+    status = "exactly determined" if len(distinct) == n_parameters else "fit"
+    errors = np.sqrt(np.diag(covariance))
     return InverseWidthFit(
-        distinct, n, status, intercept, math.sqrt(covariance[0][0]), slope,
-        math.sqrt(covariance[1][1]), covariance, chi2, dof,
-        float(stats.chi2.sf(chi2, dof)) if dof > 0 else None)
+        distinct, n, status, float(parameters[0]), float(errors[0]), float(parameters[1]),
+        float(errors[1]), tuple(tuple(float(v) for v in row) for row in covariance), chi2, dof,
+        float(stats.chi2.sf(chi2, dof)) if dof > 0 else None, order,
+        float(parameters[2]) if order == 2 else None,
+        float(errors[2]) if order == 2 else None)
 
 
 @dataclass(frozen=True)
 class ProblemAgreement:
     """The sampled points of one problem (architecture, data, T, λ0, λ1) against the theory,
-    and the 1/N fit of their deviations."""
+    and the 1/N fit of their deviations; with at least `NEXT_ORDER_MIN_WIDTHS` widths also the
+    fit with a 1/N² term (`next_order_fit`, else None)."""
 
     label: str
     architecture: str
     points: tuple[PointDeviation, ...]
     fit: InverseWidthFit
     key: ProblemKey = field(compare=False, repr=False)
+    next_order_fit: InverseWidthFit | None = None
 
     def to_dict(self) -> dict:
         return {"label": self.label, "architecture": self.architecture,
                 "points": [point.to_dict() for point in self.points],
-                "fit": self.fit.to_dict()}
+                "fit": self.fit.to_dict(),
+                "next_order_fit": (None if self.next_order_fit is None
+                                   else self.next_order_fit.to_dict())}
 
 
 @dataclass(frozen=True)
@@ -244,9 +283,13 @@ def compare_networks(rows: Sequence[ResultRow]) -> AgreementReport:
     problems = []
     for key, points in grouped.items():
         points.sort(key=lambda point: point.width)
-        fit = fit_inverse_width([p.width for p in points], [p.deviation for p in points],
-                                [p.stderr for p in points])
-        problems.append(ProblemAgreement(labels[key], key[1].kind, tuple(points), fit, key))
+        columns = ([p.width for p in points], [p.deviation for p in points],
+                   [p.stderr for p in points])
+        fit = fit_inverse_width(*columns)
+        next_order = (fit_inverse_width(*columns, order=2)
+                      if len(fit.widths) >= NEXT_ORDER_MIN_WIDTHS else None)
+        problems.append(ProblemAgreement(labels[key], key[1].kind, tuple(points), fit, key,
+                                         next_order))
     return AgreementReport(tuple(problems), tuple(unmatched))
 
 
@@ -273,27 +316,35 @@ def describe_point(point: PointDeviation) -> str:
 
 
 def describe_fit(fit: InverseWidthFit) -> str:
-    """The verdict on δ(N) = δ∞ + c/N in one sentence."""
+    """The verdict on δ(N) = δ∞ + c/N (or δ∞ + c/N + d/N² for a next-order fit) in one
+    sentence."""
     widths = ", ".join(width_label(width) for width in fit.widths)
+    form = "1/N" if fit.order == 1 else "1/N + 1/N²"
     if fit.delta_infinity is None or fit.slope is None or fit.delta_infinity_stderr is None:
-        return (f"1/N fit: none ({fit.status}{': N = ' + widths if widths else ''}); sample "
-                "at least two widths (three for a goodness-of-fit test).")
+        needed = ("two widths (three for a goodness-of-fit test)" if fit.order == 1
+                  else "three widths (four for a goodness-of-fit test)")
+        return (f"{form} fit: none ({fit.status}{': N = ' + widths if widths else ''}); "
+                f"sample at least {needed}.")
     z = fit.z if fit.z is not None else math.nan
     verdict = ("consistent with zero" if fit.consistent_with_zero else
                "NOT consistent with zero")
     smallest = min(fit.widths)
-    text = (f"1/N fit over N = {widths}: δ∞ = "
+    text = (f"{form} fit over N = {widths}: δ∞ = "
             f"{value_with_error(fit.delta_infinity, fit.delta_infinity_stderr)} ({z:+.1f}σ), "
-            f"{verdict}; c = {fit.slope:+.3g} ± {fit.slope_stderr:.2g} (c/N = "
-            f"{fit.slope / smallest:+.{_decimals(fit.delta_infinity_stderr)}f} at "
-            f"N = {width_label(smallest)})")
+            f"{verdict}; c = {fit.slope:+.3g} ± {fit.slope_stderr:.2g}")
+    if fit.order == 1:
+        text += (f" (c/N = {fit.slope / smallest:+.{_decimals(fit.delta_infinity_stderr)}f} "
+                 f"at N = {width_label(smallest)})")
+    elif fit.curvature is not None and fit.curvature_stderr is not None:
+        text += f", d = {fit.curvature:+.3g} ± {fit.curvature_stderr:.2g}"
     if fit.status == "exactly determined":
-        return text + "; exactly determined by two widths (no goodness-of-fit test)."
+        count = {2: "two", 3: "three"}.get(len(fit.widths), str(len(fit.widths)))
+        return text + f"; exactly determined by {count} widths (no goodness-of-fit test)."
     text += f"; χ²/dof = {fit.chi2:.2f}/{fit.dof}"
     if fit.p_value is not None:
         text += f" (p = {fit.p_value:.2g})"
         if fit.p_value < 0.05:
-            text += (": the 1/N form does not describe these points within their errors "
+            text += (f": the {form} form does not describe these points within their errors "
                      "(higher orders in 1/N, or standard errors too small for unmixed chains), "
                      "so the parameter errors are too small")
     return text + "."

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from krenorm.architectures import ArchitectureSpec
 from krenorm.deep_architecture import DeepArchitectureSpec
-from krenorm.experiments.agreement import AgreementReport, value_with_error
+from krenorm.experiments.agreement import AgreementReport, InverseWidthFit, value_with_error
 from krenorm.experiments.rows import Estimate, ResultRow
 from krenorm.width import is_infinite
 
@@ -249,7 +249,8 @@ def plot_deviation(agreement: AgreementReport, path: str | Path, *,
                            fmt="D", color=colour, capsize=3, markersize=5,
                            label="δ∞ = " + value_with_error(fit.delta_infinity,
                                                             fit.delta_infinity_stderr))
-        panel.set_xlim(left=-0.02 * float(x.max()))
+        _plot_next_order(panel, problem.next_order_fit, float(x.max()), colour)
+        panel.set_xlim(left=-0.03 * float(x.max()))
         panel.set_xlabel("1 / N")
         panel.set_ylabel("Δε_g = ε_g(network) − ε_g(theory)")
         panel.set_title(problem.label.upper() if problem.label == problem.architecture
@@ -260,6 +261,23 @@ def plot_deviation(agreement: AgreementReport, path: str | Path, *,
         figure.suptitle(title)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _plot_next_order(panel: Axes, fit: InverseWidthFit | None, largest_inverse: float,
+                     colour: str) -> None:
+    """The fit δ∞ + c/N + d/N² (dashed, no band) and its δ∞ (open diamond, drawn 1 % of the
+    axis left of 1/N = 0 so that its error bar does not hide the straight-line fit's), when
+    there is one."""
+    if fit is None or fit.delta_infinity is None or fit.delta_infinity_stderr is None:
+        return
+    grid = np.linspace(0.0, 1.1 * largest_inverse, 100)
+    panel.plot(grid, [fit.value(value) for value in grid], "--", color=colour, lw=1,
+               label=f"fit δ∞ + c/N + d/N² ({fit.status})")
+    panel.errorbar([-0.01 * largest_inverse], [fit.delta_infinity],
+                   yerr=[fit.delta_infinity_stderr], fmt="D", mfc="white", color=colour,
+                   capsize=3, markersize=5,
+                   label="δ∞ (next order) = " + value_with_error(fit.delta_infinity,
+                                                                  fit.delta_infinity_stderr))
 
 
 def _values(diagnostics: dict, name: str) -> np.ndarray | None:
