@@ -15,6 +15,7 @@ from krenorm.experiments.agreement import (
     describe_point,
     fit_inverse_width,
 )
+from krenorm.experiments.report import explain_fit
 from krenorm.experiments.rows import Estimate, ResultRow
 from krenorm.experiments.spec import DataSpec, ExperimentSpec, NetworkSpec, TheorySettings
 from krenorm.networks.settings import SamplerSettings
@@ -194,3 +195,15 @@ def test_a_problem_gets_the_next_order_fit_from_four_widths():
     assert four.next_order_fit is not None and four.next_order_fit.order == 2
     assert four.next_order_fit.curvature == pytest.approx(-0.5, abs=1e-6)
     assert four.to_dict()["next_order_fit"]["curvature"] == pytest.approx(-0.5, abs=1e-6)
+
+
+def test_a_failed_straight_line_gives_no_verdict_on_the_limit():
+    """explain_fit must not call a δ∞ 'agreement' (or 'a deviation that survives') when the
+    straight line itself fails its χ² test."""
+    fit = fit_inverse_width([10.0, 25.0, 50.0, 100.0, 400.0],
+                            [0.08 / n - 2.0 / n**2 for n in (10, 25, 50, 100, 400)],
+                            [0.0004] * 5)
+    assert fit.p_value is not None and fit.p_value < 0.05
+    assert "no verdict on the limit" in explain_fit(fit)
+    good = fit_inverse_width([10.0, 20.0, 50.0], [-0.01, -0.005, -0.002], [0.001] * 3)
+    assert "agrees with the theory" in explain_fit(good)

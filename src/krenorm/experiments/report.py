@@ -161,6 +161,10 @@ def explain_fit(fit: InverseWidthFit) -> str:
     if fit.consistent_with_zero is None:
         return ("Why no verdict: one sampled width cannot separate the theory's O(1/N) "
                 "corrections from a real disagreement.")
+    if fit.p_value is not None and fit.p_value < 0.05:
+        return ("Meaning: the points do not lie on a straight line in 1/N, so this δ∞ is no "
+                "verdict on the limit N → ∞: higher orders in 1/N (see the next-order fit, "
+                "where given) or unmixed chains (see the sampler diagnostics).")
     if fit.consistent_with_zero:
         return ("Meaning: the network agrees with the theory once the O(1/N) corrections, "
                 "which the theory leaves out, are extrapolated away; per-width deviations "
