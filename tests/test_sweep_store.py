@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 
-from krenorm.experiments.store import ResultsStore
+from krenorm.experiments.store import ResultsStore, SessionHeartbeat
 from krenorm.experiments.sweep_config import parse_sweep_config
 
 RAW = {
@@ -70,7 +70,7 @@ def test_claims_of_a_killed_process_are_reclaimed_at_once(tmp_path):
         store.register("store", points)
     code = textwrap.dedent(f"""
         import os, signal
-        from krenorm.experiments.store import ResultsStore
+        from krenorm.experiments.store import ResultsStore, SessionHeartbeat
         store = ResultsStore({str(db)!r})
         session = store.open_session("store", "doomed")
         store.claim({points[0].content_hash!r}, session)
@@ -86,7 +86,7 @@ def test_claims_of_a_killed_process_are_reclaimed_at_once(tmp_path):
 
 WRITER = textwrap.dedent("""
     import json, os, sys, time
-    from krenorm.experiments.store import ResultsStore
+    from krenorm.experiments.store import ResultsStore, SessionHeartbeat
 
     class Stored:  # what the store reads of a spec; keeps torch out of these processes
         def __init__(self, row):
@@ -150,3 +150,47 @@ def test_two_processes_writing_at_once(tmp_path):
             assert all(by_writer[h] == writer.pid for h in hashes)
         assert len(store.attempts()) == len(points)
     assert os.path.getsize(db) > 0
+
+
+def test_a_busy_driver_on_this_host_keeps_its_claim_however_long_it_is_silent(tmp_path):
+    """The regression: a driver running one point in its own process (--workers 0) for
+    33 minutes wrote no heartbeat; a second driver started on the same host took it for dead
+    after 10 × 120 s of silence, reclaimed the point, and the finished result was refused.
+    On this host only the process table (and the process's start time, against a reused id)
+    decides."""
+    points = _points()[:2]
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        store.register("store", points)
+        busy = store.open_session("store", "inline (driver process)")
+        claim = store.claim(points[0].content_hash, busy)
+        store._connection.execute("UPDATE sessions SET heartbeat_at = heartbeat_at - 2000 "
+                                  "WHERE session_id = ?", (busy,))
+        assert store.reclaim_abandoned(stale_after_s=120.0) == 0
+        assert store.record_result(claim, {"loss": 1.0}, {}, {}, 1980.0)
+        # A process with the driver's id that started after the session is not its driver:
+        # the session (opened, say, a day before this process started) is dead.
+        stale = store.open_session("store", "inline (driver process)")
+        store.claim(points[1].content_hash, stale)
+        store._connection.execute("UPDATE sessions SET started_at = started_at - 86400 "
+                                  "WHERE session_id = ?", (stale,))
+        assert store.reclaim_abandoned(stale_after_s=120.0) == 1
+        assert [a.outcome for a in store.attempts(points[1].content_hash)] == ["abandoned"]
+
+
+def test_session_heartbeat_beats_while_the_driver_thread_is_busy(tmp_path):
+    with ResultsStore(tmp_path / "s.sqlite") as store:
+        session = store.open_session("store", "test")
+        store._connection.execute("UPDATE sessions SET heartbeat_at = 0 WHERE session_id = ?",
+                                  (session,))
+        with SessionHeartbeat(store.path, session, 0.05):
+            time.sleep(0.5)  # the driver's thread busy in one point, writing nothing
+        (beat,) = store._connection.execute(
+            "SELECT heartbeat_at FROM sessions WHERE session_id = ?", (session,)).fetchone()
+        assert time.time() - 5.0 < beat <= time.time()
+        # After the block the thread has stopped: no more beats.
+        store._connection.execute("UPDATE sessions SET heartbeat_at = 0 WHERE session_id = ?",
+                                  (session,))
+        time.sleep(0.2)
+        (after,) = store._connection.execute(
+            "SELECT heartbeat_at FROM sessions WHERE session_id = ?", (session,)).fetchone()
+        assert after == 0

@@ -31,6 +31,7 @@ import math
 import os
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from krenorm.experiments.errors import ConfigError
-from krenorm.experiments.processes import process_alive
+from krenorm.experiments.processes import process_alive, process_started_at
 from krenorm.experiments.store_errors import STORE_ERRORS, StoreError, store_fault
 
 if TYPE_CHECKING:  # the store needs only content_hash, label and canonical_json of a spec,
@@ -57,6 +58,10 @@ STATUSES = ("pending", "running", "done", "failed")
 #: died), abandoned (its driver session died; reclaimed later), released (the driver stopped
 #: before the result came), rejected (a result arrived after the claim had been reclaimed).
 OUTCOMES = ("running", "done", "failed", "lost", "abandoned", "released", "rejected")
+#: A driver's process starts before it opens its session; its start time (to the clock tick,
+#: boot time to the second) may still read up to about a second later. A process that started
+#: more than this after the session is not the session's driver.
+PID_START_SLACK_S = 2.0
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
@@ -475,7 +480,8 @@ class ResultsStore:
         reclaimed = 0
         with self._transaction() as cursor:
             rows = cursor.execute(
-                "SELECT DISTINCT s.session_id, s.host, s.pid, s.heartbeat_at, s.ended_at "
+                "SELECT DISTINCT s.session_id, s.host, s.pid, s.started_at, s.heartbeat_at, "
+                "s.ended_at "
                 "FROM experiments e JOIN sessions s ON e.session_id = s.session_id "
                 "WHERE e.status = 'running'").fetchall()
             for row in rows:
@@ -483,10 +489,15 @@ class ResultsStore:
                 if row["ended_at"] is not None:
                     dead = True
                 elif row["host"] == host:
-                    # The process table is the truth here (a driver busy running a long point
-                    # in-process does not heartbeat); silence far beyond the limit only
-                    # matters if the process id was reused.
-                    dead = not process_alive(row["pid"]) or silent_s > 10 * stale_after_s
+                    # The process table is the truth here, never silence: a live driver may be
+                    # busy for hours. A process with the driver's id that started after the
+                    # session did is another process reusing a dead driver's id. Only where
+                    # the start time is unknown (no /proc) does silence far beyond the limit
+                    # stand in for that check.
+                    started = process_started_at(row["pid"])
+                    reused = (silent_s > 10 * stale_after_s if started is None else
+                              started > row["started_at"] + PID_START_SLACK_S)
+                    dead = not process_alive(row["pid"]) or reused
                 else:
                     dead = silent_s > stale_after_s
                 if dead:
@@ -711,3 +722,38 @@ def _return_to_pending(cursor: sqlite3.Cursor, claim: Claim, outcome: str, error
                    (claim.spec_hash, claim.session_id))
     cursor.execute("UPDATE attempts SET outcome = ?, error = ?, ended_at = ? "
                    "WHERE attempt_id = ?", (outcome, error, now, claim.attempt_id))
+
+
+class SessionHeartbeat:
+    """Writes a driver session's heartbeat every `every_s` seconds from a thread of its own,
+    with its own connection to the store, for as long as the `with` block runs.
+
+    Why a thread: a point run in the driver's own process (`--workers 0`) holds the driver's
+    loop for its whole run, minutes to hours; a heartbeat written only between points would let
+    another driver take the session for dead and reclaim its claim
+    (`ResultsStore.reclaim_abandoned`), and the finished result would then be refused. A fault
+    of the store in the thread stops the heartbeat quietly: the driver's own next write reports
+    the same fault."""
+
+    def __init__(self, path: str | Path, session_id: str, every_s: float):
+        if not every_s > 0:
+            raise ValueError(f"every_s must be positive, got {every_s!r}.")
+        self.path = Path(path)
+        self.session_id = session_id
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="krenorm-heartbeat",
+                                        daemon=True)
+
+    def _beat(self) -> None:
+        with contextlib.suppress(StoreError), ResultsStore(self.path) as store:
+            while not self._stop.wait(self.every_s):
+                store.heartbeat(self.session_id)
+
+    def __enter__(self) -> SessionHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -45,7 +45,7 @@ from krenorm.experiments.executors import (
 from krenorm.experiments.point_limits import point_time_limit
 from krenorm.experiments.runner import TheoryEngine, run_experiment
 from krenorm.experiments.spec import ExperimentSpec
-from krenorm.experiments.store import Claim, ResultsStore
+from krenorm.experiments.store import Claim, ResultsStore, SessionHeartbeat
 from krenorm.experiments.store_errors import StoreError
 from krenorm.experiments.sweep_config import SweepConfig, load_sweep_config
 
@@ -114,10 +114,9 @@ class _Driver:
     """The submit/wait/record loop of one invocation (one store session)."""
 
     def __init__(self, config: SweepConfig, store: ResultsStore, executor: SweepExecutor,
-                 session_id: str, heartbeat_every_s: float):
+                 session_id: str):
         self.config, self.store, self.executor = config, store, executor
         self.session_id = session_id
-        self.heartbeat_every_s = heartbeat_every_s
         #: Tries charged to each point (its own errors and time-outs) and infrastructure losses.
         self.charged: collections.Counter[str] = collections.Counter()
         self.losses: collections.Counter[str] = collections.Counter()
@@ -137,7 +136,6 @@ class _Driver:
             show_status: Callable[[list[str]], None] | None = None) -> None:
         """Run the queue; `show_status` gets the running points' status lines (a long theory
         solve's passes and ‖∇S‖) on every look at the workers."""
-        last_heartbeat = time.monotonic()
         while queue or self.in_flight:
             # Raises SchedulerLostError before we submit to nobody.
             self._note(self.executor.inspect())
@@ -145,11 +143,8 @@ class _Driver:
             if not self.in_flight:
                 continue
             finished, _ = concurrent.futures.wait(
-                self.in_flight, timeout=min(POLL_S, self.heartbeat_every_s),
+                self.in_flight, timeout=POLL_S,
                 return_when=concurrent.futures.FIRST_COMPLETED)
-            if time.monotonic() - last_heartbeat >= self.heartbeat_every_s:
-                self.store.heartbeat(self.session_id)
-                last_heartbeat = time.monotonic()
             if show_status is not None:
                 show_status(self.executor.point_statuses())
             lost_worker = False
@@ -328,7 +323,7 @@ def _drive(config: SweepConfig, store: ResultsStore, executor: SweepExecutor,
                               if statuses[spec.content_hash] != "done")
     skipped = len(config.points) - len(queue)
     session_id = store.open_session(config.name, executor.description)
-    driver = _Driver(config, store, executor, session_id, heartbeat_every_s)
+    driver = _Driver(config, store, executor, session_id)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     reason = "interrupted"
@@ -340,8 +335,9 @@ def _drive(config: SweepConfig, store: ResultsStore, executor: SweepExecutor,
             # A long theory solve says how far it is (evaluations, passes, ‖∇S‖): points run in
             # this process report straight to the bar, pool workers through status files.
             executor.status_sink = lambda line: bar.update(task, status=line)
-            driver.run(queue, lambda steps: bar.advance(task, steps),
-                       lambda lines: bar.update(task, status=" · ".join(lines[:2])))
+            with SessionHeartbeat(store.path, session_id, heartbeat_every_s):
+                driver.run(queue, lambda steps: bar.advance(task, steps),
+                           lambda lines: bar.update(task, status=" · ".join(lines[:2])))
         reason = "finished"
     except SchedulerLostError as error:
         reason, stop = "scheduler-lost", (str(error), error)
