@@ -6,6 +6,10 @@ as a second argument, also the chain settings and CPU seconds of every sampled p
 
     python examples/relu_study/wave4_tables.py examples/relu_study/wave5_mnist/results.json \
         [runs/relu_mnist/results.sqlite]
+
+For problems sampled at four or more widths it also prints the fits over the widths from
+N_min up, straight line (δ∞ + c/N) and next order (δ∞ + c/N + d/N²), so that curvature in 1/N
+can be told from a residual at N → ∞ (docs/sweeps.md, "Networks against the theory").
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import json
 import sqlite3
 import sys
 from pathlib import Path
+
+from krenorm.experiments.agreement import InverseWidthFit, fit_inverse_width
 
 #: R̂ and ESS of the test loss a point must reach to count as mixed (the wave-5 bar).
 RHAT_BAR = 1.1
@@ -65,6 +71,39 @@ def fit_table(payload: dict) -> None:
               f"{'yes' if fit['consistent_with_zero'] else 'no'} |")
 
 
+def _fit_cell(fit: InverseWidthFit) -> str:
+    if fit.delta_infinity is None or fit.delta_infinity_stderr is None or fit.z is None:
+        return f"– ({fit.status})"
+    text = (f"{_signed(fit.delta_infinity)} ± {fit.delta_infinity_stderr:.4f} "
+            f"({_signed(fit.z, 1)}σ)")
+    if fit.p_value is None:
+        return text + f", {fit.status}"
+    return text + f", χ² {fit.chi2:.2f}/{fit.dof} (p = {fit.p_value:.2g})"
+
+
+def fit_scan_table(payload: dict, minimum_widths: int = 4) -> None:
+    """Per problem with at least `minimum_widths` widths: δ∞ from the straight line and from
+    the next-order fit over the widths N ≥ N_min, for every sampled N_min that leaves a fit."""
+    print("| problem | widths used | δ∞ + c/N: δ∞ ± SE (z), χ² | δ∞ + c/N + d/N²: δ∞ ± SE (z), "
+          "χ² |")
+    print("|---|---|---|---|")
+    for problem in payload["problems"]:
+        points = problem["points"]
+        widths = sorted({point["width"] for point in points})
+        if len(widths) < minimum_widths:
+            continue
+        for smallest in widths[:-1]:
+            used = [point for point in points if point["width"] >= smallest]
+            columns = ([p["width"] for p in used], [p["deviation"] for p in used],
+                       [p["stderr"] for p in used])
+            line = fit_inverse_width(*columns)
+            curved = (fit_inverse_width(*columns, order=2)
+                      if len({p["width"] for p in used}) >= 3 else None)
+            listed = ", ".join(f"{width:g}" for width in widths if width >= smallest)
+            print(f"| {problem['label']} | {listed} | {_fit_cell(line)} | "
+                  f"{'–' if curved is None else _fit_cell(curved)} |")
+
+
 def chain_table(db: str) -> None:
     """Per sampled point of the store: sampler settings, wall and CPU seconds; then the CPU
     seconds of all sampled points and of all theory points."""
@@ -94,6 +133,8 @@ def main(path: str, db: str | None = None) -> None:
     point_table(payload)
     print()
     fit_table(payload)
+    print()
+    fit_scan_table(payload)
     if db is not None:
         print()
         chain_table(db)
