@@ -29,7 +29,10 @@ ESS_BAR = 100.0
 def _signed(value: float | None, digits: int = 4) -> str:
     if value is None:  # e.g. no theory at N = ∞ in the store yet
         return "–"
-    return f"{value:+.{digits}f}".replace("-", "−")
+    text = f"{value:+.{digits}f}"
+    if float(text) == 0.0:  # no sign on a value that rounds to zero ("−0.0000")
+        return f"{0.0:.{digits}f}"
+    return text.replace("-", "−")
 
 
 def point_table(payload: dict) -> None:

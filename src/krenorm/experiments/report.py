@@ -317,8 +317,10 @@ FIGURE_CAPTIONS = {
                         f"curve lies on the solid one: {RETUNED_NOTE.replace(chr(10), ' ')}.",
     LOSS_VS_WIDTH: "The same test losses against the width N.",
     DEVIATION: "Deviation network − theory against 1/N with ±1 SE bars, the weighted fit "
-               "δ∞ + c/N with its ±1σ band and δ∞ at 1/N = 0 (diamond); grey squares: "
-               "deviation from the N = ∞ theory, for scale.",
+               "δ∞ + c/N with its ±1σ band and δ∞ at 1/N = 0 (diamond); from four widths "
+               "up also the next-order fit δ∞ + c/N + d/N² (dashed) and its δ∞ (open diamond, "
+               "drawn just left of 1/N = 0); grey squares: deviation from the N = ∞ theory, "
+               "for scale.",
     KERNEL_ALIGNMENT: "Centred kernel–target alignment A(K, yyᵀ) on the training set of the "
                       "posterior-averaged hidden kernel ⟨ΦΦᵀ⟩ of the sampled networks "
                       "(points) and of the NNGP kernel (horizontal lines; CNN and LCN with "
